@@ -1,0 +1,92 @@
+"""Keyledger: self-service API keys with a tamper-evident audit trail."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import config as settings
+from app.extensions import csrf, db, limiter, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build an app from the environment, with `config` overriding (tests pass theirs)."""
+    conf: dict[str, Any] = dict(settings.DEFAULTS)
+    conf.update(settings.from_env())
+    conf.update(config or {})
+    settings.ensure_secrets(conf)
+
+    app = Flask(
+        __name__,
+        instance_path=str(Path(conf["INSTANCE_PATH"]).resolve()),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.update(conf)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = int(app.config["PROXY_FIX_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    db.init_app(app)
+    from app.models._types import render_item
+
+    migrate.init_app(
+        app, db, directory=str(ROOT / "migrations"), render_as_batch=True, render_item=render_item
+    )
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+
+    from app.accounts import Passwords
+    from app.keys.lifecycle import KeyPolicy
+
+    app.extensions["keyledger.passwords"] = Passwords(app.config)
+    app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
+
+    from app import models
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> models.User | None:
+        return db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+
+    from app.admin import bp as admin_bp
+    from app.api import bp as api_bp
+    from app.auth import bp as auth_bp
+    from app.portal import bp as portal_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(portal_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    csrf.exempt(api_bp)
+
+    from app import cli, errors, web
+
+    errors.register(app)
+    web.register(app)
+    cli.register(app)
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """Foreign keys on and a wait instead of 'database is locked' on SQLite."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()

@@ -1,0 +1,1 @@
+"""The audit trail: canonical encoding, append, verification. No Flask request objects."""

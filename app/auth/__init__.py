@@ -1,0 +1,7 @@
+"""auth blueprint."""
+
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__, template_folder=None)
+
+from app.auth import routes  # noqa: E402, F401

@@ -1,0 +1,49 @@
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+
+from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
+
+_email = [
+    DataRequired(message="Enter your email address."),
+    Length(max=254, message="An email address has at most 254 characters."),
+]
+
+
+class RegisterForm(FlaskForm):
+    email = EmailField(
+        "Email", validators=[*_email, Regexp(EMAIL_RE, message="Enter a valid email address.")]
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired(message="Choose a password."),
+            Length(
+                min=MIN_PASSWORD,
+                max=MAX_PASSWORD,
+                message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+            ),
+        ],
+        description=f"At least {MIN_PASSWORD} characters. A passphrase works well.",
+    )
+    confirm = PasswordField(
+        "Repeat password",
+        validators=[
+            DataRequired(message="Repeat the password."),
+            EqualTo("password", message="The two passwords differ."),
+        ],
+    )
+    submit = SubmitField("Create account")
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=_email)
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    submit = SubmitField("Log in")
+
+
+class LogoutForm(FlaskForm):
+    submit = SubmitField("Log out")

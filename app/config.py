@@ -1,0 +1,152 @@
+"""Settings from the environment, with embedded defaults that need no server.
+
+Development generates missing secrets once into instance/ (mode 0600); production
+(KEYLEDGER_ENV=production) refuses to start without them, because a generated
+secret on one host would not match the one on the next.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+TIERS = ("basic", "premium", "enterprise")
+KNOWN_SCOPES = ("keys:read", "keys:write", "usage:read")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; start-up must stop."""
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _tier_map(name: str, default: dict[str, int]) -> dict[str, int]:
+    """Read e.g. KEY_MAX_DAYS="basic=90,premium=180,enterprise=365"."""
+    raw = os.environ.get(name)
+    if not raw:
+        return dict(default)
+    result = dict(default)
+    for part in raw.split(","):
+        tier, _, value = part.partition("=")
+        tier = tier.strip()
+        if tier not in TIERS or not value.strip().isdigit():
+            raise ConfigError(f"{name}: expected tier=number pairs, got {part!r}")
+        result[tier] = int(value)
+    return result
+
+
+def from_env() -> dict[str, Any]:
+    """Every setting the app reads, taken from the environment once at start-up."""
+    instance = Path(os.environ.get("KEYLEDGER_INSTANCE", PROJECT_ROOT / "instance"))
+    return {
+        "KEYLEDGER_ENV": os.environ.get("KEYLEDGER_ENV", "development"),
+        "INSTANCE_PATH": str(instance),
+        "SECRET_KEY": os.environ.get("SECRET_KEY"),
+        "KEY_PEPPER": os.environ.get("KEY_PEPPER"),
+        "AUDIT_SIGNING_KEY": os.environ.get("AUDIT_SIGNING_KEY"),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get(
+            "DATABASE_URL", f"sqlite:///{instance / 'keyledger.db'}"
+        ),
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "KEY_PREFIX": os.environ.get("KEY_PREFIX", "klk"),
+        "REGISTRATION_OPEN": _env_bool("REGISTRATION_OPEN", True),
+        "SESSION_COOKIE_SECURE": _env_bool("SESSION_COOKIE_SECURE", False),
+        "PROXY_FIX_HOPS": _env_int("PROXY_FIX_HOPS", 0),
+        "KEY_MAX_DAYS": _tier_map("KEY_MAX_DAYS", {"basic": 90, "premium": 180, "enterprise": 365}),
+        "TIER_RATE_LIMITS": _tier_map(
+            "TIER_RATE_LIMITS", {"basic": 60, "premium": 300, "enterprise": 1200}
+        ),
+        "KEY_EXPIRING_DAYS": _env_int("KEY_EXPIRING_DAYS", 7),
+        "ARGON2_TIME_COST": _env_int("ARGON2_TIME_COST", 3),
+        "ARGON2_MEMORY_COST": _env_int("ARGON2_MEMORY_COST", 65536),
+        "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10/minute"),
+    }
+
+
+DEFAULTS: dict[str, Any] = {
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    # Forms are small; the API caps its own bodies tighter.
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "RATELIMIT_STRATEGY": "moving-window",
+    "WTF_CSRF_TIME_LIMIT": 3600,
+}
+
+# file name in instance/ -> (config key, generator)
+_GENERATED = {
+    "secret_key": ("SECRET_KEY", lambda: secrets.token_urlsafe(48)),
+    "key_pepper": ("KEY_PEPPER", lambda: secrets.token_urlsafe(48)),
+    "audit_signing_key.pem": (
+        "AUDIT_SIGNING_KEY",
+        lambda: (
+            Ed25519PrivateKey.generate()
+            .private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            .decode()
+        ),
+    ),
+}
+
+
+def ensure_secrets(config: dict[str, Any]) -> list[str]:
+    """Fill missing secrets: from instance/ files in development, or fail in production.
+
+    Returns the names of the files it created, so the caller can say so.
+    """
+    instance = Path(config["INSTANCE_PATH"])
+    production = config.get("KEYLEDGER_ENV") == "production"
+    created: list[str] = []
+    for filename, (key, generate) in _GENERATED.items():
+        if config.get(key):
+            continue
+        if production:
+            raise ConfigError(
+                f"{key} is not set. In production every secret comes from the "
+                f"environment (SECRET_KEY, KEY_PEPPER, AUDIT_SIGNING_KEY); see docs/operations.md."
+            )
+        path = instance / filename
+        if not path.exists():
+            instance.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(generate())
+            created.append(filename)
+        config[key] = path.read_text().strip()
+    if created:
+        print(
+            f"keyledger: generated {', '.join(created)} in {instance} (mode 0600); "
+            "keep them: losing key_pepper invalidates every API key.",
+            file=sys.stderr,
+        )
+    return created

@@ -1,0 +1,1 @@
+"""API keys: format, hashing and lifecycle. No Flask request objects in here."""

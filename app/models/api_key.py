@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models._types import UTCDateTime, utcnow
+
+
+class ApiKey(db.Model):
+    """One key. Its secret is never stored: only HMAC-SHA256(pepper, secret).
+
+    The key has no tier column on purpose: its tier is its owner's current tier, so an
+    upgrade lifts every key at once.
+    """
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    rotated_from_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id"), nullable=True)
+
+    owner = relationship("User", back_populates="keys")
+
+    @property
+    def tier(self) -> str:
+        return self.owner.tier
+
+    def __repr__(self) -> str:
+        return f"<ApiKey {self.public_id}>"

@@ -1,0 +1,171 @@
+"""Fixtures: a real database per test (SQLite file, or PostgreSQL when DATABASE_URL
+names one), the schema built by the real migrations, CSRF left on."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.extensions import db
+
+PG_URL = os.environ.get("DATABASE_URL", "")
+USE_PG = PG_URL.startswith("postgresql")
+PASSWORD = "correct horse battery staple"
+CSRF_RE = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'name="csrf_token" value="([^"]+)"'
+)
+
+
+def base_config(tmp: Path, url: str) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "INSTANCE_PATH": str(tmp / "instance"),
+        "SECRET_KEY": "test-secret-key",
+        "KEY_PEPPER": "test-pepper",
+        # Cheap argon2 parameters: the tests exercise behaviour, not cost.
+        "ARGON2_TIME_COST": 1,
+        "ARGON2_MEMORY_COST": 8,
+        "ARGON2_PARALLELISM": 1,
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Run the migrations once; tests get a copy (SQLite) or a truncated schema (PG)."""
+    tmp = tmp_path_factory.mktemp("template")
+    if USE_PG:
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        url = PG_URL
+    else:
+        url = f"sqlite:///{tmp / 'template.db'}"
+    app = create_app(base_config(tmp, url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+def _fresh_db(template_url: str, tmp: Path) -> str:
+    if not USE_PG:
+        target = tmp / "keyledger.db"
+        shutil.copyfile(template_url.removeprefix("sqlite:///"), target)
+        return f"sqlite:///{target}"
+    engine = create_engine(template_url)
+    with engine.begin() as conn:
+        tables = (
+            conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if tables:
+            names = ", ".join(f'"{t}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return template_url
+
+
+@pytest.fixture
+def app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+def csrf_token(html: str) -> str:
+    m = CSRF_RE.search(html)
+    assert m, "page has no CSRF token"
+    return m.group(1) or m.group(2)
+
+
+def hidden(html: str, name: str) -> str | None:
+    m = re.search(rf'id="{name}" name="{name}" type="hidden" value="([^"]*)"', html)
+    return m.group(1) if m else None
+
+
+class Portal:
+    """A person in a browser: fetches the form, then posts it with its tokens."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def submit(self, form_url: str, data: dict[str, Any], action: str | None = None, **kw: Any):
+        page = self.client.get(form_url)
+        html = page.get_data(as_text=True)
+        payload = {"csrf_token": csrf_token(html), **data}
+        token = hidden(html, "form_token")
+        if token is not None:
+            payload.setdefault("form_token", token)
+        return self.client.post(action or form_url, data=payload, **kw)
+
+    def register(self, email: str, password: str = PASSWORD):
+        return self.submit("/register", {"email": email, "password": password, "confirm": password})
+
+    def login(self, email: str, password: str = PASSWORD):
+        return self.submit("/login", {"email": email, "password": password})
+
+    def logout(self):
+        return self.submit("/keys", {}, action="/logout")
+
+    def create_key(
+        self,
+        name: str = "ci",
+        scopes: tuple[str, ...] = ("keys:read",),
+        custom: str = "",
+        days: int = 30,
+    ) -> tuple[Any, str | None]:
+        resp = self.submit(
+            "/keys/new",
+            {"name": name, "scopes": list(scopes), "custom_scopes": custom, "lifetime_days": days},
+        )
+        m = re.search(r'id="new-key"[^>]*value="([^"]+)"', resp.get_data(as_text=True))
+        return resp, (m.group(1) if m else None)
+
+
+@pytest.fixture
+def portal(client: FlaskClient) -> Portal:
+    return Portal(client)
+
+
+@pytest.fixture
+def user(portal: Portal) -> Portal:
+    """A registered, logged-in basic-tier user."""
+    resp = portal.register("alice@example.com")
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    return portal
