@@ -55,6 +55,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["keyledger.passwords"] = Passwords(app.config)
     app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
 
+    from app.usage.recorder import BatchRecorder
+
+    # Lazy: its flush thread starts on first use, in the worker, never before a fork.
+    app.extensions["keyledger.usage"] = BatchRecorder.from_app(app)
+
     from app import models
 
     @login_manager.user_loader

@@ -21,7 +21,10 @@ from app.models import User
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+# No whitespace or control characters anywhere (PostgreSQL refuses NUL in text).
+EMAIL_RE = re.compile(
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
+)
 
 
 class AccountError(ValueError):
@@ -71,7 +74,10 @@ def _loggable_email(email: str) -> str | None:
 
 
 def find_user(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == normalize_email(email)))
+    email = normalize_email(email)
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        return None  # cannot be stored, so cannot exist; and NUL would upset PostgreSQL
+    return session.scalar(select(User).where(User.email == email))
 
 
 def create_user(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,8 +23,12 @@ KNOWN_SCOPES = ("keys:read", "keys:write", "usage:read")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConfigError(RuntimeError):
-    """A setting is missing or malformed; start-up must stop."""
+class ConfigError(click.ClickException, RuntimeError):
+    """A setting is missing or malformed; start-up must stop.
+
+    A ClickException so that `flask ...` prints the message and exits 1 instead of a
+    traceback; everywhere else it is an ordinary RuntimeError.
+    """
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -41,6 +46,16 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
 def _tier_map(name: str, default: dict[str, int]) -> dict[str, int]:
@@ -84,6 +99,12 @@ def from_env() -> dict[str, Any]:
         "ARGON2_MEMORY_COST": _env_int("ARGON2_MEMORY_COST", 65536),
         "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10/minute"),
+        # Usage recording (docs/usage.md): a crash loses at most one flush interval.
+        "USAGE_FLUSH_INTERVAL": _env_float("USAGE_FLUSH_INTERVAL", 1.0),
+        "USAGE_RETENTION_DAYS": _env_int("USAGE_RETENTION_DAYS", 30),
+        "USAGE_MINUTE_RETENTION_DAYS": _env_int("USAGE_MINUTE_RETENTION_DAYS", 90),
+        # thread | manual | sync; empty means thread, or manual under TESTING.
+        "USAGE_MODE": os.environ.get("USAGE_MODE", ""),
     }
 
 
@@ -127,14 +148,17 @@ def ensure_secrets(config: dict[str, Any]) -> list[str]:
     instance = Path(config["INSTANCE_PATH"])
     production = config.get("KEYLEDGER_ENV") == "production"
     created: list[str] = []
+    missing = [key for key, _ in _GENERATED.values() if not config.get(key)]
+    if production and missing:
+        raise ConfigError(
+            f"KEYLEDGER_ENV=production but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set. In production every secret "
+            "comes from the environment (SECRET_KEY, KEY_PEPPER, AUDIT_SIGNING_KEY); "
+            "see docs/operations.md."
+        )
     for filename, (key, generate) in _GENERATED.items():
         if config.get(key):
             continue
-        if production:
-            raise ConfigError(
-                f"{key} is not set. In production every secret comes from the "
-                f"environment (SECRET_KEY, KEY_PEPPER, AUDIT_SIGNING_KEY); see docs/operations.md."
-            )
         path = instance / filename
         if not path.exists():
             instance.mkdir(parents=True, exist_ok=True)

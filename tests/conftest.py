@@ -169,3 +169,76 @@ def user(portal: Portal) -> Portal:
     resp = portal.register("alice@example.com")
     assert resp.status_code == 302, resp.get_data(as_text=True)
     return portal
+
+
+# --- helpers shared by the issue-2 tests (added by helper A) ---------------------------
+
+OTHER_PASSWORD = "another long passphrase here"
+
+
+def count_rows(app: Flask, table: str) -> int:
+    """Rows in a table, read with plain SQL so the check does not trust the ORM."""
+    with app.app_context():
+        return db.session.execute(text(f'SELECT COUNT(*) FROM "{table}"')).scalar_one()
+
+
+def snapshot(app: Flask) -> dict[str, int]:
+    """Row counts a 'nothing changed' assertion compares before and after."""
+    return {t: count_rows(app, t) for t in ("user", "api_key", "audit_event")}
+
+
+def audit_events(app: Flask, action: str | None = None, target: str | None = None) -> list:
+    """Audit events by action and/or target (never by position: sealing may renumber)."""
+    from sqlalchemy import select
+
+    from app.models import AuditEvent
+
+    with app.app_context():
+        query = select(AuditEvent)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        if target is not None:
+            query = query.where(AuditEvent.target == target)
+        rows = db.session.scalars(query).all()
+        db.session.expunge_all()
+        return rows
+
+
+def key_row(app: Flask, public_id: str):
+    """The stored key, detached, for checks of what the database holds."""
+    from sqlalchemy import select
+
+    from app.models import ApiKey
+
+    with app.app_context():
+        key = db.session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
+        if key is not None:
+            db.session.expunge(key)
+        return key
+
+
+def public_id_of(plaintext: str) -> str:
+    return plaintext.split(".")[1]
+
+
+@pytest.fixture
+def other(app: Flask) -> Portal:
+    """A second registered, logged-in user (bob) in a browser of their own."""
+    bob = Portal(app.test_client())
+    resp = bob.register("bob@example.com", OTHER_PASSWORD)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    return bob
+
+
+@pytest.fixture
+def admin(app: Flask) -> Portal:
+    """An admin made the documented way (`flask users create --admin`), then logged in."""
+    result = app.test_cli_runner().invoke(
+        args=["users", "create", "root@example.com", "--admin", "--tier", "enterprise"],
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    root = Portal(app.test_client())
+    resp = root.login("root@example.com")
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    return root

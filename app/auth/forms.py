@@ -4,6 +4,12 @@ from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
 
+
+def _strip(value: object) -> object:
+    """Pasted addresses often carry spaces around them."""
+    return value.strip() if isinstance(value, str) else value
+
+
 _email = [
     DataRequired(message="Enter your email address."),
     Length(max=254, message="An email address has at most 254 characters."),
@@ -12,7 +18,9 @@ _email = [
 
 class RegisterForm(FlaskForm):
     email = EmailField(
-        "Email", validators=[*_email, Regexp(EMAIL_RE, message="Enter a valid email address.")]
+        "Email",
+        validators=[*_email, Regexp(EMAIL_RE, message="Enter a valid email address.")],
+        filters=[_strip],
     )
     password = PasswordField(
         "Password",
@@ -37,7 +45,7 @@ class RegisterForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=_email)
+    email = EmailField("Email", validators=_email, filters=[_strip])
     password = PasswordField(
         "Password",
         validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],

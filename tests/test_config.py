@@ -1,0 +1,112 @@
+"""Start-up settings: generated secrets in development, a hard stop in production."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.config import ConfigError
+from conftest import base_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRETS = ("SECRET_KEY", "KEY_PEPPER", "AUDIT_SIGNING_KEY")
+FILES = ("secret_key", "key_pepper", "audit_signing_key.pem")
+
+
+def _config(tmp_path: Path, **over: object) -> dict:
+    conf = base_config(tmp_path, f"sqlite:///{tmp_path / 'cfg.db'}")
+    conf.update({"SECRET_KEY": None, "KEY_PEPPER": None, "AUDIT_SIGNING_KEY": None})
+    conf.update(over)
+    return conf
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_production_refuses_to_start_without_each_secret(tmp_path, missing):
+    given = {
+        "KEYLEDGER_ENV": "production",
+        "SECRET_KEY": "s" * 40,
+        "KEY_PEPPER": "p" * 40,
+        "AUDIT_SIGNING_KEY": "a" * 40,
+        missing: None,
+    }
+    with pytest.raises(ConfigError) as err:
+        create_app(_config(tmp_path, **given))
+    assert f"{missing} is not set" in str(err.value)
+    # Nothing was generated as a fallback.
+    instance = tmp_path / "instance"
+    assert not any((instance / f).exists() for f in FILES)
+
+
+def test_production_names_every_missing_secret_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        create_app(_config(tmp_path, KEYLEDGER_ENV="production", KEY_PEPPER="p" * 40))
+    assert "SECRET_KEY, AUDIT_SIGNING_KEY are not set" in str(err.value)
+
+
+def test_production_start_from_the_shell_says_why_without_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in (*SECRETS, "DATABASE_URL")}
+    env.update(
+        KEYLEDGER_ENV="production",
+        KEYLEDGER_INSTANCE=str(tmp_path / "instance"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'prod.db'}",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "SECRET_KEY, KEY_PEPPER, AUDIT_SIGNING_KEY are not set" in proc.stderr
+    assert not (tmp_path / "prod.db").exists()
+
+
+def test_development_generates_secrets_once_private_and_says_so(tmp_path, capfd):
+    first = create_app(_config(tmp_path))
+    err = capfd.readouterr().err
+    instance = tmp_path / "instance"
+    assert "generated" in err and str(instance) in err
+    for name in FILES:
+        path = instance / name
+        assert path.exists(), name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert name in err
+    # The secrets themselves never reach the console.
+    for key in SECRETS:
+        assert first.config[key] and first.config[key] not in err
+    assert "PRIVATE KEY" in first.config["AUDIT_SIGNING_KEY"]
+
+    second = create_app(_config(tmp_path))
+    assert "generated" not in capfd.readouterr().err
+    for key in SECRETS:
+        assert second.config[key] == first.config[key]
+
+
+def test_environment_secrets_win_over_instance_files(tmp_path, monkeypatch):
+    create_app(_config(tmp_path))
+    monkeypatch.setenv("KEY_PEPPER", "pepper-from-env")
+    conf = _config(tmp_path)
+    del conf["KEY_PEPPER"]
+    app = create_app(conf)
+    assert app.config["KEY_PEPPER"] == "pepper-from-env"
+
+
+def test_malformed_numeric_setting_stops_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEY_EXPIRING_DAYS", "soon")
+    with pytest.raises(ConfigError, match="KEY_EXPIRING_DAYS"):
+        create_app(_config(tmp_path))
+
+
+def test_tier_caps_are_configurable(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEY_MAX_DAYS", "basic=30,enterprise=400")
+    app = create_app(_config(tmp_path))
+    assert app.config["KEY_MAX_DAYS"] == {"basic": 30, "premium": 180, "enterprise": 400}
