@@ -1,0 +1,442 @@
+"""The batched usage recorder: requests append to memory, a thread writes in batches.
+
+Why: a database write per request would cost the validation hot path more than the
+validation itself. `record()` and `audit()` only append to an in-process deque; a
+daemon thread wakes every USAGE_FLUSH_INTERVAL seconds (or sooner when a batch fills)
+and writes everything queued in one transaction: raw events, roll-up upserts, the
+keys' last use, and the queued audit events.
+
+Durability bound: a graceful stop (SIGTERM under gunicorn, normal interpreter exit)
+flushes through the worker_exit hook in gunicorn.conf.py and atexit. A crash (SIGKILL,
+OOM, power loss) loses what was queued since the last flush: at most one interval
+(default 1 s) of usage and validation audit events, per worker. While the database
+is unreachable the batch is kept and retried, up to USAGE_QUEUE_MAX events; beyond
+that new events are dropped and counted in the log.
+
+Fork safety: nothing starts at import or in create_app. The thread starts on the first
+record() in the process that serves requests; after a fork the child forgets what the
+parent queued (the parent still owns and writes it) and starts its own thread.
+
+Modes (USAGE_MODE): "thread" (production), "manual" (nothing is written until
+flush() is called: the default when TESTING, so tests decide when), "sync" (each
+record() writes at once; for debugging only).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import and_, insert, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.extensions import db
+from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup
+from app.usage import UsageEvent
+from app.usage.histogram import bin_of
+
+log = logging.getLogger(__name__)
+
+MODES = ("thread", "manual", "sync")
+ENDPOINT_MAX = 200
+METHOD_MAX = 16
+# last_used_at is rewritten only when it moved on by this much (or the IP changed).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+_LIVE: weakref.WeakSet[BatchRecorder] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class _Audit:
+    action: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class _Batch:
+    events: list[UsageEvent] = field(default_factory=list)
+    audits: list[_Audit] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.audits)
+
+
+def status_class(status: int) -> str:
+    """'2xx'..'5xx', or 'other' for anything a calling service made up."""
+    return f"{status // 100}xx" if 200 <= status <= 599 else "other"
+
+
+def _floor(at: datetime, granularity: str) -> datetime:
+    at = at.astimezone(UTC)
+    if granularity == "minute":
+        return at.replace(second=0, microsecond=0)
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _dialect_insert(engine: Engine, table: Any) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    raise RuntimeError(f"usage roll-ups need PostgreSQL or SQLite, not {engine.dialect.name}")
+
+
+class BatchRecorder:
+    """The app's Recorder (see app/usage/__init__.py); one per app per process."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        mode: str = "thread",
+        interval: float = 1.0,
+        batch_max: int = 5000,
+        queue_max: int = 100_000,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"USAGE_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+        if not interval > 0:
+            raise ValueError("USAGE_FLUSH_INTERVAL must be positive")
+        self.app = app
+        self.mode = mode
+        self.interval = float(interval)
+        self.batch_max = int(batch_max)
+        self.queue_max = int(queue_max)
+        self.dropped = 0
+        self.flushed = 0
+        self._reset_process_state()
+        _LIVE.add(self)
+
+    @classmethod
+    def from_app(cls, app: Flask) -> BatchRecorder:
+        mode = app.config.get("USAGE_MODE") or ("manual" if app.testing else "thread")
+        return cls(
+            app,
+            mode=mode,
+            interval=float(app.config.get("USAGE_FLUSH_INTERVAL", 1.0)),
+            batch_max=int(app.config.get("USAGE_BATCH_MAX", 5000)),
+            queue_max=int(app.config.get("USAGE_QUEUE_MAX", 100_000)),
+        )
+
+    def _reset_process_state(self) -> None:
+        """Fresh locks, queue and thread: at construction and in a forked child."""
+        self._pid = os.getpid()
+        self._queue: deque[UsageEvent | _Audit] = deque()
+        self._retry = _Batch()
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_used: dict[int, tuple[datetime, str | None]] = {}
+        self._engine: Engine | None = None
+
+    # -- the request side: append and return -------------------------------------------
+
+    def record(self, event: UsageEvent) -> None:
+        """Queue one usage event; never touches the database (except in sync mode)."""
+        self._put(event)
+
+    def audit(self, action: str, **fields: Any) -> None:
+        """Queue a trail.record(session, action, **fields) call for the next flush.
+
+        The event keeps the time it happened (`at`), not the time it is written.
+        """
+        fields.setdefault("at", datetime.now(UTC))
+        self._put(_Audit(action, fields))
+
+    def _put(self, item: UsageEvent | _Audit) -> None:
+        if self._pid != os.getpid():  # forked without the at-fork hook (should not happen)
+            self._reset_process_state()
+        if len(self._queue) >= self.queue_max:
+            self.dropped += 1
+            return
+        self._queue.append(item)
+        if self.mode == "sync":
+            self.flush()
+        elif self.mode == "thread":
+            if self._thread is None:
+                self._start_thread()
+            if len(self._queue) >= self.batch_max:
+                self._wake.set()
+
+    def _start_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"usage-flush-{os.getpid()}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep the thread alive whatever one batch did
+                log.exception("usage flush failed; will retry")
+
+    # -- the writing side --------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Items queued or waiting for a retry in this process."""
+        return len(self._queue) + len(self._retry)
+
+    def flush(self) -> None:
+        """Write everything queued now, in batches of at most USAGE_BATCH_MAX items.
+
+        Raises nothing on a database outage: the batch stays queued and is retried.
+        """
+        with self._flush_lock:
+            while True:
+                batch = self._take()
+                if not batch:
+                    return
+                if not self._write(batch):
+                    self._retry = batch
+                    return
+
+    def _take(self) -> _Batch:
+        batch, self._retry = self._retry, _Batch()
+        while len(batch) < self.batch_max:
+            try:
+                item = self._queue.popleft()
+            except IndexError:
+                break
+            if isinstance(item, _Audit):
+                batch.audits.append(item)
+            else:
+                batch.events.append(item)
+        return batch
+
+    def _get_engine(self) -> Engine:
+        if self._engine is None:
+            with self.app.app_context():
+                self._engine = db.engine
+        return self._engine
+
+    def _write(self, batch: _Batch) -> bool:
+        """One transaction for the batch; False (keep it) when the database is unreachable.
+
+        A batch the database refuses for another reason (a row or an audit field it
+        will not take) is written again item by item, each in a savepoint, so one bad
+        item cannot block the queue forever; refused items are logged and dropped.
+        """
+        started = time.perf_counter()
+        try:
+            engine = self._get_engine()
+            with self.app.app_context():
+                try:
+                    touched = self._write_all(engine, batch, careful=False)
+                except (OperationalError, InterfaceError):
+                    raise
+                except Exception:
+                    log.exception("usage batch refused; writing it item by item")
+                    touched = self._write_all(engine, batch, careful=True)
+        except (OperationalError, InterfaceError):
+            log.warning(
+                "usage flush: database unavailable, keeping %d items for the next try",
+                len(batch),
+                exc_info=True,
+            )
+            return False
+        except Exception:
+            log.exception("usage flush: dropping a batch of %d items", len(batch))
+            return True
+        self._last_used.update(touched)
+        self.flushed += len(batch)
+        if self.dropped:
+            log.error("usage queue was full: %d events dropped", self.dropped)
+            self.dropped = 0
+        log.debug(
+            "usage flush: %d items in %.1f ms", len(batch), 1e3 * (time.perf_counter() - started)
+        )
+        return True
+
+    def _write_all(
+        self, engine: Engine, batch: _Batch, *, careful: bool
+    ) -> dict[int, tuple[datetime, str | None]]:
+        with Session(engine) as session, session.begin():
+            events = batch.events
+            if careful:
+                events = []
+                for e in batch.events:
+                    try:
+                        with session.begin_nested():
+                            session.execute(insert(UsageRecord), [_row(e)])
+                        events.append(e)
+                    except (OperationalError, InterfaceError):
+                        raise
+                    except Exception:
+                        log.exception("dropping a usage event the database refused")
+            elif events:
+                session.execute(insert(UsageRecord), [_row(e) for e in events])
+            touched = {}
+            if events:
+                _upsert_rollups(session, engine, events)
+                touched = self._touch_keys(session, events)
+            self._append_audits(session, batch.audits, careful=careful)
+        return touched
+
+    def _touch_keys(
+        self, session: Session, events: Iterable[UsageEvent]
+    ) -> dict[int, tuple[datetime, str | None]]:
+        """Set last_used_at/ip once per key per batch, and only when it moved a minute on."""
+        latest: dict[int, UsageEvent] = {}
+        for e in events:
+            if e.key_id not in latest or e.at >= latest[e.key_id].at:
+                latest[e.key_id] = e
+        touched: dict[int, tuple[datetime, str | None]] = {}
+        for key_id in sorted(latest):  # one lock order for every worker
+            e = latest[key_id]
+            seen = self._last_used.get(key_id)
+            if seen and seen[1] == e.client_ip and e.at - seen[0] < LAST_USED_RESOLUTION:
+                continue
+            session.execute(
+                update(ApiKey)
+                .where(
+                    and_(
+                        ApiKey.id == key_id,
+                        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= e.at),
+                    )
+                )
+                .values(last_used_at=e.at, last_used_ip=e.client_ip)
+            )
+            touched[key_id] = (e.at, e.client_ip)
+        return touched
+
+    def _append_audits(self, session: Session, audits: list[_Audit], *, careful: bool) -> None:
+        from app.audit import trail
+
+        for item in audits:
+            if not careful:
+                trail.record(session, item.action, **item.fields)
+                continue
+            try:
+                with session.begin_nested():
+                    trail.record(session, item.action, **item.fields)
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception:
+                log.exception("dropping an audit event the trail refused: %s", item.action)
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def shutdown(self, *, flush: bool = True, timeout: float = 10.0) -> None:
+        """Stop the thread and write what is left (gunicorn worker_exit, atexit)."""
+        if self._pid != os.getpid():
+            return
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if flush:
+            try:
+                self.flush()
+            except Exception:
+                log.exception("usage flush at shutdown failed")
+        left = self.pending()
+        if left:
+            log.error("usage: %d items could not be written at shutdown", left)
+
+
+def _row(e: UsageEvent) -> dict[str, Any]:
+    return {
+        "key_id": e.key_id,
+        "owner_id": e.owner_id,
+        "endpoint": (e.endpoint or "")[:ENDPOINT_MAX],
+        "method": (e.method or "")[:METHOD_MAX].upper(),
+        "status": e.status,
+        "response_ms": max(0.0, float(e.response_ms)),
+        "client_ip": e.client_ip[:45] if e.client_ip else None,
+        "at": e.at,
+    }
+
+
+def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) -> None:
+    """Aggregate the batch in memory, then add it to the stored roll-ups atomically."""
+    rollups: dict[tuple[int, str, datetime], dict[str, Any]] = {}
+    bins: dict[tuple[int, str, datetime, int], int] = {}
+    for e in events:
+        cls = f"status_{status_class(e.status)}"
+        ms = max(0.0, float(e.response_ms))
+        b = bin_of(ms)
+        for granularity in ("minute", "hour"):
+            bucket = _floor(e.at, granularity)
+            pk = (e.key_id, granularity, bucket)
+            row = rollups.get(pk)
+            if row is None:
+                row = rollups[pk] = {
+                    "key_id": e.key_id,
+                    "granularity": granularity,
+                    "bucket": bucket,
+                    "owner_id": e.owner_id,
+                    "count": 0,
+                    "status_2xx": 0,
+                    "status_3xx": 0,
+                    "status_4xx": 0,
+                    "status_5xx": 0,
+                    "status_other": 0,
+                    "latency_sum_ms": 0.0,
+                }
+            row["count"] += 1
+            row[cls] += 1
+            row["latency_sum_ms"] += ms
+            bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
+
+    # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
+    rows = [rollups[k] for k in sorted(rollups)]
+    stmt = _dialect_insert(engine, UsageRollup)
+    summed = ("count", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other")
+    set_: dict[str, Any] = {c: getattr(UsageRollup, c) + stmt.excluded[c] for c in summed}
+    set_["latency_sum_ms"] = UsageRollup.latency_sum_ms + stmt.excluded["latency_sum_ms"]
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=["key_id", "granularity", "bucket"], set_=set_),
+        rows,
+    )
+    bin_rows = [
+        {"key_id": k[0], "granularity": k[1], "bucket": k[2], "bin": k[3], "count": n}
+        for k, n in sorted(bins.items())
+    ]
+    stmt = _dialect_insert(engine, UsageLatencyBin)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["key_id", "granularity", "bucket", "bin"],
+            set_={"count": UsageLatencyBin.count + stmt.excluded["count"]},
+        ),
+        bin_rows,
+    )
+
+
+def shutdown_all() -> None:
+    """Flush every recorder of this process (gunicorn hooks and atexit call it)."""
+    for rec in list(_LIVE):
+        rec.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    for rec in list(_LIVE):
+        rec._reset_process_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(shutdown_all)
