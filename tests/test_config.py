@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import base_config
 
 from app import create_app
 from app.config import ConfigError
-from conftest import base_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = ("SECRET_KEY", "KEY_PEPPER", "AUDIT_SIGNING_KEY")
