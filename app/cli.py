@@ -64,3 +64,6 @@ def register(app: Flask) -> None:
 
     app.cli.add_command(users)
     app.cli.add_command(audit)
+    from app.usage.cli import usage
+
+    app.cli.add_command(usage)

@@ -148,3 +148,24 @@ def rotate(public_id: str) -> ResponseReturnValue:
         flash(f"{exc}. Nothing was changed.", "error")
         return redirect(url_for("portal.key_detail", public_id=public_id))
     return _show_once(form.form_token.data, new, "Your rotated API key")
+
+
+@bp.route("/keys/<public_id>/usage.json")
+@login_required
+def key_usage(public_id: str) -> ResponseReturnValue:
+    """The key page's usage chart data: the owner's only (anyone else: 404, audited)."""
+    from datetime import UTC, datetime
+
+    from flask import jsonify, request
+
+    from app.usage import queries
+
+    key = _own_key_or_404(public_id)
+    range_name = request.args.get("range", "day")
+    try:
+        payload = queries.chart(db.session, key, range_name, datetime.now(UTC))
+    except queries.UsageQueryError as exc:
+        return jsonify({"error": "bad_request", "message": str(exc)}), 400
+    response = jsonify({"key_id": key.public_id, **payload})
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from conftest import Portal
 from flask import Flask
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import ApiKey
 from app.usage import UsageEvent
-from conftest import Portal
 
 
 @dataclass

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from conftest import count_rows
 from flask import Flask
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup
 from app.usage import recorder
-from conftest import count_rows
 
 from .conftest import Key
 
