@@ -1,14 +1,14 @@
-from flask_wtf import FlaskForm
 from wtforms import SelectField, SubmitField
 from wtforms.fields.choices import SelectChoice
 
 from app.config import TIERS
+from app.forms import Form
 
 
-class TierForm(FlaskForm):
+class TierForm(Form):
     tier = SelectField("Tier", choices=[SelectChoice(t) for t in TIERS])
     submit = SubmitField("Change tier")
 
 
-class VerifyForm(FlaskForm):
+class VerifyForm(Form):
     submit = SubmitField("Verify now")

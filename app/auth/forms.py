@@ -1,8 +1,8 @@
-from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
+from app.forms import Form
 
 
 def _strip(value: object) -> object:
@@ -16,7 +16,7 @@ _email = [
 ]
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(Form):
     email = EmailField(
         "Email",
         validators=[*_email, Regexp(EMAIL_RE, message="Enter a valid email address.")],
@@ -44,7 +44,7 @@ class RegisterForm(FlaskForm):
     submit = SubmitField("Create account")
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField("Email", validators=_email, filters=[_strip])
     password = PasswordField(
         "Password",
@@ -53,5 +53,5 @@ class LoginForm(FlaskForm):
     submit = SubmitField("Log in")
 
 
-class LogoutForm(FlaskForm):
+class LogoutForm(Form):
     submit = SubmitField("Log out")

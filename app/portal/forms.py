@@ -1,6 +1,5 @@
 import secrets
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -11,10 +10,18 @@ from wtforms import (
     SubmitField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Regexp,
+    ValidationError,
+)
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.config import KNOWN_SCOPES
+from app.forms import Form
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -22,13 +29,19 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class NewKeyForm(FlaskForm):
+class NewKeyForm(Form):
     # A fresh token per rendered form: a resubmitted POST (reload) must not mint a
     # second key or show a secret again.
     form_token = HiddenField(default=lambda: secrets.token_urlsafe(16))
     name = StringField(
         "Name",
-        validators=[DataRequired(message="Give the key a name."), Length(max=100)],
+        validators=[
+            DataRequired(message="Give the key a name."),
+            Length(max=100, message="Use at most 100 characters."),
+            # Control characters (NUL above all, which PostgreSQL refuses) have no place
+            # in a name shown on every page.
+            Regexp(r"^[^\x00-\x1f\x7f]*$", message="Use letters, digits and punctuation."),
+        ],
         description="Where the key is used, e.g. “billing worker (prod)”.",
     )
     scopes = MultiCheckboxField("Scopes", choices=[SelectChoice(s) for s in KNOWN_SCOPES])
@@ -52,7 +65,7 @@ class NewKeyForm(FlaskForm):
             self.lifetime_days.data = min(90, cap)
 
 
-class RotateForm(FlaskForm):
+class RotateForm(Form):
     form_token = HiddenField(default=lambda: secrets.token_urlsafe(16))
     grace = SelectField(
         "Old key stops working",
@@ -63,13 +76,20 @@ class RotateForm(FlaskForm):
             SelectChoice("7d", "in 7 days"),
         ],
         default="24h",
+        validators=[InputRequired(message="Choose when the old key stops working.")],
     )
     submit = SubmitField("Rotate key")
 
 
-class RevokeForm(FlaskForm):
+def _ticked(form: Form, field: BooleanField) -> None:
+    """Exactly what the checkbox sends: any other value is not a confirmation."""
+    if field.raw_data != ["y"]:
+        raise ValidationError("Tick the box to confirm.")
+
+
+class RevokeForm(Form):
     confirm = BooleanField(
         "I understand that every service using this key stops working at once.",
-        validators=[DataRequired(message="Tick the box to confirm.")],
+        validators=[_ticked],
     )
     submit = SubmitField("Revoke key")
