@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         hops = int(app.config["PROXY_FIX_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
+    _bound_waits(app)
     db.init_app(app)
     from app.models._types import render_item
 
@@ -54,6 +55,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["keyledger.passwords"] = Passwords(app.config)
     app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
+    from app.keys.cache import KeyCache
+
+    app.extensions["keyledger.key_cache"] = KeyCache(ttl=float(app.config["KEY_CACHE_TTL"]))
 
     from app.usage.recorder import BatchRecorder
 
@@ -85,6 +89,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO)
     return app
+
+
+def _bound_waits(app: Flask) -> None:
+    """An unreachable database or Redis must give the API a quick 503, not a hang."""
+    uri = str(app.config["SQLALCHEMY_DATABASE_URI"])
+    if uri.startswith("postgresql") and "connect_timeout" not in uri:
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["connect_args"] = {"connect_timeout": 2, **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    if str(app.config.get("RATELIMIT_STORAGE_URI", "")).startswith(("redis://", "rediss://")):
+        app.config.setdefault(
+            "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+        )
 
 
 @event.listens_for(Engine, "connect")

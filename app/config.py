@@ -99,6 +99,13 @@ def from_env() -> dict[str, Any]:
         "ARGON2_MEMORY_COST": _env_int("ARGON2_MEMORY_COST", 65536),
         "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10/minute"),
+        # The API's hot path (docs/api.md): how long a worker trusts a cached key lookup
+        # (revocation reaches every worker within it; must stay under 1 s), the failed-guess
+        # budget per client IP, and the limit strategy (measured in docs/performance.md).
+        "KEY_CACHE_TTL": _env_float("KEY_CACHE_TTL", 0.5),
+        "FAILED_VALIDATION_LIMIT": os.environ.get("FAILED_VALIDATION_LIMIT", "30/minute"),
+        "RATELIMIT_STRATEGY": os.environ.get("RATELIMIT_STRATEGY", "moving-window"),
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),
         # Usage recording (docs/usage.md): a crash loses at most one flush interval.
         "USAGE_FLUSH_INTERVAL": _env_float("USAGE_FLUSH_INTERVAL", 1.0),
         "USAGE_RETENTION_DAYS": _env_int("USAGE_RETENTION_DAYS", 30),

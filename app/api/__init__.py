@@ -1,7 +1,7 @@
-"""api blueprint."""
+"""api blueprint: key validation and key management, authenticated by API keys."""
 
 from flask import Blueprint
 
 bp = Blueprint("api", __name__, template_folder=None)
 
-from app.api import routes  # noqa: E402, F401
+from app.api import hooks, routes  # noqa: E402, F401

@@ -1,35 +1,331 @@
-from flask import jsonify, request
-from flask.typing import ResponseReturnValue
+"""The JSON API: key validation (the hot path) and key management by API key.
 
+Every view is thin: authentication happens once per request in app/api/auth.py (the
+rate limiter triggers it), the work in app/keys and app/usage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from flask import current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+from sqlalchemy import select
+
+from app import ratelimit
 from app.api import bp
-from app.extensions import db
+from app.api.auth import ApiAuth, current_auth, identified_key, key_cache
+from app.extensions import db, limiter
 from app.keys import lifecycle
+from app.keys.cache import KeyRecord
+from app.models import ApiKey, User
 from app.web import client_ip, key_policy
 
-MAX_BODY = 16 * 1024
+# One budget per key across the whole blueprint, by its owner's tier.
+ratelimit.key_limit(identified_key)(bp)
 
 
-def _error(status: int, error: str, **extra: object) -> ResponseReturnValue:
-    return jsonify({"valid": False, "error": error, **extra}), status
+def iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ratelimit_body(record: KeyRecord) -> dict[str, int | None]:
+    window = ratelimit.current_window()
+    if window is None:  # limiter disabled
+        limit = int(ratelimit.tier_limit(record.tier, current_app.config).split("/")[0])
+        return {"limit": limit, "remaining": None, "reset": None}
+    limit, remaining, reset = window
+    return {"limit": limit, "remaining": remaining, "reset": reset}
+
+
+def auth_error(auth: ApiAuth, *, validating: bool) -> Response:
+    body: dict[str, Any] = {"error": auth.error, "message": auth.message}
+    if validating:
+        body = {"valid": False, **body}
+    response = jsonify(body)
+    response.status_code = auth.status
+    if auth.retry_after is not None:
+        response.headers["Retry-After"] = str(auth.retry_after)
+    if auth.status == 401 and not validating:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="keyledger"'
+    return response
+
+
+def api_error(status: int, error: str, message: str, **extra: Any) -> Response:
+    response = jsonify({"error": error, "message": message, **extra})
+    response.status_code = status
+    return response
 
 
 @bp.route("/keys/validate", methods=["POST"])
 def validate() -> ResponseReturnValue:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, "payload_too_large")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or "key" not in body:
-        return _error(400, "bad_request", message='send JSON {"key": "..."}')
-    result = lifecycle.validate(db.session, key_policy(), body["key"], client_ip=client_ip())
-    if not result.valid or result.key is None:
-        return _error(401, result.error or "invalid_key")
-    key = result.key
+    """Is this key live, and does it hold these scopes? See docs/api.md for the contract."""
+    auth = current_auth()
+    if auth.status:
+        return auth_error(auth, validating=True)
+    record = auth.key
+    assert record is not None
+    wanted = auth.body.get("scopes") or ()
+    missing = [s for s in dict.fromkeys(wanted) if s not in record.scopes]
+    if missing:
+        auth.fail(403, "insufficient_scope", "the key does not hold every scope asked for")
+        body = {"valid": False, "error": auth.error, "message": auth.message, "missing": missing}
+        return jsonify(body), 403
     return jsonify(
         {
             "valid": True,
-            "key_id": key.public_id,
-            "tier": key.tier,
-            "scopes": list(key.scopes),
-            "expires_at": key.expires_at.isoformat().replace("+00:00", "Z"),
+            "key_id": record.public_id,
+            "owner_id": record.user_id,
+            "name": record.name,
+            "tier": record.tier,
+            "scopes": list(record.scopes),
+            "expires_at": iso(record.expires_at),
+            "ratelimit": _ratelimit_body(record),
         }
     )
+
+
+# --- management, authenticated by API keys -------------------------------------------
+
+
+def key_required(scope: str) -> Callable[[Callable[..., ResponseReturnValue]], Any]:
+    """Answer 401/429 for a missing or failed key, 403 without `scope`; else pass it on."""
+
+    def decorate(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            auth = current_auth()
+            if auth.status:
+                return auth_error(auth, validating=False)
+            record = auth.key
+            assert record is not None
+            if scope not in record.scopes:
+                auth.fail(403, "insufficient_scope", f"this needs a key with the {scope} scope")
+                return api_error(403, "insufficient_scope", auth.message or "", missing=[scope])
+            return view(record, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _owner(record: KeyRecord) -> User:
+    owner = db.session.get(User, record.user_id)
+    assert owner is not None  # keys cannot outlive their owner (foreign key)
+    return owner
+
+
+def _json_body() -> dict[str, Any] | Response:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return api_error(400, "bad_request", "the body is not JSON")
+    if not isinstance(body, dict):
+        return api_error(400, "bad_request", "the body must be a JSON object")
+    return body
+
+
+def key_json(key: ApiKey, public_ids: dict[int, str] | None = None) -> dict[str, Any]:
+    rotated_from = None
+    if key.rotated_from_id is not None:
+        rotated_from = (public_ids or {}).get(key.rotated_from_id) or db.session.scalar(
+            select(ApiKey.public_id).where(ApiKey.id == key.rotated_from_id)
+        )
+    return {
+        "key_id": key.public_id,
+        "name": key.name,
+        "tier": key.tier,
+        "scopes": list(key.scopes),
+        "status": lifecycle.status(key, key_policy()),
+        "created_at": iso(key.created_at),
+        "expires_at": iso(key.expires_at),
+        "revoked_at": iso(key.revoked_at),
+        "last_used_at": iso(key.last_used_at),
+        "rotated_from": rotated_from,
+    }
+
+
+def _secret_response(new: lifecycle.NewKey, status: int, **extra: Any) -> Response:
+    response = jsonify({"key": new.plaintext, **key_json(new.key), **extra})
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _own_key(record: KeyRecord, public_id: str) -> ApiKey | Response:
+    """The caller's owner's key, or 404 (someone else's is audited as critical)."""
+    key = lifecycle.find_own_key(db.session, _owner(record), public_id, actor_ip=client_ip())
+    if key is None:
+        return api_error(404, "not_found", "no such key")
+    return key
+
+
+@bp.route("/keys", methods=["GET"])
+@key_required("keys:read")
+def list_keys(record: KeyRecord) -> ResponseReturnValue:
+    keys = db.session.scalars(
+        select(ApiKey)
+        .where(ApiKey.user_id == record.user_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    ).all()
+    # A predecessor always has the same owner, so it is in this list.
+    public_ids = {k.id: k.public_id for k in keys}
+    return jsonify({"keys": [key_json(k, public_ids) for k in keys]})
+
+
+CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days"})
+
+
+@bp.route("/keys", methods=["POST"])
+@key_required("keys:write")
+def create_key(record: KeyRecord) -> ResponseReturnValue:
+    """Scopes rule: a key may only grant scopes it holds itself. Tier and lifetime cap
+    are always the owner's (a key has no tier of its own)."""
+    body = _json_body()
+    if isinstance(body, Response):
+        return body
+    unknown = sorted(set(body) - CREATE_FIELDS)
+    if unknown:
+        hint = " (a key's tier is always its owner's)" if "tier" in unknown else ""
+        return api_error(400, "bad_request", f"unknown field(s): {', '.join(unknown)}{hint}")
+    name, scopes = body.get("name"), body.get("scopes", [])
+    days = body.get("lifetime_days", 30)
+    if not isinstance(name, str):
+        return api_error(400, "bad_request", '"name" must be a string')
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return api_error(400, "bad_request", '"scopes" must be a list of strings')
+    if not isinstance(days, int) or isinstance(days, bool):
+        return api_error(400, "bad_request", '"lifetime_days" must be an integer')
+    try:
+        scopes = lifecycle.clean_scopes(scopes)
+    except lifecycle.KeyRequestError as exc:
+        return api_error(400, "bad_request", str(exc))
+    missing = [s for s in scopes if s not in record.scopes]
+    if missing:
+        return api_error(
+            403,
+            "insufficient_scope",
+            "a key can only grant scopes it holds itself",
+            missing=missing,
+        )
+    owner = _owner(record)
+    try:
+        new = lifecycle.create_key(
+            db.session,
+            key_policy(),
+            owner,
+            name=name,
+            scopes=scopes,
+            lifetime_days=days,
+            actor_ip=client_ip(),
+        )
+    except lifecycle.KeyRequestError as exc:
+        db.session.rollback()
+        return api_error(400, "bad_request", str(exc))
+    return _secret_response(new, 201)
+
+
+@bp.route("/keys/<key_id>/revoke", methods=["POST"])
+@key_required("keys:write")
+def revoke_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
+    key = _own_key(record, key_id)
+    if isinstance(key, Response):
+        return key
+    changed = lifecycle.revoke_key(db.session, key, actor=_owner(record), actor_ip=client_ip())
+    key_cache().forget(key.public_id)
+    return jsonify({**key_json(key), "changed": changed})
+
+
+@bp.route("/keys/<key_id>/rotate", methods=["POST"])
+@key_required("keys:write")
+def rotate_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
+    body = _json_body()
+    if isinstance(body, Response):
+        return body
+    grace = body.get("grace", "24h")
+    if not isinstance(grace, str) or grace not in lifecycle.GRACE_PERIODS:
+        return api_error(
+            400, "bad_request", f'"grace" must be one of {", ".join(lifecycle.GRACE_PERIODS)}'
+        )
+    key = _own_key(record, key_id)
+    if isinstance(key, Response):
+        return key
+    try:
+        new = lifecycle.rotate_key(
+            db.session, key_policy(), key, grace=grace, actor=_owner(record), actor_ip=client_ip()
+        )
+    except lifecycle.KeyRequestError as exc:
+        db.session.rollback()
+        return api_error(409, "conflict", str(exc))
+    key_cache().forget(key.public_id)
+    return _secret_response(new, 201, previous=key_json(key))
+
+
+DEFAULT_SPAN = {"minute": timedelta(hours=1), "hour": timedelta(hours=24), "day": timedelta(30)}
+
+
+def _parse_time(text: str | None, name: str) -> datetime | Response | None:
+    if text is None or text == "":
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        return api_error(400, "bad_request", f'"{name}" must be an ISO 8601 time')
+    if at.tzinfo is None:
+        return api_error(400, "bad_request", f'"{name}" needs a timezone, e.g. Z')
+    return at
+
+
+@bp.route("/usage", methods=["GET"])
+@key_required("usage:read")
+def usage(record: KeyRecord) -> ResponseReturnValue:
+    from app.usage import queries
+
+    args = request.args
+    granularity = args.get("granularity", "hour")
+    if granularity not in queries.GRANULARITIES:
+        return api_error(
+            400, "bad_request", f"granularity must be one of {', '.join(queries.GRANULARITIES)}"
+        )
+    start, end = _parse_time(args.get("from"), "from"), _parse_time(args.get("to"), "to")
+    for parsed in (start, end):
+        if isinstance(parsed, Response):
+            return parsed
+    assert not isinstance(start, Response) and not isinstance(end, Response)
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_SPAN[granularity]
+    key = _own_key(record, args.get("key_id") or record.public_id)
+    if isinstance(key, Response):
+        return key
+    try:
+        buckets = queries.series(db.session, key, start, end, granularity)
+    except (queries.UsageQueryError, OverflowError) as exc:
+        return api_error(400, "bad_request", str(exc))
+    total = queries.summary(buckets).to_dict()
+    del total["start"]
+    return jsonify(
+        {
+            "key_id": key.public_id,
+            "granularity": granularity,
+            "from": iso(buckets[0].start) if buckets else iso(start),
+            "to": iso(buckets[-1].start + queries.STEP[granularity]) if buckets else iso(end),
+            "total": total,
+            "buckets": [b.to_dict() for b in buckets],
+        }
+    )
+
+
+@bp.route("/openapi.json", methods=["GET"])
+@limiter.exempt
+def openapi() -> ResponseReturnValue:
+    from app.api.openapi import document
+
+    return jsonify(document(current_app.config))

@@ -7,6 +7,7 @@ rest of the app calls; app/usage/recorder.py holds the implementation.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -39,3 +40,13 @@ class Recorder(Protocol):
 
 def recorder(app: Flask | None = None) -> Recorder:
     return (app or current_app).extensions["keyledger.usage"]
+
+
+# Importing the submodule app.usage.recorder sets the package attribute `recorder` to
+# that module, which would shadow the function above for everyone importing it later
+# (`from app.usage import recorder`). Load the implementation here, once, and bind the
+# function again. Import names from the implementation with
+# `from app.usage.recorder import BatchRecorder`, never `import app.usage.recorder as m`.
+_get_recorder = recorder
+importlib.import_module("app.usage.recorder")
+recorder = _get_recorder

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 import time
@@ -359,15 +360,29 @@ class BatchRecorder:
             log.error("usage: %d items could not be written at shutdown", left)
 
 
+def _text(value: object, limit: int) -> str:
+    return (value if isinstance(value, str) else "" if value is None else str(value))[:limit]
+
+
+def _ms(value: object) -> float:
+    """A latency the columns can hold: finite, 0 to about 11 days."""
+    try:
+        ms = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(ms, 0.0), 1e9) if math.isfinite(ms) else 0.0
+
+
 def _row(e: UsageEvent) -> dict[str, Any]:
+    """The stored form of an event; reported fields are cut to the columns' sizes."""
     return {
         "key_id": e.key_id,
         "owner_id": e.owner_id,
-        "endpoint": (e.endpoint or "")[:ENDPOINT_MAX],
-        "method": (e.method or "")[:METHOD_MAX].upper(),
+        "endpoint": _text(e.endpoint, ENDPOINT_MAX),
+        "method": _text(e.method, METHOD_MAX).upper(),
         "status": e.status,
-        "response_ms": max(0.0, float(e.response_ms)),
-        "client_ip": e.client_ip[:45] if e.client_ip else None,
+        "response_ms": _ms(e.response_ms),
+        "client_ip": _text(e.client_ip, 45) or None,
         "at": e.at,
     }
 
@@ -378,7 +393,7 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
     bins: dict[tuple[int, str, datetime, int], int] = {}
     for e in events:
         cls = f"status_{status_class(e.status)}"
-        ms = max(0.0, float(e.response_ms))
+        ms = _ms(e.response_ms)
         b = bin_of(ms)
         for granularity in ("minute", "hour"):
             bucket = _floor(e.at, granularity)
@@ -435,6 +450,9 @@ def shutdown_all() -> None:
 
 def _after_fork_in_child() -> None:
     for rec in list(_LIVE):
+        if rec._engine is not None:
+            # The parent's pooled connections are not ours to use (or to close).
+            rec._engine.dispose(close=False)
         rec._reset_process_state()
 
 

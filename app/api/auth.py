@@ -1,0 +1,177 @@
+"""Who is calling the API: the presented key, resolved once per request and kept on `g`.
+
+Flask-Limiter checks its limits in an app-level before_request, before this
+blueprint's own hooks, and the per-key limit needs the key; so resolution is lazy and
+the first caller (usually the limiter) does it. Bad input is captured as an answer
+(status, error), never raised, so the limiter's callables cannot fail on it; only an
+unreachable database or limit storage raises (answered 503 by app/api/errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app import ratelimit
+from app.extensions import db
+from app.keys import lifecycle
+from app.keys.cache import KeyCache, KeyRecord
+from app.web import client_ip, key_policy
+
+MAX_BODY = 16 * 1024
+MAX_REQUEST_SCOPES = 64
+MAX_SCOPE_LEN = 64
+MAX_METHOD_LEN = 16
+MAX_PATH_LEN = 1024
+VALIDATE_ENDPOINT = "api.validate"
+# Answers that mean "this could be a guess": they spend the client IP's failure budget.
+GUESS_ERRORS = frozenset({"malformed_key", "invalid_key"})
+
+
+@dataclass(slots=True)
+class ApiAuth:
+    started: float
+    status: int = 0  # 0 while nothing is wrong; else the HTTP status to answer with
+    error: str | None = None
+    message: str | None = None
+    key: KeyRecord | None = None  # identified: the secret matched (live or not)
+    public_id: str | None = None  # well-formed key, for the audit trail
+    body: dict[str, Any] = field(default_factory=dict)
+    retry_after: int | None = None
+
+    def fail(self, status: int, error: str, message: str | None = None) -> ApiAuth:
+        self.status, self.error, self.message = status, error, message
+        return self
+
+
+def key_cache() -> KeyCache:
+    return current_app.extensions["keyledger.key_cache"]
+
+
+def current_auth() -> ApiAuth:
+    auth: ApiAuth | None = g.get("kl_auth")
+    if auth is None:
+        auth = g.kl_auth = _resolve()
+    return auth
+
+
+def identified_key() -> KeyRecord | None:
+    """The identified key, for the rate limiter (resolving the request if need be)."""
+    return current_auth().key
+
+
+def _resolve() -> ApiAuth:
+    auth = ApiAuth(time.perf_counter())
+    validating = request.endpoint == VALIDATE_ENDPOINT
+    if validating and not _read_body(auth):
+        return auth
+    presented = _presented_keys(auth.body if validating else None)
+    if not presented:
+        if validating:
+            return auth.fail(
+                400,
+                "bad_request",
+                'no key given: send {"key": "..."}, Authorization: Bearer <key> or X-API-Key',
+            )
+        return auth.fail(
+            401, "missing_key", "send your API key as Authorization: Bearer <key> or X-API-Key"
+        )
+    if any(p != presented[0] for p in presented[1:]):
+        return auth.fail(400, "bad_request", "two different keys were given; send one")
+    if validating and not _check_fields(auth):
+        return auth
+
+    retry = ratelimit.failures_exhausted(client_ip())
+    if retry is not None:
+        auth.retry_after = retry
+        return auth.fail(
+            429, "rate_limited", "too many failed validations from this address; wait and retry"
+        )
+
+    result = lifecycle.validate(db.session, key_policy(), presented[0], cache=key_cache())
+    auth.key, auth.public_id = result.key, result.public_id
+    if not result.valid:
+        auth.fail(401, result.error or "invalid_key", _MESSAGES.get(result.error or ""))
+    return auth
+
+
+_MESSAGES = {
+    "malformed_key": "this is not a Keyledger key (shape, length or checksum is wrong)",
+    "invalid_key": "no live key matches",
+    "revoked": "this key was revoked",
+    "expired": "this key has expired",
+}
+
+
+def _read_body(auth: ApiAuth) -> bool:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        auth.fail(413, "payload_too_large", f"the body is limited to {MAX_BODY} bytes")
+        return False
+    request.max_content_length = MAX_BODY  # also bounds chunked bodies
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        auth.fail(413, "payload_too_large", f"the body is limited to {MAX_BODY} bytes")
+        return False
+    if not raw.strip():
+        return True
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        auth.fail(400, "bad_request", "the body is not JSON")
+        return False
+    if not isinstance(body, dict):
+        auth.fail(400, "bad_request", "the body must be a JSON object")
+        return False
+    auth.body = body
+    return True
+
+
+def _presented_keys(body: dict[str, Any] | None) -> list[object]:
+    found: list[object] = []
+    if body and "key" in body:
+        found.append(body["key"])
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "bearer":
+            found.append(credentials.strip())
+    x_key = request.headers.get("X-API-Key")
+    if x_key is not None:
+        found.append(x_key.strip())
+    return found
+
+
+def _check_fields(auth: ApiAuth) -> bool:
+    scopes = auth.body.get("scopes")
+    if scopes is not None and not (
+        isinstance(scopes, list)
+        and len(scopes) <= MAX_REQUEST_SCOPES
+        and all(isinstance(s, str) and 0 < len(s) <= MAX_SCOPE_LEN for s in scopes)
+    ):
+        auth.fail(
+            400,
+            "bad_request",
+            f'"scopes" must be a list of at most {MAX_REQUEST_SCOPES} non-empty strings '
+            f"of at most {MAX_SCOPE_LEN} characters",
+        )
+        return False
+    served = auth.body.get("request")
+    if served is None:
+        return True
+    if not isinstance(served, dict):
+        auth.fail(400, "bad_request", '"request" must be an object {"method", "path"}')
+        return False
+    method, path = served.get("method"), served.get("path")
+    if method is not None and not (isinstance(method, str) and 0 < len(method) <= MAX_METHOD_LEN):
+        auth.fail(400, "bad_request", f'"request.method" must be a string of 1-{MAX_METHOD_LEN}')
+        return False
+    if path is not None and not (isinstance(path, str) and 0 < len(path) <= MAX_PATH_LEN):
+        auth.fail(400, "bad_request", f'"request.path" must be a string of 1-{MAX_PATH_LEN}')
+        return False
+    return True

@@ -1,0 +1,123 @@
+"""After every API answer: spend failed-guess budget, record usage and the validation
+audit event through the batched recorder (never a database write in the request);
+and the API's own error answers (429 and 503 in the contract's shape)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.exceptions
+from flask import current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+from flask_limiter.errors import RateLimitExceeded
+from limits.errors import StorageError
+from sqlalchemy import exc as sa_exc
+
+from app import ratelimit
+from app.api import bp
+from app.api.auth import GUESS_ERRORS, VALIDATE_ENDPOINT, ApiAuth
+from app.extensions import db
+from app.models._types import utcnow
+from app.usage import UsageEvent
+from app.web import client_ip
+
+log = logging.getLogger(__name__)
+
+# What "the database or the limit storage is unreachable" looks like.
+UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    StorageError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@bp.after_request
+def account(response: Response) -> Response:
+    auth: ApiAuth | None = g.get("kl_auth")
+    if auth is None:
+        return response
+    ip = client_ip()
+    if auth.error in GUESS_ERRORS:
+        ratelimit.note_failure(ip)
+    recorder = current_app.extensions.get("keyledger.usage")
+    if recorder is None:
+        return response
+    now = utcnow()
+    status = response.status_code
+    validating = request.endpoint == VALIDATE_ENDPOINT
+    record = auth.key
+    if record is not None:
+        endpoint, method = _served(auth) if validating else (None, None)
+        recorder.record(
+            UsageEvent(
+                key_id=record.id,
+                owner_id=record.user_id,
+                endpoint=endpoint or _rule(),
+                method=method or request.method,
+                status=status,
+                response_ms=(time.perf_counter() - auth.started) * 1000.0,
+                client_ip=ip,
+                at=now,
+            )
+        )
+    actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
+    if validating and status == 200:
+        recorder.audit("key.validated", actor=actor, actor_ip=ip, target=actor, at=now)
+    elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):
+        details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
+        recorder.audit(
+            "key.validation_failed",
+            actor=actor,
+            actor_ip=ip,
+            target=actor if auth.public_id else None,
+            outcome="denied" if auth.error == "insufficient_scope" else "failure",
+            details=details,
+            at=now,
+        )
+    return response
+
+
+def _served(auth: ApiAuth) -> tuple[str | None, str | None]:
+    served = auth.body.get("request")
+    if isinstance(served, dict):
+        return served.get("path"), served.get("method")
+    return None, None
+
+
+def _rule() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else request.path
+
+
+def _answer(status: int, error: str, message: str) -> Response:
+    body: dict[str, object] = {"error": error, "message": message}
+    if request.endpoint == VALIDATE_ENDPOINT:
+        body = {"valid": False, **body}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+@bp.errorhandler(RateLimitExceeded)
+def rate_limited(exc: RateLimitExceeded) -> ResponseReturnValue:
+    # Flask-Limiter adds X-RateLimit-* and Retry-After to this answer after the fact.
+    return _answer(429, "rate_limited", "this key is over its tier's rate limit; wait and retry")
+
+
+def unavailable(exc: Exception) -> ResponseReturnValue:
+    log.error("API unavailable: %s: %s", type(exc).__name__, exc)
+    db.session.rollback()
+    response = _answer(503, "unavailable", "a backing service is unreachable; retry shortly")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+for _exc in UNAVAILABLE:
+    bp.register_error_handler(_exc, unavailable)

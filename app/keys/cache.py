@@ -1,0 +1,108 @@
+"""A short-lived, per-process cache of key lookups for the validation hot path.
+
+Why: validating the same key thousands of times a second must not cost a database
+round trip each time. Why short: revocation, expiry changes (rotation grace) and tier
+changes must reach every worker quickly; an entry lives `ttl` seconds (default 0.5 s),
+so a revocation is seen by every worker within that time, with no cross-process
+invalidation to get wrong. Unknown ids are cached too (as None), so a flood of one
+made-up id costs one query per `ttl`, and the answer takes the same path either way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from app.models import ApiKey, User
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What validation needs of a key and its owner, detached from any session."""
+
+    id: int
+    public_id: str
+    user_id: int
+    name: str
+    tier: str
+    scopes: tuple[str, ...]
+    expires_at: datetime
+    revoked_at: datetime | None
+    secret_hash: bytes
+
+
+# Built once; SQLAlchemy caches its compiled form, so a miss costs one indexed query.
+_QUERY = (
+    select(
+        ApiKey.id,
+        ApiKey.user_id,
+        ApiKey.name,
+        User.tier,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+        ApiKey.secret_hash,
+    )
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.public_id == bindparam("public_id"))
+)
+
+
+def load_record(session: Session, public_id: str) -> KeyRecord | None:
+    """One indexed SELECT of the key joined to its owner's tier."""
+    row = session.execute(_QUERY, {"public_id": public_id}).one_or_none()
+    if row is None:
+        return None
+    return KeyRecord(
+        id=row.id,
+        public_id=public_id,
+        user_id=row.user_id,
+        name=row.name,
+        tier=row.tier,
+        scopes=tuple(row.scopes or ()),
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        secret_hash=bytes(row.secret_hash),
+    )
+
+
+class KeyCache:
+    """public_id -> (deadline, KeyRecord | None), bounded; safe under threaded workers."""
+
+    def __init__(self, ttl: float = 0.5, max_entries: int = 10_000) -> None:
+        if not 0 <= ttl < 1:
+            raise ValueError("KEY_CACHE_TTL must be at least 0 and under 1 second")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, public_id: str) -> KeyRecord | None:
+        now = time.monotonic()
+        hit = self._entries.get(public_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = load_record(session, public_id)
+        if self.ttl > 0:
+            with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._evict(now)
+                self._entries[public_id] = (now + self.ttl, record)
+        return record
+
+    def forget(self, public_id: str) -> None:
+        """Drop one entry: this process sees its own revocations at once."""
+        self._entries.pop(public_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _evict(self, now: float) -> None:
+        live = {k: v for k, v in self._entries.items() if v[0] > now}
+        # Still full of live entries (a flood of distinct ids): start over.
+        self._entries = live if len(live) < self.max_entries // 2 else {}
