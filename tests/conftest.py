@@ -42,6 +42,9 @@ def base_config(tmp: Path, url: str) -> dict[str, Any]:
         "ARGON2_PARALLELISM": 1,
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+        # Direct database edits in tests must show at once; the key cache's own tests
+        # (tests/api) and the gunicorn tests run with the real default (0.5 s).
+        "KEY_CACHE_TTL": 0,
     }
 
 
@@ -192,7 +195,10 @@ def audit_events(app: Flask, action: str | None = None, target: str | None = Non
     from sqlalchemy import select
 
     from app.models import AuditEvent
+    from app.usage import recorder
 
+    # Validation events ride the usage recorder's batch (manual under TESTING): write them.
+    recorder(app).flush()
     with app.app_context():
         query = select(AuditEvent)
         if action is not None:

@@ -46,7 +46,10 @@ def _ratelimit_body(record: KeyRecord) -> dict[str, int | None]:
 def auth_error(auth: ApiAuth, *, validating: bool) -> Response:
     body: dict[str, Any] = {"error": auth.error, "message": auth.message}
     if validating:
-        body = {"valid": False, **body}
+        # The contract's 401 bodies are exactly {"valid": false, "error": ...}.
+        body = {"valid": False, "error": auth.error}
+        if auth.status != 401:
+            body["message"] = auth.message
     response = jsonify(body)
     response.status_code = auth.status
     if auth.retry_after is not None:
@@ -74,7 +77,7 @@ def validate() -> ResponseReturnValue:
     missing = [s for s in dict.fromkeys(wanted) if s not in record.scopes]
     if missing:
         auth.fail(403, "insufficient_scope", "the key does not hold every scope asked for")
-        body = {"valid": False, "error": auth.error, "message": auth.message, "missing": missing}
+        body = {"valid": False, "error": auth.error, "missing": missing}
         return jsonify(body), 403
     return jsonify(
         {

@@ -6,6 +6,9 @@ changes must reach every worker quickly; an entry lives `ttl` seconds (default 0
 so a revocation is seen by every worker within that time, with no cross-process
 invalidation to get wrong. Unknown ids are cached too (as None), so a flood of one
 made-up id costs one query per `ttl`, and the answer takes the same path either way.
+
+Changes committed through the ORM in this process (portal, admin, the JSON API) drop
+the affected entries at commit, so the worker that made a change sees it at once.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from flask import current_app, has_app_context
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, User
@@ -106,3 +110,38 @@ class KeyCache:
         live = {k: v for k, v in self._entries.items() if v[0] > now}
         # Still full of live entries (a flood of distinct ids): start over.
         self._entries = live if len(live) < self.max_entries // 2 else {}
+
+
+def _app_cache() -> KeyCache | None:
+    if not has_app_context():
+        return None
+    return current_app.extensions.get("keyledger.key_cache")
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, flush_context: object) -> None:
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, ApiKey):
+            session.info.setdefault("keyledger.changed_keys", set()).add(obj.public_id)
+        elif isinstance(obj, User):
+            session.info["keyledger.changed_users"] = True  # a tier: every key may follow
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_changes(session: Session) -> None:
+    keys = session.info.pop("keyledger.changed_keys", None)
+    users = session.info.pop("keyledger.changed_users", None)
+    cache = _app_cache() if keys or users else None
+    if cache is None:
+        return
+    if users:
+        cache.clear()
+        return
+    for public_id in keys or ():
+        cache.forget(public_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_notes(session: Session) -> None:
+    session.info.pop("keyledger.changed_keys", None)
+    session.info.pop("keyledger.changed_users", None)

@@ -417,3 +417,30 @@ def test_validations_reach_usage_and_the_audit_trail(
         rows = db.session.scalars(select(UsageRecord).where(UsageRecord.key_id == key.id)).all()
         seen = sorted((r.method, r.endpoint, r.status) for r in rows)
     assert seen == [("DELETE", "/v1/x", 200), ("POST", "/api/v1/keys/validate", 403)]
+
+
+# --- the per-process key cache -------------------------------------------------------
+
+
+def test_a_warm_key_costs_no_query_and_changes_here_show_at_once(make_app: Any, keys: Keys) -> None:
+    key = keys.key()
+    cached = make_app(KEY_CACHE_TTL=0.5)
+    client = cached.test_client()
+    assert client.post(URL, headers=key.bearer).status_code == 200
+    with statements(cached) as sent:
+        assert client.post(URL, headers=key.bearer).status_code == 200
+    assert sent == []
+    # Revoked through this process (the JSON API): the next answer already knows.
+    revoke = client.post(f"/api/v1/keys/{key.public_id}/revoke", headers=key.bearer)
+    assert revoke.status_code == 200
+    assert client.post(URL, headers=key.bearer).json["error"] == "revoked"
+
+
+def test_a_change_made_elsewhere_shows_within_the_cache_ttl(make_app: Any, keys: Keys) -> None:
+    key = keys.key()
+    cached = make_app(KEY_CACHE_TTL=0.5)
+    client = cached.test_client()
+    assert client.post(URL, headers=key.bearer).status_code == 200
+    keys.expire(key)  # another process's write, as far as `cached` can tell
+    time.sleep(0.6)
+    assert client.post(URL, headers=key.bearer).json["error"] == "expired"
