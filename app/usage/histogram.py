@@ -23,6 +23,8 @@ def bin_of(ms: float) -> int:
     """The bin a latency falls into; bin b >= 1 covers [edge(b-1), edge(b))."""
     if not ms > 2.0**LOWEST_EXP:  # also catches NaN and negatives
         return 0
+    if ms >= 2.0**HIGHEST_EXP:  # also catches infinity
+        return LAST_BIN
     b = math.floor((math.log2(ms) - LOWEST_EXP) * BINS_PER_OCTAVE) + 1
     return min(max(b, 1), LAST_BIN)
 

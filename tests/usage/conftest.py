@@ -56,3 +56,16 @@ def make_key(app: Flask, portal: Portal, name: str = "svc") -> Key:
 @pytest.fixture
 def key(app: Flask, user: Portal) -> Key:
     return make_key(app, user)
+
+
+def written_audit(app: Flask, action: str) -> int:
+    """Audit events of `action` in the database now, without flushing the recorder first
+    (the shared audit_events helper flushes, which would hide what is still queued)."""
+    from sqlalchemy import func
+
+    from app.models import AuditEvent
+
+    with app.app_context():
+        return db.session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
+        )
