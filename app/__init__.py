@@ -64,6 +64,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Lazy: its flush thread starts on first use, in the worker, never before a fork.
     app.extensions["keyledger.usage"] = BatchRecorder.from_app(app)
 
+    from app.audit import service as audit_service
+
+    # The audit log's signing key and anchor; its sealer thread starts on first request.
+    audit_service.init_app(app)
+
     from app import models
 
     @login_manager.user_loader

@@ -112,6 +112,17 @@ def from_env() -> dict[str, Any]:
         "USAGE_MINUTE_RETENTION_DAYS": _env_int("USAGE_MINUTE_RETENTION_DAYS", 90),
         # thread | manual | sync; empty means thread, or manual under TESTING.
         "USAGE_MODE": os.environ.get("USAGE_MODE", ""),
+        # Audit log (docs/audit.md). Sealer: on/off; unset means on, or off under TESTING.
+        "AUDIT_ORIGIN": os.environ.get("AUDIT_ORIGIN", "keyledger/audit"),
+        "AUDIT_SEAL_INTERVAL": _env_float("AUDIT_SEAL_INTERVAL", 2.0),
+        "AUDIT_CHECKPOINT_INTERVAL": _env_float("AUDIT_CHECKPOINT_INTERVAL", 300.0),
+        "AUDIT_SEALER": (
+            _env_bool("AUDIT_SEALER", True) if os.environ.get("AUDIT_SEALER") else None
+        ),
+        # Unset: instance/audit_anchor.jsonl and instance/audit_trusted_keys.pem; "off" disables.
+        "AUDIT_ANCHOR_PATH": os.environ.get("AUDIT_ANCHOR_PATH"),
+        "AUDIT_ANCHOR_COMMAND": os.environ.get("AUDIT_ANCHOR_COMMAND", ""),
+        "AUDIT_TRUSTED_KEYS": os.environ.get("AUDIT_TRUSTED_KEYS"),
     }
 
 

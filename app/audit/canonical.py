@@ -8,13 +8,13 @@ This module imports nothing from Flask, so the offline verifier can use it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-LEAF_PREFIX = b"\x00"
-NODE_PREFIX = b"\x01"
+from app.audit.offline import LEAF_PREFIX, NODE_PREFIX, leaf_hash
+
+__all__ = ["LEAF_PREFIX", "NODE_PREFIX", "dumps", "format_time", "leaf_hash", "parse_time"]
 
 
 def format_time(value: datetime) -> str:
@@ -46,15 +46,3 @@ def _check(value: Any, path: str = "details") -> None:
 def dumps(value: Any) -> bytes:
     _check(value, "event")
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def leaf_hash(canonical: bytes) -> bytes:
-    """RFC 6962 leaf hash, so the same leaves can later form a Merkle tree."""
-    return hashlib.sha256(LEAF_PREFIX + canonical).digest()
-
-
-def chain_hash(previous: bytes, leaf: bytes) -> bytes:
-    return hashlib.sha256(previous + leaf).digest()
-
-
-GENESIS = bytes(32)

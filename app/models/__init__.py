@@ -1,14 +1,23 @@
 """ORM models. Import from here so Alembic sees every table."""
 
 from app.models.api_key import ApiKey
-from app.models.audit import AuditEvent, AuditState
+from app.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditNode,
+    AuditState,
+    AuditVerification,
+)
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
 from app.models.user import User
 
 __all__ = [
     "ApiKey",
+    "AuditCheckpoint",
     "AuditEvent",
+    "AuditNode",
     "AuditState",
+    "AuditVerification",
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",

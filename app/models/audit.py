@@ -2,7 +2,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -14,12 +24,22 @@ class AuditEvent(db.Model):
 
     `canonical` holds the exact bytes that were hashed; every other column is derived
     from them for browsing and filtering, and `flask audit verify` checks they agree.
+    `seq` stays NULL until the sealer gives the event its place in the Merkle log.
     """
 
     __tablename__ = "audit_event"
+    __table_args__ = (
+        # The sealer's queue: only unsealed rows, in arrival order.
+        Index(
+            "ix_audit_event_pending",
+            "id",
+            sqlite_where=text("seq IS NULL"),
+            postgresql_where=text("seq IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True, index=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True, nullable=True)
     event_id: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
@@ -31,14 +51,65 @@ class AuditEvent(db.Model):
     details: Mapped[str] = mapped_column(Text)
     canonical: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    chain_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class AuditState(db.Model):
-    """The single row every appender locks: size and head of the chain."""
+    """The single row the sealer locks: tree size, root and the compact right edge
+    (one hash per set bit of `size`), so sealing never re-reads old leaves."""
 
     __tablename__ = "audit_state"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
-    head: Mapped[bytes] = mapped_column(LargeBinary(32))
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(db.Model):
+    """A signed checkpoint. `note` holds the exact signed bytes; the other columns
+    are parsed from it for queries, and verify checks they agree."""
+
+    __tablename__ = "audit_checkpoint"
+
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(16))
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class AuditNode(db.Model):
+    """Cached perfect-subtree hashes (256 leaves and up) so an inclusion proof reads
+    O(log n) rows. A cache: verify rebuilds the tree without it, and a proof built
+    from a tampered node fails against the signed root."""
+
+    __tablename__ = "audit_node"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditVerification(db.Model):
+    """One "Verify now" run from the admin pages, with progress, so any worker can
+    show it. Not part of the log."""
+
+    __tablename__ = "audit_verification"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    events: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpoints: Mapped[int] = mapped_column(BigInteger, default=0)
+    root: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_checkpoint_time: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    bad_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,342 @@
+"""Admin audit browser: list, event detail with proof, verify now, export.
+
+Access control is the admin blueprint's before_request (admins only; anyone else is
+recorded as access.unauthorized). Every view of audit data is itself recorded (low).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from app.admin import bp
+from app.admin.forms import VerifyForm
+from app.audit import log as auditlog
+from app.audit import offline, service, trail
+from app.audit.verify import verify_log
+from app.extensions import db
+from app.models import AuditCheckpoint, AuditEvent, AuditVerification
+from app.models._types import utcnow
+from app.web import client_ip
+
+PAGE = 50
+FILTERS = ("action", "sensitivity", "actor", "target", "outcome", "actor_ip")
+EXPORT_BATCH = 1000
+
+
+def _actor() -> str:
+    return f"user:{current_user.id}"
+
+
+def _viewed(page: str, **details: Any) -> None:
+    trail.record(
+        db.session,
+        "audit.viewed",
+        actor=_actor(),
+        actor_ip=client_ip(),
+        target="audit",
+        details={"page": page, **details},
+    )
+    db.session.commit()
+
+
+def _time_arg(name: str) -> datetime | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(raw, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    abort(400, description=f"{name} must be a date (YYYY-MM-DD) or date and time (UTC).")
+
+
+def _filtered() -> tuple[Any, dict[str, str], dict[str, str]]:
+    """The event query for the request's filters, the active filters, and the raw
+    time arguments (for links)."""
+    query = select(AuditEvent)
+    active: dict[str, str] = {}
+    for name in FILTERS:
+        value = request.args.get(name, "").strip()[:320]
+        if value:
+            active[name] = value
+            query = query.where(getattr(AuditEvent, name) == value)
+    since, until = _time_arg("since"), _time_arg("until")
+    if since:
+        query = query.where(AuditEvent.created_at >= since)
+    if until:
+        query = query.where(AuditEvent.created_at < until)
+    times = {k: request.args.get(k, "").strip() for k in ("since", "until")}
+    return query, active, {k: v for k, v in times.items() if v}
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        abort(400, description=f"{name} must be a whole number.")
+    return int(raw)
+
+
+@bp.route("/audit")
+def audit() -> ResponseReturnValue:
+    """Newest first, keyset-paged on the row id (no OFFSET): sealed and pending alike."""
+    query, active, times = _filtered()
+    before = _int_arg("before")
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    events = db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE + 1)).all()
+    more = len(events) > PAGE
+    events = events[:PAGE]
+    pending = db.session.scalar(select(func.count()).where(AuditEvent.seq.is_(None)))
+    with db.engine.connect() as conn:
+        latest = auditlog.latest_checkpoint(conn)
+    _viewed("list", filters=active)
+    return render_template(
+        "admin/audit.html",
+        events=events,
+        filters=active,
+        times=times,
+        link_args={**times, **active},
+        since=times.get("since", ""),
+        until=times.get("until", ""),
+        next_before=events[-1].id if more and events else None,
+        verify_form=VerifyForm(),
+        sensitivities=trail.SENSITIVITIES,
+        outcomes=trail.OUTCOMES,
+        actions=sorted(trail.DEFAULT_SENSITIVITY),
+        pending=pending,
+        latest=latest,
+    )
+
+
+@bp.route("/audit/<int:seq>")
+def audit_event(seq: int) -> ResponseReturnValue:
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.seq == seq)) or abort(404)
+    raw = bytes(event.canonical)
+    try:
+        pretty = json.dumps(json.loads(raw), indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        pretty = None
+    proof = proof_error = None
+    with db.engine.connect() as conn:
+        covering = auditlog.covering_checkpoint(conn, seq)
+        try:
+            proof = auditlog.inclusion_proof(conn, seq)
+        except auditlog.LogError as exc:
+            proof_error = str(exc)
+    proof_ok = None
+    if proof is not None:
+        proof_ok = offline.verify_proof(proof, service.settings().trusted).ok
+    _viewed("event", seq=seq)
+    return render_template(
+        "admin/audit_event.html",
+        event=event,
+        canonical=raw.decode("utf-8", "replace"),
+        pretty=pretty,
+        covering=covering,
+        proof=proof,
+        proof_ok=proof_ok,
+        proof_error=proof_error,
+    )
+
+
+@bp.route("/audit/<int:seq>/proof")
+def audit_proof(seq: int) -> ResponseReturnValue:
+    with db.engine.connect() as conn:
+        try:
+            proof = auditlog.inclusion_proof(conn, seq)
+        except auditlog.LogError as exc:
+            return jsonify({"error": "not_found", "message": str(exc)}), 404
+    _viewed("proof", seq=seq)
+    return jsonify(proof)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _run_verification(app: Flask, run_id: int, actor: str, ip: str | None) -> None:
+    """Verify and store the outcome on the run's row; progress as it goes."""
+    with app.app_context():
+        engine = db.engine
+
+        def progress(done: int, total: int) -> None:
+            with engine.begin() as conn:
+                conn.execute(
+                    AuditVerification.__table__.update()
+                    .where(AuditVerification.__table__.c.id == run_id)
+                    .values(checked=done, total=total)
+                )
+
+        settings = service.settings(app)
+        report = verify_log(engine, settings, anchor_path=settings.anchor.path, progress=progress)
+        run = db.session.get(AuditVerification, run_id)
+        if run is None:  # pragma: no cover - the row was just made
+            return
+        run.finished_at = utcnow()
+        run.ok = report.ok
+        run.events = report.events
+        run.checkpoints = report.checkpoints
+        run.root = report.root.hex() if report.ok else None
+        run.last_checkpoint_time = report.last_checkpoint_time
+        run.checked = report.events if report.ok else run.checked
+        run.summary = report.summary()[:2000]
+        if report.damage is not None:
+            run.bad_seq = report.damage.seq
+            run.kind = report.damage.kind
+            run.problem = report.damage.message[:2000]
+        trail.record(
+            db.session,
+            "audit.verified",
+            actor=actor,
+            actor_ip=ip,
+            target="audit",
+            outcome="success" if report.ok else "failure",
+            details={
+                "events": report.events,
+                "bad_seq": run.bad_seq,
+                "kind": run.kind,
+                "run": run_id,
+            },
+        )
+        db.session.commit()
+        db.session.remove()
+
+
+@bp.route("/audit/verify", methods=["POST"])
+def audit_verify() -> ResponseReturnValue:
+    """Small trails are verified in the request; large ones in a background thread
+    whose progress the result page shows."""
+    VerifyForm().validate_on_submit() or abort(400)
+    total = db.session.scalar(select(func.count()).where(AuditEvent.seq.is_not(None))) or 0
+    run = AuditVerification(started_at=utcnow(), actor=_actor(), total=total, checked=0)
+    db.session.add(run)
+    db.session.commit()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    args = (app, run.id, _actor(), client_ip())
+    if total <= int(app.config.get("AUDIT_VERIFY_INLINE_MAX", 20000)):
+        _run_verification(*args)
+    else:
+        threading.Thread(target=_run_verification, args=args, daemon=True).start()
+    return redirect(url_for("admin.audit_verification", run_id=run.id))
+
+
+@bp.route("/audit/verify/<int:run_id>")
+def audit_verification(run_id: int) -> ResponseReturnValue:
+    run = db.session.get(AuditVerification, run_id) or abort(404)
+    latest = db.session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.idx.desc()))
+    if run.finished_at is not None:
+        _viewed("verification", run=run_id)
+    return render_template("admin/verify.html", run=run, latest=latest)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _csv_cell(value: Any) -> str:
+    """Plain text in every spreadsheet: a leading = + - @ would be run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _export_rows(query: Any) -> Iterator[AuditEvent]:
+    """Keyset batches (newest first) so an export of any size streams."""
+    last: int | None = None
+    while True:
+        q = query.order_by(AuditEvent.id.desc()).limit(EXPORT_BATCH)
+        if last is not None:
+            q = q.where(AuditEvent.id < last)
+        rows = db.session.scalars(q).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+        db.session.expunge_all()
+
+
+@bp.route("/audit/export.<fmt>")
+def audit_export(fmt: str) -> ResponseReturnValue:
+    if fmt not in ("jsonl", "csv"):
+        abort(404)
+    query, active, times = _filtered()
+    _viewed("export", format=fmt, filters=active, **times)
+
+    def jsonl() -> Iterator[str]:
+        for e in _export_rows(query):
+            yield (
+                json.dumps(
+                    {
+                        "seq": e.seq,
+                        "leaf_hash": bytes(e.leaf_hash).hex(),
+                        "canonical": bytes(e.canonical).decode("utf-8", "replace"),
+                    },
+                    ensure_ascii=False,
+                    sort_keys=True,
+                )
+                + "\n"
+            )
+
+    def csv_rows() -> Iterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        header = ["seq", "time", "action", "sensitivity", "actor", "actor_ip", "target"]
+        writer.writerow([*header, "outcome", "details", "event_id", "leaf_hash"])
+        for e in _export_rows(query):
+            writer.writerow(
+                [
+                    _csv_cell(v)
+                    for v in (
+                        e.seq,
+                        e.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        e.action,
+                        e.sensitivity,
+                        e.actor,
+                        e.actor_ip,
+                        e.target,
+                        e.outcome,
+                        e.details,
+                        e.event_id,
+                        bytes(e.leaf_hash).hex(),
+                    )
+                ]
+            )
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+        if buf.getvalue():
+            yield buf.getvalue()
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    body = jsonl() if fmt == "jsonl" else csv_rows()
+    mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    return Response(
+        stream_with_context(body),
+        mimetype=mimetype,
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-{stamp}.{fmt}"',
+            "Cache-Control": "no-store",
+        },
+    )

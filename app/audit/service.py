@@ -1,0 +1,112 @@
+"""Wire the audit log into an app: settings from config, and the background sealer.
+
+The sealer is a daemon thread started lazily by the first request a process serves,
+so it runs in each gunicorn worker (after the fork, never in a master that forks it
+away). Every worker's sealer serialises on the same state-row lock, so running
+several is safe; each wakes every AUDIT_SEAL_INTERVAL seconds, which bounds how long
+an event waits to be sealed, and signs a checkpoint at least every
+AUDIT_CHECKPOINT_INTERVAL seconds even when nothing happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from app.audit.anchor import Anchor
+from app.audit.log import LogSettings, seal_all
+from app.audit.signing import load_signer, trusted_keys
+
+log = logging.getLogger(__name__)
+EXTENSION = "keyledger.audit"
+
+
+def settings_from_config(app: Flask) -> LogSettings:
+    conf = app.config
+    signer = load_signer(conf["AUDIT_SIGNING_KEY"])
+    anchor_path = conf.get("AUDIT_ANCHOR_PATH")
+    if anchor_path is None:
+        anchor_path = str(Path(app.instance_path) / "audit_anchor.jsonl")
+    trusted = conf.get("AUDIT_TRUSTED_KEYS")
+    if trusted is None:
+        trusted = str(Path(app.instance_path) / "audit_trusted_keys.pem")
+    return LogSettings(
+        origin=conf.get("AUDIT_ORIGIN") or "keyledger/audit",
+        signer=signer,
+        trusted=trusted_keys(signer, trusted),
+        anchor=Anchor(
+            Path(anchor_path) if anchor_path not in ("", "off") else None,
+            conf.get("AUDIT_ANCHOR_COMMAND") or None,
+        ),
+        checkpoint_interval=float(conf.get("AUDIT_CHECKPOINT_INTERVAL", 300)),
+        batch=int(conf.get("AUDIT_SEAL_BATCH", 5000)),
+    )
+
+
+def settings(app: Flask | None = None) -> LogSettings:
+    return (app or current_app).extensions[EXTENSION].settings
+
+
+class Sealer:
+    """One background sealing thread per process."""
+
+    def __init__(self, app: Flask, log_settings: LogSettings) -> None:
+        self.app = app
+        self.settings = log_settings
+        self.interval = float(app.config.get("AUDIT_SEAL_INTERVAL", 2.0))
+        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.enabled = app.config.get("AUDIT_SEALER")
+        if self.enabled is None:
+            self.enabled = not app.testing
+
+    def ensure_running(self) -> None:
+        if not self.enabled:
+            return
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = threading.Event()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from app.extensions import db
+
+        stop = self._stop
+        while not stop.is_set():
+            try:
+                with self.app.app_context():
+                    seal_all(db.engine, self.settings)
+            except Exception:
+                log.exception("audit sealer failed; retrying in %.1fs", self.interval)
+            stop.wait(self.interval)
+
+
+class AuditService:
+    def __init__(self, app: Flask) -> None:
+        self.settings = settings_from_config(app)
+        self.sealer = Sealer(app, self.settings)
+
+
+def init_app(app: Flask) -> None:
+    service = AuditService(app)
+    app.extensions[EXTENSION] = service
+
+    @app.before_request
+    def _start_sealer() -> None:
+        service.sealer.ensure_running()

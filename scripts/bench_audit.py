@@ -1,0 +1,159 @@
+"""Audit log benchmark: append, seal and verify rates on SQLite, and verify's peak memory.
+
+    .venv/bin/python scripts/bench_audit.py --events 1000000
+
+Builds a fresh SQLite database in a temporary directory through the real migrations,
+appends N events with trail.build (what trail.record adds), seals them in batches
+with the real sealer (signing a checkpoint per batch), then runs `verify_log` in a
+fresh child process per size so its peak RSS is its own. Prints a Markdown table for
+docs/performance.md. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_app(tmp: Path, url: str):
+    from app import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": url,
+            "INSTANCE_PATH": str(tmp / "instance"),
+            "SECRET_KEY": "bench",
+            "KEY_PEPPER": "bench",
+            "AUDIT_SEAL_BATCH": 10000,
+        }
+    )
+
+
+def build(tmp: Path, n: int) -> dict[str, float]:
+    from flask_migrate import upgrade
+    from sqlalchemy import insert
+
+    from app.audit import log as auditlog
+    from app.audit import service, trail
+    from app.extensions import db
+    from app.models import AuditEvent
+
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    app = make_app(tmp, url)
+    table = AuditEvent.__table__
+    cols = [c.key for c in table.columns if c.key != "id"]
+    with app.app_context():
+        upgrade()
+        started = time.perf_counter()
+        batch = []
+        for i in range(n):
+            e = trail.build(
+                "key.validated",
+                actor=f"key:k{i % 977}",
+                actor_ip=f"10.0.{i % 250}.{i % 199}",
+                target=f"key:k{i % 977}",
+                details={"n": i, "note": "bench"},
+            )
+            batch.append({c: getattr(e, c) for c in cols})
+            if len(batch) == 10000:
+                with db.engine.begin() as conn:
+                    conn.execute(insert(table), batch)
+                batch.clear()
+        if batch:
+            with db.engine.begin() as conn:
+                conn.execute(insert(table), batch)
+        appended = time.perf_counter() - started
+        started = time.perf_counter()
+        auditlog.seal_all(db.engine, service.settings())
+        sealed = time.perf_counter() - started
+        db.engine.dispose()
+    return {"append_s": appended, "seal_s": sealed}
+
+
+def verify_child(tmp: str) -> None:
+    """Run in a fresh process: verify, print JSON with time and peak RSS."""
+    from app.audit import service
+    from app.audit.verify import verify_log
+    from app.extensions import db
+
+    tmp_path = Path(tmp)
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'bench.db'}")
+    with app.app_context():
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        settings = service.settings()
+        report = verify_log(db.engine, settings, anchor_path=settings.anchor.path)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "checkpoints": report.checkpoints,
+                "seconds": report.seconds,
+                "rss_before_mib": base / 1024,
+                "rss_peak_mib": peak / 1024,
+                "summary": report.summary(),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, nargs="+", default=[100000, 1000000])
+    parser.add_argument("--verify-child")
+    args = parser.parse_args()
+    if args.verify_child:
+        verify_child(args.verify_child)
+        return
+    rows = []
+    for n in args.events:
+        with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+            built = build(Path(tmp), n)
+            out = subprocess.run(
+                [sys.executable, __file__, "--verify-child", tmp],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            ).stdout
+            v = json.loads(out.strip().splitlines()[-1])
+            assert v["ok"], v["summary"]
+            rows.append(
+                (
+                    n,
+                    n / built["append_s"],
+                    n / built["seal_s"],
+                    v["checkpoints"],
+                    n / v["seconds"],
+                    v["seconds"],
+                    v["rss_before_mib"],
+                    v["rss_peak_mib"],
+                )
+            )
+            print(v["summary"], file=sys.stderr)
+    print(
+        "| events | appended/s | sealed/s | checkpoints | verified/s | verify time | "
+        "RSS before verify | peak RSS |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, app_r, seal_r, cps, ver_r, secs, before, peak in rows:
+        print(
+            f"| {n:,} | {app_r:,.0f} | {seal_r:,.0f} | {cps} | {ver_r:,.0f} | {secs:.2f} s | "
+            f"{before:.0f} MiB | {peak:.0f} MiB |"
+        )
+
+
+if __name__ == "__main__":
+    main()
