@@ -1,0 +1,194 @@
+"""Regenerate the README screenshots from a live local server with demo data.
+
+    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, docs/img/key-once.png
+    .venv/bin/python scripts/screenshots.py --all DIR  # every page, desktop and 390px mobile
+
+Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
+SQLite file, so nothing here touches instance/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from liveserver import ADMIN_EMAIL, CHROMIUM_ARGS, PASSWORD, LiveServer  # noqa: E402
+
+DEMO_EMAIL = "maya@acme.example"
+
+
+def register(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/register")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.fill("#confirm", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url("**/keys")
+
+
+def login(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("main button[type=submit], main input[type=submit]")
+    page.wait_for_url("**/keys")
+
+
+def create_key(
+    page: Page, base: str, name: str, scopes: list[str], custom: str = "", days: int = 90
+) -> str:
+    """Fill /keys/new as a person would; return the secret from the once-only page."""
+    page.goto(f"{base}/keys/new")
+    page.fill("#name", name)
+    for scope in scopes:
+        page.check(f"input[name=scopes][value='{scope}']")
+    page.fill("#custom_scopes", custom)
+    page.fill("#lifetime_days", str(days))
+    page.click("main form [type=submit]")
+    page.wait_for_selector("#new-key")
+    return page.input_value("#new-key")
+
+
+def validate(base: str, key: str) -> None:
+    req = urllib.request.Request(
+        f"{base}/api/v1/keys/validate",
+        data=json.dumps({"key": key}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        resp.read()
+
+
+def key_id(secret: str) -> str:
+    return secret.split(".")[1]
+
+
+def demo_keys(page: Page, base: str) -> dict[str, str]:
+    """A few keys in every state: active and used, expiring, revoked, rotated/expired."""
+    ids: dict[str, str] = {}
+    k = create_key(page, base, "billing worker (prod)", ["keys:read", "usage:read"], "orders:read")
+    validate(base, k)
+    ids["billing"] = key_id(k)
+    k = create_key(page, base, "staging deploy", ["keys:write"], days=5)
+    ids["staging"] = key_id(k)
+    k = create_key(page, base, "old laptop script", ["keys:read"], days=30)
+    ids["laptop"] = key_id(k)
+    page.goto(f"{base}/keys/{ids['laptop']}")
+    page.check("#confirm")
+    page.click("form[action$='/revoke'] [type=submit]")
+    page.wait_for_url(f"**/keys/{ids['laptop']}")
+    k = create_key(page, base, "ci pipeline", ["keys:read", "keys:write"], "deploy:run", days=180)
+    page.goto(f"{base}/keys/{key_id(k)}")
+    page.select_option("#grace", "now")
+    page.click("form[action$='/rotate'] [type=submit]")
+    page.wait_for_selector("#new-key")
+    ids["ci"] = key_id(page.input_value("#new-key"))
+    validate(base, page.input_value("#new-key"))
+    return ids
+
+
+def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
+    base = server.url
+    register(page, base, DEMO_EMAIL)
+    server.flask("users", "set-tier", DEMO_EMAIL, "premium")
+    demo_keys(page, base)
+    create_key(page, base, "analytics export", ["usage:read"], "reports.export", days=180)
+    page.screenshot(path=str(out / "key-once.png"))
+    page.goto(f"{base}/keys")
+    page.screenshot(path=str(out / "keys.png"))
+
+
+def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
+    """Every page a person or an admin sees, for reviewing the look."""
+    base = server.url
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(out / f"{tag}-{name}.png"), full_page=True)
+
+    page.goto(f"{base}/login")
+    shot("login")
+    page.goto(f"{base}/register")
+    shot("register")
+    page.click("main form [type=submit]")
+    shot("register-errors")
+    email = f"{tag}@acme.example"
+    register(page, base, email)
+    shot("keys-empty")
+    page.goto(f"{base}/keys/new")
+    shot("new")
+    page.fill("#custom_scopes", "Bad Scope!")
+    page.fill("#lifetime_days", "9999")
+    page.click("main form [type=submit]")
+    shot("new-errors")
+    server.flask("users", "set-tier", email, "premium")
+    ids = demo_keys(page, base)
+    create_key(page, base, "analytics export", ["usage:read"], "reports.export", days=180)
+    shot("created")
+    page.goto(f"{base}/keys")
+    shot("keys")
+    page.goto(f"{base}/keys/{ids['billing']}")
+    shot("key-active")
+    page.goto(f"{base}/keys/{ids['laptop']}")
+    shot("key-revoked")
+    page.goto(f"{base}/keys/doesnotexist")
+    shot("404")
+    page.context.clear_cookies()
+    login(page, base, ADMIN_EMAIL)
+    page.goto(f"{base}/admin/")
+    shot("admin-users")
+    page.goto(f"{base}/admin/keys")
+    shot("admin-keys")
+    page.click(f"text={email}")
+    shot("admin-user")
+    page.goto(f"{base}/admin/audit")
+    shot("admin-audit")
+    verify = page.get_by_role("button", name="Verify now")
+    if verify.count():
+        verify.first.click()
+        shot("admin-verify")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--all", metavar="DIR", type=Path, help="screenshot every page into DIR")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if not chromium:
+        sys.exit("chromium is not installed: apt-get install chromium")
+    with LiveServer() as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            if args.all:
+                args.all.mkdir(parents=True, exist_ok=True)
+                for tag, viewport in (("desktop", (1280, 800)), ("mobile", (390, 844))):
+                    context = browser.new_context(
+                        viewport={"width": viewport[0], "height": viewport[1]}
+                    )
+                    all_shots(server, context.new_page(), args.all, tag)
+                    context.close()
+                print(f"screenshots in {args.all}")
+            else:
+                out = ROOT / "docs" / "img"
+                out.mkdir(parents=True, exist_ok=True)
+                context = browser.new_context(
+                    viewport={"width": 1280, "height": 800}, color_scheme="light"
+                )
+                readme_shots(server, context.new_page(), out)
+                context.close()
+                print(f"wrote {out / 'keys.png'} and {out / 'key-once.png'}")
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()

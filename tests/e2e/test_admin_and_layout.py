@@ -1,0 +1,142 @@
+"""Admin pages, keyboard-only use, a 390px phone, and a clean console on every page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from liveserver import ADMIN_EMAIL
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+
+def test_admin_sees_users_all_keys_the_audit_trail_and_verifies_it(visitor):
+    page = visitor.page
+    visitor.register()
+    key = visitor.create_key("reporting job", scopes=("usage:read",))
+    owner = visitor.email
+    page.context.clear_cookies()
+    visitor.login(ADMIN_EMAIL)
+
+    nav = page.get_by_role("navigation", name="Main")
+    nav.get_by_role("link", name="Users").click()
+    expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    page.get_by_role("link", name=owner).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(owner)
+    expect(page.locator("main")).to_contain_text("reporting job")
+
+    nav.get_by_role("link", name="All keys").click()
+    row = page.get_by_role("row", name=re.compile("reporting job"))
+    expect(row).to_contain_text(owner)
+    expect(row).to_contain_text(key.rsplit(".", 1)[0])
+    assert key not in visitor.html()
+
+    nav.get_by_role("link", name="Audit trail").click()
+    expect(page.get_by_role("heading", name="Audit trail", exact=True)).to_be_visible()
+    expect(page.locator("main")).to_contain_text("key.created")
+    page.get_by_role("button", name="Verify now").click()
+    expect(page.locator("main")).to_contain_text(re.compile("intact", re.IGNORECASE))
+    assert key not in visitor.html()
+
+
+def _focus_is_visible(page) -> bool:
+    """The focused element draws an outline or a ring (its own or its container's)."""
+    return page.evaluate(
+        """() => {
+        let el = document.activeElement;
+        for (let i = 0; el && i < 3; i++, el = el.parentElement) {
+          const s = getComputedStyle(el);
+          if (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0) return true;
+          if (s.boxShadow && s.boxShadow !== "none" && el === document.activeElement) return true;
+        }
+        return false;
+      }"""
+    )
+
+
+def _tab_to(page, name: str, limit: int = 25) -> None:
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        label = page.evaluate(
+            "() => (document.activeElement.innerText || document.activeElement.value || '').trim()"
+        )
+        if label == name:
+            assert _focus_is_visible(page), f"focus on {name!r} is not visible"
+            return
+    raise AssertionError(f"{name!r} not reached with {limit} presses of Tab")
+
+
+def test_keyboard_alone_creates_and_copies_a_key(person):
+    page = person.page
+    page.goto("/keys")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    assert _focus_is_visible(page)
+    assert skip.bounding_box()["y"] >= 0, "the skip link stays off screen when focused"
+
+    _tab_to(page, "Create key")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/keys/new")
+    expect(page.get_by_label("Name")).to_be_focused()
+    page.keyboard.type("keyboard key")
+    page.keyboard.press("Tab")  # first scope
+    assert _focus_is_visible(page)
+    page.keyboard.press("Space")
+    expect(page.get_by_label("keys:read", exact=True)).to_be_checked()
+    _tab_to(page, "Create key")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#new-key")
+
+    _tab_to(page, "Copy")
+    page.keyboard.press("Enter")
+    expect(page.locator("#copy-status")).to_contain_text("clipboard")
+    assert page.evaluate("navigator.clipboard.readText()") == page.input_value("#new-key")
+    _tab_to(page, "I have stored it safely")
+
+
+def _no_horizontal_scroll(page) -> None:
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px at 390px"
+
+
+def test_phone_has_no_sideways_scroll_on_keys_and_the_once_only_page(phone):
+    page = phone.page
+    _no_horizontal_scroll(page)  # empty keys page
+    for name, scopes, custom in (
+        ("billing worker (production, eu-west-1)", ("keys:read", "usage:read"), "orders:read"),
+        ("staging", ("keys:write",), "reports.export deploy:run"),
+    ):
+        phone.create_key(name, scopes=scopes, custom=custom)
+        _no_horizontal_scroll(page)
+        expect(page.get_by_role("button", name="Copy")).to_be_in_viewport()
+    page.goto("/keys")
+    _no_horizontal_scroll(page)
+    expect(page.get_by_role("link", name="Create key")).to_be_in_viewport()
+    page.goto("/keys/new")
+    _no_horizontal_scroll(page)
+
+
+def test_every_page_loads_without_console_errors(visitor):
+    """The fixture fails the test on any console error or CSP violation."""
+    page = visitor.page
+    for path in ("/login", "/register"):
+        assert page.goto(path).status == 200
+    visitor.register()
+    key = visitor.create_key("console check")
+    public_id = key.split(".")[1]
+    for path in ("/keys", "/keys/new", f"/keys/{public_id}"):
+        assert page.goto(path).status == 200, path
+    page.context.clear_cookies()
+    visitor.login(ADMIN_EMAIL)
+    for path in ("/admin/", "/admin/keys", "/admin/audit"):
+        assert page.goto(path).status == 200, path
+    page.goto("/admin/")
+    page.get_by_role("link", name=visitor.email).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(visitor.email)
+    visitor.console.allow(r"status of 404")
+    assert page.goto("/no-such-page").status == 404
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
