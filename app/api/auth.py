@@ -67,6 +67,7 @@ def identified_key() -> KeyRecord | None:
 
 def _resolve() -> ApiAuth:
     auth = ApiAuth(time.perf_counter())
+    request.max_content_length = MAX_BODY  # every API body, chunked ones too
     validating = request.endpoint == VALIDATE_ENDPOINT
     if validating and not _read_body(auth):
         return auth
@@ -112,7 +113,6 @@ def _read_body(auth: ApiAuth) -> bool:
     if request.content_length is not None and request.content_length > MAX_BODY:
         auth.fail(413, "payload_too_large", f"the body is limited to {MAX_BODY} bytes")
         return False
-    request.max_content_length = MAX_BODY  # also bounds chunked bodies
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
