@@ -289,7 +289,11 @@ class BatchRecorder:
                     except Exception:
                         log.exception("dropping a usage event the database refused")
             elif events:
-                session.execute(insert(UsageRecord), [_row(e) for e in events])
+                # Core executemany: batched by the driver (psycopg pipelines it), where a
+                # multi-row VALUES statement measured 5x slower to build.
+                session.connection().execute(
+                    insert(UsageRecord.__table__), [_row(e) for e in events]
+                )
             touched = {}
             if events:
                 _upsert_rollups(session, engine, events)
@@ -436,11 +440,12 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
 
     # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
     rows = [rollups[k] for k in sorted(rollups)]
-    stmt = _dialect_insert(engine, UsageRollup)
+    stmt = _dialect_insert(engine, UsageRollup.__table__)
     summed = ("count", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other")
-    set_: dict[str, Any] = {c: getattr(UsageRollup, c) + stmt.excluded[c] for c in summed}
-    set_["latency_sum_ms"] = UsageRollup.latency_sum_ms + stmt.excluded["latency_sum_ms"]
-    session.execute(
+    set_: dict[str, Any] = {c: stmt.table.c[c] + stmt.excluded[c] for c in summed}
+    set_["latency_sum_ms"] = stmt.table.c.latency_sum_ms + stmt.excluded["latency_sum_ms"]
+    conn = session.connection()
+    conn.execute(
         stmt.on_conflict_do_update(index_elements=["key_id", "granularity", "bucket"], set_=set_),
         rows,
     )
@@ -448,11 +453,11 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
         {"key_id": k[0], "granularity": k[1], "bucket": k[2], "bin": k[3], "count": n}
         for k, n in sorted(bins.items())
     ]
-    stmt = _dialect_insert(engine, UsageLatencyBin)
-    session.execute(
+    stmt = _dialect_insert(engine, UsageLatencyBin.__table__)
+    conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["key_id", "granularity", "bucket", "bin"],
-            set_={"count": UsageLatencyBin.count + stmt.excluded["count"]},
+            set_={"count": stmt.table.c["count"] + stmt.excluded["count"]},
         ),
         bin_rows,
     )
