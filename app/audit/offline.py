@@ -611,6 +611,8 @@ def _verify_export(stream: Iterable[bytes], keys: dict[str, Ed25519PublicKey], r
                 cp = checkpoint_from_json(obj)
             except ValueError as exc:
                 raise Damage("malformed", f"line {number}: {exc}", frontier.size) from None
+            if chain.count == 0 and since == 0 and cp.index != 0:
+                raise Damage("checkpoint_missing", f"checkpoints 0..{cp.index - 1} are missing", 0)
             chain.add(cp)
             if cp.tree_size != frontier.size:
                 raise Damage(

@@ -191,8 +191,7 @@ def _rewrite_everything(app, sign) -> None:
     tamper(
         app,
         (
-            "UPDATE audit_event SET canonical = :c, leaf_hash = :l, actor = 'user:0' "
-            "WHERE seq = 2",
+            "UPDATE audit_event SET canonical = :c, leaf_hash = :l, actor = 'user:0' WHERE seq = 2",
             {"c": forged, "l": canonical.leaf_hash(forged)},
         ),
     )
@@ -206,9 +205,7 @@ def _rewrite_everything(app, sign) -> None:
                 bytes(r[0])
                 for r in conn.execute(text("SELECT leaf_hash FROM audit_event ORDER BY seq"))
             ]
-            rows = conn.execute(
-                text("SELECT idx, note FROM audit_checkpoint ORDER BY idx")
-            ).all()
+            rows = conn.execute(text("SELECT idx, note FROM audit_checkpoint ORDER BY idx")).all()
     prev = offline.ZERO_HASH
     statements = []
     for idx, note in rows:

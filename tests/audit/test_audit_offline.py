@@ -1,0 +1,431 @@
+"""The offline verifier: independent RFC 6962 reference, export and proof round trips,
+a run with Flask and SQLAlchemy blocked, and malformed input of every kind."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from audit_helpers import build_log
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from app.audit import offline
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = ROOT / "app" / "audit" / "offline.py"
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def ref_mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 section 2.1, written from the text, recursively."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return hashlib.sha256(b"\x01" + ref_mth(leaves[:k]) + ref_mth(leaves[k:])).digest()
+
+
+def ref_path(m: int, leaves: list[bytes]) -> list[bytes]:
+    n = len(leaves)
+    if n == 1:
+        return []
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    if m < k:
+        return [*ref_path(m, leaves[:k]), ref_mth(leaves[k:])]
+    return [*ref_path(m - k, leaves[k:]), ref_mth(leaves[:k])]
+
+
+LEAVES = [offline.leaf_hash(str(i).encode()) for i in range(70)]
+
+
+def test_frontier_root_matches_the_rfc_definition_for_every_size():
+    f = offline.Frontier()
+    assert f.root() == ref_mth([])
+    for n, leaf in enumerate(LEAVES, 1):
+        f.append(leaf)
+        assert f.root() == ref_mth(LEAVES[:n]), n
+        again = offline.Frontier.from_bytes(n, f.to_bytes())
+        assert again.root() == f.root()
+
+
+def test_inclusion_proofs_check_for_every_leaf_and_fail_when_altered():
+    for n in (1, 2, 3, 5, 8, 13, 64, 70):
+        root = ref_mth(LEAVES[:n])
+        for m in range(n):
+            path = ref_path(m, LEAVES[:n])
+            assert offline.verify_inclusion(m, n, LEAVES[m], path, root)
+            assert not offline.verify_inclusion(m, n, LEAVES[(m + 1) % 70], path, root)
+            assert not offline.verify_inclusion(n, n, LEAVES[m], path, root)
+            if path:
+                assert not offline.verify_inclusion(m, n, LEAVES[m], path[:-1], root)
+                assert not offline.verify_inclusion(m, n, LEAVES[m], [*path, path[0]], root)
+                bad = [bytes(32), *path[1:]]
+                assert not offline.verify_inclusion(m, n, LEAVES[m], bad, root)
+
+
+def test_no_duplicated_odd_node(app):
+    """CVE-2012-2459: a tree of 3 leaves must not equal the tree of 4 with the last
+    one repeated."""
+    three = ref_mth(LEAVES[:3])
+    assert offline.mth(LEAVES[:3]) == three
+    assert offline.mth([*LEAVES[:3], LEAVES[2]]) != three
+
+
+def test_server_proofs_match_the_reference_and_check_offline(app):
+    build_log(app, (300, 30))  # crosses the 256-leaf node cache
+    with app.app_context():
+        from app.audit import log as auditlog
+        from app.audit import service
+        from app.extensions import db
+
+        trusted = service.settings().trusted
+        with db.engine.connect() as conn:
+            leaves = [
+                bytes(r[0])
+                for r in conn.exec_driver_sql("SELECT leaf_hash FROM audit_event ORDER BY seq")
+            ]
+            for seq in (0, 1, 255, 256, 257, 299, 300, 329):
+                proof = auditlog.inclusion_proof(conn, seq)
+                assert proof["path"] == [p.hex() for p in ref_path(seq, leaves)]
+                assert offline.verify_proof(proof, trusted).ok
+                proof["seq"] = (seq + 1) % 330
+                assert not offline.verify_proof(proof, trusted).ok
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(app, tmp_path: Path, since: int = 0) -> tuple[Path, Path]:
+    runner = app.test_cli_runner()
+    out = tmp_path / f"export-{since}.jsonl"
+    result = runner.invoke(args=["audit", "export", "--since", str(since), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    key = tmp_path / "key.pem"
+    result = runner.invoke(args=["audit", "public-key"])
+    assert result.exit_code == 0 and "BEGIN PUBLIC KEY" in result.output
+    key.write_text(result.output)
+    return out, key
+
+
+BLOCKER = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("flask", "sqlalchemy", "app", "werkzeug", "flask_sqlalchemy"):
+            raise ImportError("blocked for the offline test: " + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["offline.py", *sys.argv[1:]]
+runpy.run_path(sys.argv.pop(1), run_name="__main__")
+"""
+
+
+def run_offline(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER, str(OFFLINE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+
+
+def test_export_verifies_offline_with_flask_and_sqlalchemy_blocked(app, tmp_path):
+    build_log(app, (12, 7))
+    out, key = export(app, tmp_path)
+    done = run_offline("export", str(out), "--public-key", str(key))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("audit trail intact: 19 events, 2 checkpoints")
+    # The blocker really blocks: importing the app in the same way fails.
+    blocked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCKER.replace("runpy.run_path", "import app; runpy.run_path"),
+            str(OFFLINE),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+    )
+    assert blocked.returncode != 0 and "blocked for the offline test" in blocked.stderr
+
+
+def test_export_since_a_sequence_number_verifies(app, tmp_path):
+    build_log(app, (12, 7, 5))
+    for since in (1, 12, 13, 24):
+        out, key = export(app, tmp_path, since)
+        result = app.test_cli_runner().invoke(
+            args=["audit", "verify", "--export", str(out), "--public-key", str(key)]
+        )
+        assert result.exit_code == 0, (since, result.output)
+        assert f"{24 - since} events" in result.output
+
+
+def test_flask_verify_export_reports_a_changed_event(app, tmp_path):
+    build_log(app)
+    out, key = export(app, tmp_path)
+    lines = out.read_text().splitlines()
+    ev = json.loads(lines[5])
+    ev["canonical"] = ev["canonical"].replace("user:", "usr:")
+    ev["leaf_hash"] = offline.leaf_hash(ev["canonical"].encode()).hex()
+    lines[5] = json.dumps(ev)
+    out.write_text("\n".join(lines) + "\n")
+    result = app.test_cli_runner().invoke(
+        args=["audit", "verify", "--export", str(out), "--public-key", str(key)]
+    )
+    assert result.exit_code == 1
+    assert "root_mismatch" in result.output
+
+
+def test_proof_from_the_cli_checks_offline(app, tmp_path):
+    build_log(app, (9,))
+    result = app.test_cli_runner().invoke(args=["audit", "prove", "4"])
+    assert result.exit_code == 0, result.output
+    proof = tmp_path / "proof.json"
+    proof.write_text(result.output)
+    _, key = export(app, tmp_path)
+    done = run_offline("proof", str(proof), "--public-key", str(key))
+    assert done.returncode == 0, done.stderr
+    assert "inclusion proof valid" in done.stdout
+    doc = json.loads(result.output)
+    doc["canonical"] = doc["canonical"].replace("key.created", "key.revoked")
+    proof.write_text(json.dumps(doc))
+    done = run_offline("proof", str(proof), "--public-key", str(key))
+    assert done.returncode == 1 and "leaf_hash_mismatch" in done.stderr
+    missing = app.test_cli_runner().invoke(args=["audit", "prove", "99"])
+    assert missing.exit_code == 1 and "not covered by a checkpoint" in missing.output
+
+
+def test_wrong_public_key_fails_offline(app, tmp_path):
+    build_log(app, (3,))
+    out, _ = export(app, tmp_path)
+    other = tmp_path / "other.pem"
+    other.write_text(offline.public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    done = run_offline("export", str(out), "--public-key", str(other))
+    assert done.returncode == 1 and "unknown_key" in done.stderr
+    other.write_text("not a key")
+    done = run_offline("export", str(out), "--public-key", str(other))
+    assert done.returncode == 2 and "cannot read public key" in done.stderr
+
+
+# --------------------------------------------------------------------------- malformed
+
+
+@pytest.fixture
+def good_export(app, tmp_path):
+    build_log(app, (4, 3))
+    out, key = export(app, tmp_path)
+    return out.read_bytes().splitlines(keepends=True), offline.load_public_keys(key.read_text())
+
+
+def _mutate_json(line: bytes, **changes) -> bytes:
+    obj = json.loads(line)
+    for k, v in changes.items():
+        if v is KeyError:
+            obj.pop(k, None)
+        else:
+            obj[k] = v
+    return (json.dumps(obj) + "\n").encode()
+
+
+def _note_edit(line: bytes, old: str, new: str) -> bytes:
+    obj = json.loads(line)
+    obj["note"] = obj["note"].replace(old, new, 1)
+    return (json.dumps(obj) + "\n").encode()
+
+
+def _note_sub(line: bytes, pattern: str, repl: str) -> bytes:
+    obj = json.loads(line)
+    obj["note"] = re.sub(pattern, repl, obj["note"])
+    return (json.dumps(obj) + "\n").encode()
+
+
+# Each case: (name, function(lines) -> lines, expected damage kind)
+CASES = [
+    ("empty", lambda ls: [], "malformed"),
+    ("not json", lambda ls: [b"{nope\n", *ls[1:]], "malformed"),
+    ("invalid utf-8", lambda ls: [ls[0], b'{"type":"event","seq":0,"x":"\xff"}\n'], "malformed"),
+    ("blank line", lambda ls: [ls[0], b"\n", *ls[1:]], "malformed"),
+    ("crlf", lambda ls: [ls[0].replace(b"\n", b"\r\n"), *ls[1:]], "malformed"),
+    ("header missing", lambda ls: ls[1:], "malformed"),
+    ("header twice", lambda ls: [ls[0], *ls], "malformed"),
+    ("wrong format", lambda ls: [_mutate_json(ls[0], format="other/9"), *ls[1:]], "malformed"),
+    ("since negative", lambda ls: [_mutate_json(ls[0], since=-1), *ls[1:]], "malformed"),
+    ("since bool", lambda ls: [_mutate_json(ls[0], since=True), *ls[1:]], "malformed"),
+    (
+        "frontier too long",
+        lambda ls: [_mutate_json(ls[0], frontier=["00" * 32]), *ls[1:]],
+        "malformed",
+    ),
+    ("frontier not list", lambda ls: [_mutate_json(ls[0], frontier="x"), *ls[1:]], "malformed"),
+    ("origin missing", lambda ls: [_mutate_json(ls[0], origin=KeyError), *ls[1:]], "malformed"),
+    ("array line", lambda ls: [ls[0], b"[1,2]\n", *ls[1:]], "malformed"),
+    ("unknown type", lambda ls: [ls[0], b'{"type":"witness"}\n', *ls[1:]], "malformed"),
+    ("nan", lambda ls: [ls[0], b'{"type":"event","seq":NaN}\n', *ls[1:]], "malformed"),
+    ("float seq", lambda ls: [ls[0], _mutate_json(ls[1], seq=0.0), *ls[2:]], "malformed"),
+    ("string seq", lambda ls: [ls[0], _mutate_json(ls[1], seq="0"), *ls[2:]], "malformed"),
+    ("huge seq", lambda ls: [ls[0], _mutate_json(ls[1], seq=10**30), *ls[2:]], "malformed"),
+    (
+        "duplicate key",
+        lambda ls: [ls[0], ls[1].replace(b'{"canonical"', b'{"seq":0,"canonical"', 1), *ls[2:]],
+        "malformed",
+    ),
+    ("extra field", lambda ls: [ls[0], _mutate_json(ls[1], extra=1), *ls[2:]], "malformed"),
+    (
+        "leaf not hex",
+        lambda ls: [ls[0], _mutate_json(ls[1], leaf_hash="zz" * 32), *ls[2:]],
+        "malformed",
+    ),
+    ("leaf short", lambda ls: [ls[0], _mutate_json(ls[1], leaf_hash="ab"), *ls[2:]], "malformed"),
+    (
+        "leaf upper",
+        lambda ls: [ls[0], _mutate_json(ls[1], leaf_hash="AB" * 32), *ls[2:]],
+        "malformed",
+    ),
+    (
+        "canonical number",
+        lambda ls: [ls[0], _mutate_json(ls[1], canonical=5), *ls[2:]],
+        "malformed",
+    ),
+    (
+        "lone surrogate",
+        lambda ls: [ls[0], ls[1].replace(b'"canonical": "', b'"canonical": "\\ud800', 1), *ls[2:]],
+        "malformed",
+    ),
+    (
+        "leaf mismatch",
+        lambda ls: [ls[0], _mutate_json(ls[1], leaf_hash="00" * 32), *ls[2:]],
+        "leaf_hash_mismatch",
+    ),
+    ("skipped event", lambda ls: [ls[0], *ls[2:]], "event_missing"),
+    ("repeated event", lambda ls: [ls[0], ls[1], ls[1], *ls[2:]], "event_order"),
+    ("swapped events", lambda ls: [ls[0], ls[2], ls[1], *ls[3:]], "event_missing"),
+    ("cut before checkpoint", lambda ls: [*ls[:4], ls[5]], "tail_missing"),
+    ("no checkpoint", lambda ls: ls[:5], "event_uncovered"),
+    ("trailing event", lambda ls: [*ls, ls[1]], "event_order"),
+    (
+        "signature not b64",
+        lambda ls: [*ls[:5], _mutate_json(ls[5], signature="***"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "signature short",
+        lambda ls: [*ls[:5], _mutate_json(ls[5], signature="AAAA"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "signature flipped",
+        lambda ls: [
+            *ls[:5],
+            _mutate_json(ls[5], signature=base64.b64encode(bytes(64)).decode()),
+            *ls[6:],
+        ],
+        "bad_signature",
+    ),
+    (
+        "note size text",
+        lambda ls: [*ls[:5], _note_edit(ls[5], "\n4\n", "\nfour\n"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "note leading zero",
+        lambda ls: [*ls[:5], _note_edit(ls[5], "\n4\n", "\n04\n"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "note extra line",
+        lambda ls: [*ls[:5], _note_edit(ls[5], "index", "x\nindex"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "note no newline",
+        lambda ls: [*ls[:5], _mutate_json(ls[5], note="a\n1"), *ls[6:]],
+        "malformed",
+    ),
+    (
+        "note bad time",
+        lambda ls: [*ls[:5], _note_edit(ls[5], "time 20", "time 19"), *ls[6:]],
+        "bad_signature",
+    ),
+    (
+        "note impossible time",
+        lambda ls: [*ls[:5], _note_sub(ls[5], r"time (\d{4})-\d\d", r"time \1-13"), *ls[6:]],
+        "malformed",
+    ),
+    ("note key id", lambda ls: [*ls[:5], _note_edit(ls[5], "key ", "key X"), *ls[6:]], "malformed"),
+    (
+        "note order",
+        lambda ls: [
+            *ls[:5],
+            _note_edit(_note_edit(ls[5], "index", "zzz"), "key", "index"),
+            *ls[6:],
+        ],
+        "malformed",
+    ),
+    (
+        "checkpoint extra field",
+        lambda ls: [*ls[:5], _mutate_json(ls[5], more=1), *ls[6:]],
+        "malformed",
+    ),
+    ("dropped first checkpoint", lambda ls: [*ls[:5], *ls[6:]], "checkpoint_missing"),
+    ("checkpoint twice", lambda ls: [*ls[:6], ls[5], *ls[6:]], "checkpoint_missing"),
+    ("deep json", lambda ls: [ls[0], b"[" * 100000 + b"]" * 100000 + b"\n"], "malformed"),
+    ("long line", lambda ls: [ls[0], b'"' + b"a" * (offline.MAX_LINE + 5) + b'"\n'], "malformed"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "kind"), CASES, ids=[c[0] for c in CASES])
+def test_malformed_exports_are_named_never_crash(good_export, name, mutate, kind):
+    lines, keys = good_export
+    assert offline.verify_export(lines, keys).ok
+    report = offline.verify_export(mutate(list(lines)), keys)
+    assert not report.ok, name
+    assert report.damage is not None and report.damage.kind == kind, (name, report.summary())
+    assert report.summary().startswith("audit trail DAMAGED")
+
+
+PROOF_CASES = [
+    ("not object", lambda d: [d]),
+    ("wrong format", lambda d: {**d, "format": "x"}),
+    ("seq string", lambda d: {**d, "seq": "1"}),
+    ("seq beyond", lambda d: {**d, "seq": d["tree_size"]}),
+    ("size mismatch", lambda d: {**d, "tree_size": d["tree_size"] + 1}),
+    ("path not list", lambda d: {**d, "path": "ab"}),
+    ("path too long", lambda d: {**d, "path": ["00" * 32] * 65}),
+    ("path bad hex", lambda d: {**d, "path": ["xy" * 32]}),
+    ("extra path node", lambda d: {**d, "path": [*d["path"], "00" * 32]}),
+    ("missing checkpoint", lambda d: {**d, "checkpoint": None}),
+    ("checkpoint junk", lambda d: {**d, "checkpoint": {"note": 1, "signature": 2}}),
+    ("canonical changed", lambda d: {**d, "canonical": d["canonical"] + " "}),
+    ("leaf changed", lambda d: {**d, "leaf_hash": "00" * 32}),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate"), PROOF_CASES, ids=[c[0] for c in PROOF_CASES])
+def test_malformed_proofs_fail_cleanly(app, name, mutate):
+    build_log(app, (6,))
+    with app.app_context():
+        from app.audit import log as auditlog
+        from app.audit import service
+        from app.extensions import db
+
+        with db.engine.connect() as conn:
+            proof = auditlog.inclusion_proof(conn, 3)
+        keys = service.settings().trusted
+    assert offline.verify_proof(proof, keys).ok
+    report = offline.verify_proof(mutate(dict(proof)), keys)
+    assert not report.ok, name
