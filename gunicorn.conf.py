@@ -28,3 +28,15 @@ def on_exit(server: Any) -> None:
     from app.usage.recorder import shutdown_all
 
     shutdown_all()
+
+
+def when_ready(server: Any) -> None:
+    """In the master, before workers fork: memory:// rate-limit counters live in each
+    worker, so N workers would grant N times every limit. Say so at start-up."""
+    import os
+
+    from app.ratelimit import memory_storage_warning
+
+    warning = memory_storage_warning(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)
+    if warning:
+        server.log.warning(warning)

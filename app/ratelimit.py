@@ -8,9 +8,10 @@ and host shares them:
   one budget. It counts only identified keys (the secret matched): knowing a key's
   public id is not enough to spend its budget.
 - Per client IP, failed guesses (FAILED_VALIDATION_LIMIT, default 30/minute): every
-  malformed_key or invalid_key answer costs one; once spent, every key-authenticated
-  request from that IP is refused with 429 before its key is looked at, so a right
-  guess looks the same as a wrong one and guessing is slow. Revoked and expired keys
+  malformed_key or invalid_key answer costs one, taken atomically before the answer
+  is sent (a guess that finds the budget spent is answered 429); once spent, every
+  key-authenticated request from that IP is refused with 429 before its key is looked
+  at, so a right guess looks the same as a wrong one and guessing is slow. Revoked and expired keys
   do not count: their holder has the secret, they are not guessing.
 
 Strategy: moving-window (RATELIMIT_STRATEGY) by default: exact ("60 per any 60 s"),
@@ -103,16 +104,16 @@ def failures_exhausted(ip: str | None) -> int | None:
     return max(1, int(reset_at - time.time()) + 1)
 
 
-def note_failure(ip: str | None) -> None:
-    """Spend one failed guess. Runs after the answer is made, so a storage error here
-    is logged rather than turned into an error the client cannot act on."""
+def spend_failure(ip: str | None) -> bool:
+    """Spend one failed guess; False when the budget was already spent.
+
+    An atomic acquire in the storage, so concurrent workers cannot overshoot. Raises
+    the storage's error when it is unreachable (the caller answers 503).
+    """
     if not limiter.enabled:
-        return
+        return True
     item, ids = _failure_args(ip or "unknown")
-    try:
-        limiter.limiter.hit(item, *ids)
-    except Exception:
-        log.exception("could not count a failed validation for %s", ip)
+    return limiter.limiter.hit(item, *ids)
 
 
 def current_window() -> tuple[int, int, int] | None:

@@ -87,18 +87,25 @@ def _resolve() -> ApiAuth:
     if validating and not _check_fields(auth):
         return auth
 
-    retry = ratelimit.failures_exhausted(client_ip())
+    ip = client_ip()
+    retry = ratelimit.failures_exhausted(ip)
     if retry is not None:
         auth.retry_after = retry
-        return auth.fail(
-            429, "rate_limited", "too many failed validations from this address; wait and retry"
-        )
+        return auth.fail(429, "rate_limited", _BLOCKED)
 
     result = lifecycle.validate(db.session, key_policy(), presented[0], cache=key_cache())
     auth.key, auth.public_id = result.key, result.public_id
+    if result.error in GUESS_ERRORS and not ratelimit.spend_failure(ip):
+        # Other workers spent the budget meanwhile: the atomic hit decides, so N
+        # workers together answer exactly the configured number of failed guesses.
+        auth.retry_after = ratelimit.failures_exhausted(ip) or 1
+        return auth.fail(429, "rate_limited", _BLOCKED)
     if not result.valid:
         auth.fail(401, result.error or "invalid_key", _MESSAGES.get(result.error or ""))
     return auth
+
+
+_BLOCKED = "too many failed validations from this address; wait and retry"
 
 
 _MESSAGES = {

@@ -1,6 +1,6 @@
-"""After every API answer: spend failed-guess budget, record usage and the validation
-audit event through the batched recorder (never a database write in the request);
-and the API's own error answers (429 and 503 in the contract's shape)."""
+"""After every API answer: record usage and the validation audit event through the
+batched recorder (never a database write in the request); and the API's own error
+answers (429 and 503 in the contract's shape)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
 from sqlalchemy import exc as sa_exc
 
-from app import ratelimit
 from app.api import bp
-from app.api.auth import GUESS_ERRORS, VALIDATE_ENDPOINT, ApiAuth
+from app.api.auth import VALIDATE_ENDPOINT, ApiAuth
 from app.extensions import db
 from app.models._types import utcnow
 from app.usage import UsageEvent
@@ -44,8 +43,6 @@ def account(response: Response) -> Response:
     if auth is None:
         return response
     ip = client_ip()
-    if auth.error in GUESS_ERRORS:
-        ratelimit.note_failure(ip)
     recorder = current_app.extensions.get("keyledger.usage")
     if recorder is None:
         return response
