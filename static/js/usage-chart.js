@@ -28,6 +28,10 @@
     const buttons = section.querySelectorAll("[data-usage-range]");
     let chart = null;
     let current = 0;
+    // Chart.js sizes the canvas from a relatively positioned parent of its own.
+    box.style.position = "relative";
+    box.style.width = "100%";
+    box.style.height = "min(340px, 60vw)";
 
     async function load(range) {
       const ticket = ++current;
@@ -87,7 +91,8 @@
         data: data.buckets.map((b) => b.latency_p95_ms),
         borderColor: "#111827",
         backgroundColor: "#111827",
-        pointRadius: 0,
+        pointRadius: 2,
+        borderWidth: 2,
         spanGaps: false,
         yAxisID: "latency",
       });
@@ -97,7 +102,7 @@
         options: {
           animation: false,
           responsive: true,
-          aspectRatio: 2.6,
+          maintainAspectRatio: false,
           interaction: { mode: "index", intersect: false },
           scales: {
             x: { stacked: true, ticks: { maxTicksLimit: 12, autoSkip: true } },
