@@ -1,7 +1,7 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
     .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, docs/img/key-once.png
-    .venv/bin/python scripts/screenshots.py --all DIR  # every page, desktop and 390px mobile
+    .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
 SQLite file, so nothing here touches instance/.
@@ -109,7 +109,7 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
 
 
 def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
-    """Every page a person or an admin sees, for reviewing the look."""
+    """Every page a person or an admin sees, for reviewing the look (tag names the files)."""
     base = server.url
 
     def shot(name: str) -> None:
@@ -170,9 +170,13 @@ def main() -> None:
         try:
             if args.all:
                 args.all.mkdir(parents=True, exist_ok=True)
-                for tag, viewport in (("desktop", (1280, 800)), ("mobile", (390, 844))):
+                for tag, (width, height), scheme in (
+                    ("desktop", (1280, 800), "light"),
+                    ("mobile", (390, 844), "light"),
+                    ("dark", (1280, 800), "dark"),
+                ):
                     context = browser.new_context(
-                        viewport={"width": viewport[0], "height": viewport[1]}
+                        viewport={"width": width, "height": height}, color_scheme=scheme
                     )
                     all_shots(server, context.new_page(), args.all, tag)
                     context.close()
