@@ -7,6 +7,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,20 @@ def register(app: Flask) -> None:
         else:
             message = exc.description or exc.name
         return _render(code, exc.name, message)
+
+    @app.errorhandler(SQLAlchemyError)
+    def database_error(exc: SQLAlchemyError) -> ResponseReturnValue:
+        """The database refused a write (the audit trail's included): the whole
+        transaction is undone, so the change never happened without its record."""
+        log.exception("database error on %s %s", request.method, request.path)
+        from app.extensions import db
+
+        db.session.rollback()
+        return _render(
+            503,
+            "Not saved",
+            "The change could not be recorded, so nothing was changed. Try again in a moment.",
+        )
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> ResponseReturnValue:

@@ -92,6 +92,15 @@ def _fresh_db(template_url: str, tmp: Path) -> str:
     return template_url
 
 
+@pytest.fixture(autouse=True)
+def _limiter_prefix_per_app() -> None:
+    """Flask-Limiter's shared `limiter` keeps the first app's RATELIMIT_KEY_PREFIX for
+    good, so on Redis every test would spend one budget; forget it before each test."""
+    from app.extensions import limiter
+
+    limiter._key_prefix = ""
+
+
 @pytest.fixture
 def app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
     app = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
@@ -210,12 +219,20 @@ def audit_events(app: Flask, action: str | None = None, target: str | None = Non
         return rows
 
 
+def flush_usage(app: Flask) -> None:
+    """Write what the batched usage recorder holds (last use, validation events)."""
+    from app.usage import recorder
+
+    recorder(app).flush()
+
+
 def key_row(app: Flask, public_id: str):
     """The stored key, detached, for checks of what the database holds."""
     from sqlalchemy import select
 
     from app.models import ApiKey
 
+    flush_usage(app)
     with app.app_context():
         key = db.session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
         if key is not None:

@@ -98,3 +98,18 @@ def test_a_valid_key_with_another_prefix_is_malformed_here():
 def test_non_strings_are_malformed(raw):
     with pytest.raises(kf.MalformedKey):
         kf.parse(raw, PREFIX)
+
+
+def test_public_id_shape():
+    assert kf.is_public_id(kf.new_public_id())
+    for bad in (
+        "",
+        "A" * 11,
+        "A" * 13,
+        "AAAAAAAAAAA.",
+        "AAAAAAAAAAA\x00",
+        None,
+        12,
+        "ÄAAAAAAAAAAA",
+    ):
+        assert not kf.is_public_id(bad)

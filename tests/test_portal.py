@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import audit_events, count_rows, key_row, public_id_of, snapshot
+from conftest import audit_events, count_rows, flush_usage, key_row, public_id_of, snapshot
 from sqlalchemy import text
 
 from app.extensions import db
@@ -39,6 +39,7 @@ def shift_key(app, public_id: str, **columns: datetime) -> None:
 def test_keys_page_shows_every_column(app, user, client):
     _, plaintext = user.create_key(name="billing worker", scopes=("keys:read", "usage:read"))
     assert validate(client, plaintext).status_code == 200
+    flush_usage(app)
     page = client.get("/keys")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
@@ -282,7 +283,8 @@ def test_revoke_stops_the_key_and_is_idempotent(app, user, client):
     revoked_at = key_row(app, pid).revoked_at
     assert revoked_at is not None
     denied = validate(client, plaintext)
-    assert denied.status_code == 401 and denied.json == {"valid": False, "error": "revoked"}
+    assert denied.status_code == 401
+    assert denied.json["valid"] is False and denied.json["error"] == "revoked"
 
     # The detail page no longer offers the form; a replayed POST changes nothing.
     page = client.get(f"/keys/{pid}").get_data(as_text=True)

@@ -28,6 +28,14 @@ _KEY_RE = re.compile(
 )
 
 
+_PUBLIC_ID_RE = re.compile(rf"^[0-9A-Za-z]{{{ID_LEN}}}$")
+
+
+def is_public_id(value: object) -> bool:
+    """Could this be a key's public id? Lets callers answer 404 without a query."""
+    return isinstance(value, str) and _PUBLIC_ID_RE.match(value) is not None
+
+
 class MalformedKey(ValueError):
     """Not a key of ours: wrong shape, prefix, length, type or checksum."""
 

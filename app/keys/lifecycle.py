@@ -228,8 +228,8 @@ def find_own_key(
     session: Session, owner: User, public_id: str, *, actor_ip: str | None
 ) -> ApiKey | None:
     """The owner's key, or None. Reaching for someone else's key is audited as critical."""
-    if not isinstance(public_id, str) or len(public_id) > 32:
-        return None
+    if not keyformat.is_public_id(public_id):
+        return None  # no key has such an id (and PostgreSQL refuses NUL in a query)
     key = session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
     if key is None:
         return None
