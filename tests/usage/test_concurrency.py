@@ -133,6 +133,29 @@ def test_thread_mode_writes_without_being_asked(app: Flask, key: Key) -> None:
         rec.shutdown()
 
 
+def test_many_request_threads_recording_while_the_thread_flushes(app: Flask, key: Key) -> None:
+    rec = BatchRecorder(app, mode="thread", interval=0.01, batch_max=64)
+    threads, each = 8, 250
+    barrier = threading.Barrier(threads)
+
+    def serve() -> None:
+        barrier.wait()
+        for i in range(each):
+            rec.record(key.event(status=200 if i % 2 else 404))
+
+    workers = [threading.Thread(target=serve) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    rec.shutdown()
+    n = threads * each
+    assert rec.pending() == 0
+    assert count_rows(app, "usage_event") == n
+    count, ok, _, binned = totals(app, key.id, "minute")
+    assert (count, ok, binned) == (n, n // 2, n)
+
+
 def test_shutdown_writes_what_is_queued(app: Flask, key: Key) -> None:
     rec = BatchRecorder(app, mode="thread", interval=3600)  # the timer never fires here
     for _ in range(20):
