@@ -123,11 +123,14 @@ def from_env() -> dict[str, Any]:
         "AUDIT_ANCHOR_PATH": os.environ.get("AUDIT_ANCHOR_PATH"),
         "AUDIT_ANCHOR_COMMAND": os.environ.get("AUDIT_ANCHOR_COMMAND", ""),
         "AUDIT_TRUSTED_KEYS": os.environ.get("AUDIT_TRUSTED_KEYS"),
+        "AUDIT_SEAL_BATCH": _env_int("AUDIT_SEAL_BATCH", 5000),
+        "AUDIT_VERIFY_INLINE_MAX": _env_int("AUDIT_VERIFY_INLINE_MAX", 20000),
     }
 
 
 DEFAULTS: dict[str, Any] = {
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # hide_parameters: a failed statement's log line must not carry hashes or emails.
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,

@@ -41,7 +41,7 @@ DEFAULT_SENSITIVITY = {
 }
 
 
-def build(
+def row(
     action: str,
     *,
     actor: str,
@@ -51,8 +51,9 @@ def build(
     sensitivity: str | None = None,
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
-    """The event row with its canonical bytes and leaf hash, not yet added anywhere."""
+) -> dict[str, Any]:
+    """The column values of one event: canonical bytes, leaf hash and the browsing
+    columns derived from the same body (for bulk inserts; `build` wraps it)."""
     sensitivity = sensitivity or DEFAULT_SENSITIVITY.get(action, "medium")
     if sensitivity not in SENSITIVITIES:
         raise ValueError(f"unknown sensitivity {sensitivity!r}")
@@ -74,20 +75,25 @@ def build(
         "details": details or {},
     }
     raw = canonical.dumps(body)
-    return AuditEvent(
-        seq=None,
-        event_id=body["event_id"],
-        created_at=canonical.parse_time(body["time"]),
-        action=action,
-        sensitivity=sensitivity,
-        actor=actor,
-        actor_ip=actor_ip,
-        target=target,
-        outcome=outcome,
-        details=canonical.dumps(body["details"]).decode(),
-        canonical=raw,
-        leaf_hash=canonical.leaf_hash(raw),
-    )
+    return {
+        "seq": None,
+        "event_id": body["event_id"],
+        "created_at": canonical.parse_time(body["time"]),
+        "action": action,
+        "sensitivity": sensitivity,
+        "actor": actor,
+        "actor_ip": actor_ip,
+        "target": target,
+        "outcome": outcome,
+        "details": canonical.dumps(body["details"]).decode(),
+        "canonical": raw,
+        "leaf_hash": canonical.leaf_hash(raw),
+    }
+
+
+def build(action: str, **fields: Any) -> AuditEvent:
+    """The event row, not yet added to any session."""
+    return AuditEvent(**row(action, **fields))
 
 
 def record(
