@@ -67,9 +67,17 @@ def test_unknown_tier_is_rejected(app, admin, user):
 def test_tier_change_on_a_missing_user_is_404(app, admin):
     page = admin.client.get("/admin/").get_data(as_text=True)
     before = snapshot(app)
-    for path in ("/admin/users/999999", "/admin/users/0", "/admin/users/-1", "/admin/users/x"):
+    for path in (
+        "/admin/users/999999",
+        "/admin/users/0",
+        "/admin/users/-1",
+        "/admin/users/x",
+        "/admin/users/99999999999999999999999",
+        "/admin/users/2147483648",
+    ):
         resp = admin.client.post(path, data={"csrf_token": csrf_token(page), "tier": "premium"})
         assert resp.status_code == 404, path
+        assert admin.client.get(path).status_code == 404, path
     assert snapshot(app) == before
 
 

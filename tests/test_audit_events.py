@@ -218,3 +218,21 @@ def test_failed_audit_write_means_no_tier_change(app, admin, user):
         _assert_error_page(admin.submit(f"/admin/users/{uid}", {"tier": "premium"}))
     assert "tier-basic" in user.client.get("/keys").get_data(as_text=True)
     assert admin.client.get("/admin/").status_code == 200
+
+
+def test_a_failed_write_logs_no_hash_or_email(app, portal, caplog):
+    with audit_writes_fail(app):
+        _assert_error_page(portal.register("logged@example.com"))
+    logged = caplog.text + " ".join(r.exc_text or "" for r in caplog.records)
+    assert "database error on POST /register" in logged
+    assert "$argon2id$" not in logged
+    assert "logged@example.com" not in logged
+    assert PASSWORD not in logged
+
+
+def test_key_page_lists_its_events_newest_first(app, user, client):
+    _, plaintext = user.create_key()
+    pid = public_id_of(plaintext)
+    user.submit(f"/keys/{pid}", {"confirm": "y"}, action=f"/keys/{pid}/revoke")
+    html = client.get(f"/keys/{pid}").get_data(as_text=True)
+    assert html.index("<code>key.revoked</code>") < html.index("<code>key.created</code>")

@@ -110,6 +110,19 @@ def test_registration_can_be_closed(migrated_db, tmp_path):
             db.engine.dispose()
 
 
+def test_registration_closes_from_the_environment(migrated_db, tmp_path, monkeypatch):
+    from conftest import _fresh_db
+
+    monkeypatch.setenv("REGISTRATION_OPEN", "false")
+    closed = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+    try:
+        assert closed.test_client().get("/register").status_code == 403
+    finally:
+        with closed.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
 def test_registration_is_open_by_default(client):
     page = client.get("/register")
     assert page.status_code == 200

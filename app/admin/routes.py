@@ -46,7 +46,8 @@ def users() -> ResponseReturnValue:
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
 def user_detail(user_id: int) -> ResponseReturnValue:
-    user = db.session.get(User, user_id) or abort(404)
+    # An id past any column's range is simply not there (SQLite would overflow).
+    user = (db.session.get(User, user_id) if user_id < 2**31 else None) or abort(404)
     form = TierForm(obj=user)
     if form.validate_on_submit():
         changed = accounts.set_tier(

@@ -96,7 +96,8 @@ def key_detail(public_id: str) -> ResponseReturnValue:
     events = db.session.scalars(
         select(AuditEvent)
         .where(AuditEvent.target == f"key:{key.public_id}")
-        .order_by(AuditEvent.seq.desc())
+        # Insertion order: seq stays empty until the sealer places the event.
+        .order_by(AuditEvent.id.desc())
         .limit(20)
     ).all()
     return render_template(
