@@ -27,6 +27,9 @@ serve: $(VENV)/.installed  ## migrate and serve the portal on http://127.0.0.1:5
 test: $(VENV)/.installed-dev  ## the whole suite (SQLite unless DATABASE_URL says otherwise)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+e2e: $(VENV)/.installed-dev  ## only the browser tests (Debian chromium)
+	$(BIN)/python -m pytest -m e2e tests/e2e
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
