@@ -1,37 +1,43 @@
-"""Rate limits of the key-authenticated API, on Flask-Limiter's configured storage.
+"""Rate limits of the key-authenticated API, on Flask-Limiter's storage and strategy.
 
-Two limits, both in the storage named by RATELIMIT_STORAGE_URI so that every worker
-and host shares them:
+Flask-Limiter owns the configuration (RATELIMIT_STORAGE_URI, RATELIMIT_STRATEGY,
+RATELIMIT_KEY_PREFIX, RATELIMIT_ENABLED) and the storage connection; the API's two
+limits are counted through its `limits` strategy and storage, so every worker and
+host shares them:
 
-- Per key, by its owner's tier (TIER_RATE_LIMITS, per minute): a dynamic
-  Flask-Limiter limit on the api blueprint, shared by all its routes, so one key has
-  one budget. It counts only identified keys (the secret matched): knowing a key's
-  public id is not enough to spend its budget.
+- Per key, by its owner's tier (TIER_RATE_LIMITS, per minute), one budget per key
+  across the whole API. Only identified keys (the secret matched) are charged:
+  knowing a key's public id is not enough to spend its budget.
 - Per client IP, failed guesses (FAILED_VALIDATION_LIMIT, default 30/minute): every
-  malformed_key or invalid_key answer costs one, taken atomically before the answer
-  is sent (a guess that finds the budget spent is answered 429); once spent, every
-  key-authenticated request from that IP is refused with 429 before its key is looked
-  at, so a right guess looks the same as a wrong one and guessing is slow. Revoked and expired keys
-  do not count: their holder has the secret, they are not guessing.
+  malformed_key or invalid_key answer spends one, atomically and before the answer is
+  sent (a guess that finds the budget spent gets 429). Once spent, every
+  key-authenticated request from that IP gets the same 429, right key or wrong, so
+  guessing is slow. Revoked and expired keys do not count: their holder has the
+  secret; they are not guessing.
 
-Strategy: moving-window (RATELIMIT_STRATEGY) by default: exact ("60 per any 60 s"),
-which is what a customer's bill and a test of exactness can check; the costs are
-measured in docs/performance.md.
+Not the blueprint decorator: its path costs three storage round trips per request
+(test, hit, window for the headers), and with Redis on a busy host each cost about
+as much as a whole no-op request; `charge` does the same in one pipelined trip
+(measured in docs/performance.md).
 
-When the storage is unreachable the API fails closed: 503 `unavailable` (see
-app/api/errors), never an unlimited pass.
+Strategy: moving-window by default: exact ("60 per any 60 s"), which a customer's
+bill and a test of exactness can check. When the storage is unreachable the API fails
+closed: 503 `unavailable` (app/api/hooks.py), never an unlimited pass.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import redis.exceptions
 from flask import current_app
 from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from app.extensions import limiter
 from app.keys.cache import KeyRecord
@@ -54,30 +60,117 @@ def tier_limit(tier: str, config: dict[str, Any]) -> str:
     return f"{rates.get(tier, min(rates.values()))}/minute"
 
 
-def key_limit(identified: Callable[[], KeyRecord | None]) -> Callable[[Any], Any]:
-    """The blueprint decorator for the per-key dynamic limit.
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What charging one request to a key decided."""
 
-    Flask-Limiter evaluates it in its own before_request, before any blueprint hook,
-    so `identified` must authenticate lazily and cache its answer on `g`.
+    ip_retry: int | None  # the client IP's failed-guess budget is spent: wait this long
+    allowed: bool  # within the key's limit (and counted)
+    limit: int
+    remaining: int
+    reset: int  # unix time when the oldest counted request leaves the window
+
+
+def _blocked() -> dict[str, float]:
+    """Client IPs this process saw refused, until when (monotonic): refused again
+    without a lookup or a storage round trip, so a blocked guesser cannot make us
+    query the database at will. Other workers learn of a block on that IP's next
+    request. Kept per app, as the counters' key prefix is."""
+    return current_app.extensions.setdefault("keyledger.blocked_ips", {})
+
+
+def _remember_block(ip: str, seconds: int) -> None:
+    blocked = _blocked()
+    if len(blocked) > 10_000:
+        blocked.clear()
+    blocked[ip] = time.monotonic() + seconds
+
+
+def known_blocked(ip: str | None) -> int | None:
+    """Seconds left on a block this process already knows of, without asking storage."""
+    blocked = _blocked()
+    until = blocked.get(ip or "unknown")
+    if until is None:
+        return None
+    left = until - time.monotonic()
+    if left <= 0:
+        blocked.pop(ip or "unknown", None)
+        return None
+    return int(left) + 1
+
+
+def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...]]:
+    config = current_app.config
+    item = _item(tier_limit(record.tier, config))
+    prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
+    ids = (prefix, record.public_id, KEY_SCOPE) if prefix else (record.public_id, KEY_SCOPE)
+    return item, ids
+
+
+def charge(ip: str | None, record: KeyRecord) -> Charge:
+    """Check the IP's failed-guess budget and count one request against the key.
+
+    On Redis with the moving window (the default) this is one pipelined round trip:
+    the IP's window, the key's atomic acquire and the key's window for the headers.
+    The limiter's decorator path took three (test, hit, window), and under load
+    each round trip cost about as much as a whole no-op request (docs/performance.md).
+    Raises the storage's error when it is unreachable (the caller answers 503).
     """
+    key_item, key_ids = _key_args(record)
+    if not limiter.enabled:
+        return Charge(None, True, key_item.amount, key_item.amount, int(time.time()) + 60)
+    ip_item, ip_ids = _failure_args(ip or "unknown")
+    results = _pipelined(ip_item, ip_ids, key_item, key_ids)
+    if results is None:
+        strategy = limiter.limiter
+        ip_ok = strategy.test(ip_item, *ip_ids)
+        allowed = strategy.hit(key_item, *key_ids)
+        reset, remaining = strategy.get_window_stats(key_item, *key_ids)
+    else:
+        ip_ok, allowed, reset, remaining = results
+    ip_retry = None
+    if not ip_ok:
+        ip_retry = failures_exhausted(ip) or 1
+    return Charge(ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1)
 
-    def limit_value() -> str:
-        record = identified()
-        return tier_limit(record.tier if record else "", current_app.config)
 
-    def key_func() -> str:
-        record = identified()
-        return record.public_id if record else "-"
-
-    def exempt() -> bool:
-        return identified() is None
-
-    return limiter.shared_limit(
-        limit_value,
-        scope=KEY_SCOPE,
-        key_func=key_func,
-        exempt_when=exempt,
-        error_message="rate_limited",
+def _pipelined(
+    ip_item: RateLimitItem,
+    ip_ids: tuple[str, ...],
+    key_item: RateLimitItem,
+    key_ids: tuple[str, ...],
+) -> tuple[bool, bool, float, int] | None:
+    """The three checks in one round trip, or None where that does not apply."""
+    storage, strategy = limiter.storage, limiter.limiter
+    if not (
+        isinstance(storage, RedisStorage)
+        and isinstance(strategy, MovingWindowRateLimiter)
+        and hasattr(storage, "lua_moving_window")
+        and hasattr(storage, "lua_acquire_moving_window")
+    ):
+        return None
+    window_sha = storage.lua_moving_window.sha
+    acquire_sha = storage.lua_acquire_moving_window.sha
+    ip_key = storage.prefixed_key(ip_item.key_for(*ip_ids))
+    key_key = storage.prefixed_key(key_item.key_for(*key_ids))
+    ip_exp, key_exp = ip_item.get_expiry(), key_item.get_expiry()
+    now = time.time()
+    pipe = storage.get_connection().pipeline(transaction=False)
+    # evalsha directly: a pipeline given Script objects asks SCRIPT EXISTS every time.
+    pipe.evalsha(window_sha, 1, ip_key, now - ip_exp, ip_item.amount)
+    pipe.evalsha(acquire_sha, 1, key_key, now, key_item.amount, key_exp, 1)
+    pipe.evalsha(window_sha, 1, key_key, now - key_exp, key_item.amount)
+    try:
+        ip_window, acquired, key_window = pipe.execute()
+    except redis.exceptions.NoScriptError:
+        return None  # the generic path loads the scripts; the next request is fast
+    ip_count = ip_window[1] if ip_window else 0
+    start, count = (float(key_window[0]), key_window[1]) if key_window else (now, 0)
+    return (
+        ip_count <= ip_item.amount - 1,
+        bool(acquired),
+        start + key_exp,
+        key_item.amount - count,
     )
 
 
@@ -101,7 +194,9 @@ def failures_exhausted(ip: str | None) -> int | None:
     if strategy.test(item, *ids):
         return None
     reset_at, _ = strategy.get_window_stats(item, *ids)
-    return max(1, int(reset_at - time.time()) + 1)
+    retry = max(1, int(reset_at - time.time()) + 1)
+    _remember_block(ip or "unknown", retry)
+    return retry
 
 
 def spend_failure(ip: str | None) -> bool:
@@ -114,14 +209,6 @@ def spend_failure(ip: str | None) -> bool:
         return True
     item, ids = _failure_args(ip or "unknown")
     return limiter.limiter.hit(item, *ids)
-
-
-def current_window() -> tuple[int, int, int] | None:
-    """(limit, remaining, reset epoch seconds) of the key limit applied to this request."""
-    current = limiter.current_limit
-    if current is None:
-        return None
-    return current.limit.amount, max(0, current.remaining), current.reset_at
 
 
 def memory_storage_warning(storage_uri: str | None, workers: int) -> str | None:

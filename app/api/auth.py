@@ -1,10 +1,10 @@
 """Who is calling the API: the presented key, resolved once per request and kept on `g`.
 
-Flask-Limiter checks its limits in an app-level before_request, before this
-blueprint's own hooks, and the per-key limit needs the key; so resolution is lazy and
-the first caller (usually the limiter) does it. Bad input is captured as an answer
-(status, error), never raised, so the limiter's callables cannot fail on it; only an
-unreachable database or limit storage raises (answered 503 by app/api/errors.py).
+The first view or hook that asks resolves it: the body is read and checked, the key
+looked up (per-process cache) and, once identified, charged to both rate limits in
+one storage round trip (app/ratelimit.py). Bad input is captured as an answer
+(status, error), never raised; only an unreachable database or limit storage raises
+(answered 503 by app/api/hooks.py).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ApiAuth:
     public_id: str | None = None  # well-formed key, for the audit trail
     body: dict[str, Any] = field(default_factory=dict)
     retry_after: int | None = None
+    charge: ratelimit.Charge | None = None  # the key's limit, for the X-RateLimit headers
 
     def fail(self, status: int, error: str, message: str | None = None) -> ApiAuth:
         self.status, self.error, self.message = status, error, message
@@ -58,11 +59,6 @@ def current_auth() -> ApiAuth:
     if auth is None:
         auth = g.kl_auth = _resolve()
     return auth
-
-
-def identified_key() -> KeyRecord | None:
-    """The identified key, for the rate limiter (resolving the request if need be)."""
-    return current_auth().key
 
 
 def _resolve() -> ApiAuth:
@@ -88,21 +84,35 @@ def _resolve() -> ApiAuth:
         return auth
 
     ip = client_ip()
-    retry = ratelimit.failures_exhausted(ip)
+    retry = ratelimit.known_blocked(ip)
     if retry is not None:
-        auth.retry_after = retry
-        return auth.fail(429, "rate_limited", _BLOCKED)
-
+        return _blocked(auth, retry)
     result = lifecycle.validate(db.session, key_policy(), presented[0], cache=key_cache())
-    auth.key, auth.public_id = result.key, result.public_id
-    if result.error in GUESS_ERRORS and not ratelimit.spend_failure(ip):
-        # Other workers spent the budget meanwhile: the atomic hit decides, so N
-        # workers together answer exactly the configured number of failed guesses.
-        auth.retry_after = ratelimit.failures_exhausted(ip) or 1
-        return auth.fail(429, "rate_limited", _BLOCKED)
+    if result.key is not None:  # identified: one storage round trip for both limits
+        charged = ratelimit.charge(ip, result.key)
+        if charged.ip_retry is not None:
+            return _blocked(auth, charged.ip_retry)  # the same answer as for a wrong guess
+        auth.key, auth.public_id, auth.charge = result.key, result.public_id, charged
+        if not charged.allowed:
+            auth.retry_after = max(1, charged.reset - int(time.time()))
+            return auth.fail(429, "rate_limited", "this key is over its tier's rate limit")
+    else:
+        retry = ratelimit.failures_exhausted(ip)
+        if retry is not None:
+            return _blocked(auth, retry)
+        if result.error in GUESS_ERRORS and not ratelimit.spend_failure(ip):
+            # Other workers spent the budget meanwhile: the atomic hit decides, so N
+            # workers together answer exactly the configured number of failed guesses.
+            return _blocked(auth, ratelimit.failures_exhausted(ip) or 1)
+        auth.public_id = result.public_id
     if not result.valid:
         auth.fail(401, result.error or "invalid_key", _MESSAGES.get(result.error or ""))
     return auth
+
+
+def _blocked(auth: ApiAuth, retry: int) -> ApiAuth:
+    auth.retry_after = retry
+    return auth.fail(429, "rate_limited", _BLOCKED)
 
 
 _BLOCKED = "too many failed validations from this address; wait and retry"

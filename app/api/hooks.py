@@ -11,7 +11,6 @@ import redis.exceptions
 from flask import current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
-from flask_limiter.errors import RateLimitExceeded
 from limits.errors import StorageError
 from sqlalchemy import exc as sa_exc
 
@@ -42,6 +41,14 @@ def account(response: Response) -> Response:
     auth: ApiAuth | None = g.get("kl_auth")
     if auth is None:
         return response
+    charged = auth.charge
+    if charged is not None:  # a key was identified: its budget, on every answer
+        headers = response.headers
+        headers["X-RateLimit-Limit"] = str(charged.limit)
+        headers["X-RateLimit-Remaining"] = str(charged.remaining)
+        headers["X-RateLimit-Reset"] = str(charged.reset)
+    if auth.status == 429 and auth.retry_after is not None:
+        response.headers["Retry-After"] = str(auth.retry_after)
     ip = client_ip()
     recorder = current_app.extensions.get("keyledger.usage")
     if recorder is None:
@@ -66,7 +73,15 @@ def account(response: Response) -> Response:
         )
     actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
     if validating and status == 200:
-        recorder.audit("key.validated", actor=actor, actor_ip=ip, target=actor, at=now)
+        if _first_this_minute(actor, ip, now.timestamp()):
+            recorder.audit(
+                "key.validated",
+                actor=actor,
+                actor_ip=ip,
+                target=actor,
+                details={"recorded": "first per key, client IP and minute; all in usage"},
+                at=now,
+            )
     elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):
         details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
         recorder.audit(
@@ -79,6 +94,27 @@ def account(response: Response) -> Response:
             at=now,
         )
     return response
+
+
+# (key, client IP) pairs already audited as key.validated in the current minute.
+# Why: an audit event per successful validation cost several times the request
+# itself (measured in docs/performance.md); every validation is in usage, and the
+# trail keeps what matters for security: which key was used, from where, and when,
+# to the minute. Failures are each audited.
+_validated_seen: dict[tuple[str, str | None], None] = {}
+_validated_minute = 0
+
+
+def _first_this_minute(actor: str, ip: str | None, at: float) -> bool:
+    global _validated_minute
+    minute = int(at // 60)
+    if minute != _validated_minute or len(_validated_seen) > 100_000:
+        _validated_seen.clear()
+        _validated_minute = minute
+    if (actor, ip) in _validated_seen:
+        return False
+    _validated_seen[(actor, ip)] = None
+    return True
 
 
 def _served(auth: ApiAuth) -> tuple[str | None, str | None]:
@@ -100,12 +136,6 @@ def _answer(status: int, error: str, message: str) -> Response:
     response = jsonify(body)
     response.status_code = status
     return response
-
-
-@bp.errorhandler(RateLimitExceeded)
-def rate_limited(exc: RateLimitExceeded) -> ResponseReturnValue:
-    # Flask-Limiter adds X-RateLimit-* and Retry-After to this answer after the fact.
-    return _answer(429, "rate_limited", "this key is over its tier's rate limit; wait and retry")
 
 
 def unavailable(exc: Exception) -> ResponseReturnValue:

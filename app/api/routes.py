@@ -17,30 +17,23 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from sqlalchemy import select
 
-from app import ratelimit
 from app.api import bp
-from app.api.auth import ApiAuth, current_auth, identified_key, key_cache
+from app.api.auth import ApiAuth, current_auth, key_cache
 from app.extensions import db, limiter
 from app.keys import lifecycle
 from app.keys.cache import KeyRecord
 from app.models import ApiKey, User
 from app.web import client_ip, key_policy
 
-# One budget per key across the whole blueprint, by its owner's tier.
-ratelimit.key_limit(identified_key)(bp)
-
 
 def iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _ratelimit_body(record: KeyRecord) -> dict[str, int | None]:
-    window = ratelimit.current_window()
-    if window is None:  # limiter disabled
-        limit = int(ratelimit.tier_limit(record.tier, current_app.config).split("/")[0])
-        return {"limit": limit, "remaining": None, "reset": None}
-    limit, remaining, reset = window
-    return {"limit": limit, "remaining": remaining, "reset": reset}
+def _ratelimit_body(auth: ApiAuth) -> dict[str, int]:
+    charged = auth.charge
+    assert charged is not None  # every identified key was charged
+    return {"limit": charged.limit, "remaining": charged.remaining, "reset": charged.reset}
 
 
 def auth_error(auth: ApiAuth, *, validating: bool) -> Response:
@@ -88,7 +81,7 @@ def validate() -> ResponseReturnValue:
             "tier": record.tier,
             "scopes": list(record.scopes),
             "expires_at": iso(record.expires_at),
-            "ratelimit": _ratelimit_body(record),
+            "ratelimit": _ratelimit_body(auth),
         }
     )
 

@@ -274,7 +274,8 @@ def test_revoked_keys_are_not_counted_as_guesses(client: FlaskClient, keys: Keys
     keys.revoke(key)
     client.application.config["TIER_RATE_LIMITS"] = {"basic": 1000, "premium": 1, "enterprise": 1}
     for _ in range(35):
-        assert client.post(URL, headers=key.bearer).json["error"] == "revoked"
+        answer = client.post(URL, headers=key.bearer).json
+        assert answer["error"] == "revoked", answer
     assert client.post(URL, json={"key": forged_key()}).status_code == 401
 
 

@@ -1,0 +1,322 @@
+"""Validation throughput against a no-op endpoint of the same app, under gunicorn.
+
+    .venv/bin/python scripts/bench_validate.py [--workers 2] [--duration 10] [--rounds 3]
+        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/kl_bench]
+        [--redis redis://127.0.0.1:6379/3] [--strategies moving-window,...]
+
+For each configuration it migrates a fresh database, makes an enterprise key, starts
+gunicorn (sync workers) on 127.0.0.1 with limits, usage recording and audit all on,
+and drives it with wrk (Debian's package; a bounded Python client when wrk is absent):
+POST /bench/noop (returns {"ok": true}, registered by this script on the same app)
+and POST /api/v1/keys/validate with the live key, alternating, `rounds` times each.
+It prints requests/s, the validate/no-op ratio (median of rounds) and checks that every
+validation answered 200 (the key's limit is set high so the 200 path is measured, the
+limit still counted on every request). Finally it times invalid_key for an unknown id
+against a wrong secret in-process (the two must cost the same).
+
+Nothing listens beyond 127.0.0.1; every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+
+def bench_app() -> Any:
+    """The real app plus one no-op route: the baseline shares every hook and middleware."""
+    from flask import jsonify
+
+    from app import create_app
+    from app.extensions import csrf
+
+    app = create_app()
+
+    @csrf.exempt
+    def noop() -> Any:
+        return jsonify({"ok": True})
+
+    app.add_url_rule("/bench/noop", "bench_noop", noop, methods=["POST"])
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def setup_database(env: dict[str, str]) -> str:
+    """Migrate, create an enterprise user and a key through the app; return the key."""
+    run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], env)
+    code = (
+        "from app import create_app, accounts\n"
+        "from app.extensions import db\n"
+        "from app.keys import lifecycle\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    u = accounts.create_user(db.session, app.extensions['keyledger.passwords'],\n"
+        "        email='bench@example.com', password='bench password 123', tier='enterprise')\n"
+        "    k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'], u,\n"
+        "        name='bench', scopes=['keys:read'], lifetime_days=30)\n"
+        "    print(k.plaintext)\n"
+    )
+    return run([sys.executable, "-c", code], env).strip().splitlines()[-1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env, self.workers, self.log = env, workers, log
+
+    def __enter__(self) -> Server:
+        cmd = [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--pythonpath",
+            str(ROOT / "scripts"),
+            "--log-level",
+            "warning",
+            "bench_validate:bench_app()",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                req = urllib.request.Request(self.url + "/bench/noop", data=b"", method="POST")
+                urllib.request.urlopen(req, timeout=2).close()
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"gunicorn exited:\n{self.log.read_text()}") from None
+                time.sleep(0.2)
+        raise SystemExit("gunicorn did not start")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+LUA = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def load_wrk(url: str, body: str, duration: int, connections: int, tmp: Path) -> dict[str, Any]:
+    script = tmp / "post.lua"
+    script.write_text(LUA.format(body=json.dumps(body)))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "requests": total,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def load_python(url: str, body: str, duration: int, connections: int, _: Path) -> dict[str, Any]:
+    """Fallback: `connections` threads posting for `duration` seconds."""
+    stop = time.monotonic() + duration
+    counts = [0] * connections
+    bad = [0] * connections
+
+    def worker(i: int) -> None:
+        while time.monotonic() < stop:
+            req = urllib.request.Request(
+                url, data=body.encode(), headers={"Content-Type": "application/json"}
+            )
+            try:
+                urllib.request.urlopen(req, timeout=10).close()
+            except urllib.error.HTTPError:
+                bad[i] += 1
+            counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"rps": sum(counts) / duration, "requests": sum(counts), "non_2xx": sum(bad)}
+
+
+def measure(
+    env: dict[str, str], key: str, args: argparse.Namespace, tmp: Path, label: str
+) -> dict[str, Any]:
+    load = load_wrk if shutil.which("wrk") else load_python
+    noop, valid = [], []
+    with Server(env, args.workers, tmp / "gunicorn.log") as server:
+        warm = json.dumps({"key": key})
+        load(server.url + "/api/v1/keys/validate", warm, 2, args.connections, tmp)
+        for _ in range(args.rounds):
+            n = load(server.url + "/bench/noop", "{}", args.duration, args.connections, tmp)
+            v = load(
+                server.url + "/api/v1/keys/validate", warm, args.duration, args.connections, tmp
+            )
+            if v["non_2xx"]:
+                raise SystemExit(f"{label}: {v['non_2xx']} validations were not 200: {v}")
+            noop.append(n["rps"])
+            valid.append(v["rps"])
+    ratios = [v / n for v, n in zip(valid, noop, strict=True)]
+    result = {
+        "config": label,
+        "noop_rps": round(statistics.median(noop)),
+        "validate_rps": round(statistics.median(valid)),
+        "ratio": round(statistics.median(ratios), 2),
+        "ratios": [round(r, 2) for r in ratios],
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def timing_parity(env: dict[str, str], key: str, n: int = 3000) -> dict[str, float]:
+    """invalid_key for an unknown id vs a wrong secret, in-process, database lookup each time."""
+    code = f"""
+import json, statistics, time
+from app import create_app
+from app.extensions import db
+from app.keys import format as kf, lifecycle
+app = create_app({{"KEY_CACHE_TTL": 0}})
+live = {key!r}
+pid = live.split(".")[1]
+with app.app_context():
+    policy = app.extensions["keyledger.key_policy"]
+    cases = {{"unknown_id": lambda: kf.assemble("klk", kf.new_public_id(), kf.new_secret()),
+             "wrong_secret": lambda: kf.assemble("klk", pid, kf.new_secret())}}
+    times = {{name: [] for name in cases}}
+    for i in range({n}):
+        for name, make in cases.items():
+            raw = make()
+            t = time.perf_counter()
+            r = lifecycle.validate(db.session, policy, raw)
+            times[name].append((time.perf_counter() - t) * 1e6)
+            assert r.error == "invalid_key"
+            db.session.rollback()
+    print(json.dumps({{k: round(statistics.median(v), 1) for k, v in times.items()}}))
+"""
+    out = run([sys.executable, "-c", code], env).strip().splitlines()[-1]
+    result = json.loads(out)
+    print(json.dumps({"timing_median_us": result}), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
+    parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
+    parser.add_argument("--memory", action="store_true", help="also memory:// with 1 worker")
+    args = parser.parse_args()
+    if not 1 <= args.duration <= 120 or not 1 <= args.rounds <= 10:
+        raise SystemExit("duration must be 1-120 s and rounds 1-10")
+
+    with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        env = {
+            **os.environ,
+            "KEYLEDGER_ENV": "development",
+            "KEYLEDGER_INSTANCE": str(tmp / "instance"),
+            "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'bench.db'}",
+            "SECRET_KEY": "bench-secret",
+            "KEY_PEPPER": "bench-pepper",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_MEMORY_COST": "8",
+            "ARGON2_PARALLELISM": "1",
+            # Counted on every request, never reached: the 200 path is what is measured.
+            "TIER_RATE_LIMITS": "basic=60,premium=300,enterprise=1000000000",
+            "RATELIMIT_KEY_PREFIX": f"bench-{os.getpid()}",
+        }
+        if args.database_url.startswith("postgresql"):
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(args.database_url)
+            with engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE"))
+                conn.execute(text("CREATE SCHEMA public"))
+            engine.dispose()
+        # Generate the instance secrets once, before several workers race to.
+        run([sys.executable, "-c", "from app import create_app; create_app()"], env)
+        key = setup_database(env)
+        print(
+            json.dumps(
+                {
+                    "workers": args.workers,
+                    "duration_s": args.duration,
+                    "rounds": args.rounds,
+                    "connections": args.connections,
+                    "load": "wrk" if shutil.which("wrk") else "python",
+                    "database": env["DATABASE_URL"].split("@")[-1],
+                }
+            ),
+            flush=True,
+        )
+        for strategy in filter(None, args.strategies.split(",")):
+            measure(
+                {**env, "RATELIMIT_STORAGE_URI": args.redis, "RATELIMIT_STRATEGY": strategy},
+                key,
+                args,
+                tmp,
+                f"redis {strategy}, {args.workers} workers",
+            )
+        if args.memory:
+            one = argparse.Namespace(**{**vars(args), "workers": 1})
+            measure(
+                {**env, "RATELIMIT_STORAGE_URI": "memory://"}, key, one, tmp, "memory://, 1 worker"
+            )
+        timing_parity(env, key)
+
+
+if __name__ == "__main__":
+    main()
