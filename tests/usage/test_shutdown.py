@@ -24,6 +24,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from app.extensions import db
+from app.keys import format as keyformat
 from app.models import ApiKey, UsageRollup
 
 from .conftest import Key
@@ -111,10 +112,13 @@ def test_sigterm_flushes_every_request_of_every_worker(
 ) -> None:
     proc, url, log = start_gunicorn(app, tmp_path, workers=2, threads=4)
     try:
-        n = 120
+        n, bad = 120, 10
+        forged = keyformat.assemble("klk", keyformat.new_public_id(), keyformat.new_secret())
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda _: post_validate(url, key.plaintext), range(n)))
+            failed = list(pool.map(lambda _: post_validate(url, forged), range(bad)))
         assert statuses == [200] * n, log.read_text()
+        assert failed == [401] * bad, log.read_text()
         # Nothing flushed yet: the interval is an hour (so the test proves the shutdown path).
         assert count_rows(app, "usage_event") == 0
 
@@ -135,5 +139,7 @@ def test_sigterm_flushes_every_request_of_every_worker(
         )
         assert counted == n
         assert db.session.get(ApiKey, key.id).last_used_at is not None
-    assert len(audit_events(app, "key.validated", target=f"key:{key.public_id}")) == n
+    # Every failure is audited; successes once per key, client IP and minute per worker.
+    assert len(audit_events(app, "key.validation_failed")) == bad
+    assert 1 <= len(audit_events(app, "key.validated", target=f"key:{key.public_id}")) <= 4
     assert "could not be written" not in output
