@@ -4,15 +4,16 @@
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/kl_bench]
         [--redis redis://127.0.0.1:6379/3] [--strategies moving-window,...]
 
-For each configuration it migrates a fresh database, makes an enterprise key, starts
+For each configuration it migrates a fresh database, makes enterprise keys, starts
 gunicorn (sync workers) on 127.0.0.1 with limits, usage recording and audit all on,
 and drives it with wrk (Debian's package; a bounded Python client when wrk is absent):
 POST /bench/noop (returns {"ok": true}, registered by this script on the same app)
-and POST /api/v1/keys/validate with the live key, alternating, `rounds` times each.
+and POST /api/v1/keys/validate with live keys, alternating, `rounds` times each.
 It prints requests/s, the validate/no-op ratio (median of rounds) and checks that every
-validation answered 200 (the key's limit is set high so the 200 path is measured, the
-limit still counted on every request). Finally it times invalid_key for an unknown id
-against a wrong secret in-process (the two must cost the same).
+validation answered 200: the load is spread over `--keys` enterprise keys (1200 a
+minute each, the real limit) so every request is counted and none is refused.
+Finally it times invalid_key for an unknown id against a wrong secret in-process (the
+two must cost the same).
 
 Nothing listens beyond 127.0.0.1; every process it starts is stopped at the end.
 """
@@ -74,8 +75,8 @@ def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
     return done.stdout
 
 
-def setup_database(env: dict[str, str]) -> str:
-    """Migrate, create an enterprise user and a key through the app; return the key."""
+def setup_database(env: dict[str, str], n: int) -> list[str]:
+    """Migrate, create an enterprise user and `n` keys through the app; return them."""
     run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], env)
     code = (
         "from app import create_app, accounts\n"
@@ -85,11 +86,12 @@ def setup_database(env: dict[str, str]) -> str:
         "with app.app_context():\n"
         "    u = accounts.create_user(db.session, app.extensions['keyledger.passwords'],\n"
         "        email='bench@example.com', password='bench password 123', tier='enterprise')\n"
-        "    k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'], u,\n"
-        "        name='bench', scopes=['keys:read'], lifetime_days=30)\n"
-        "    print(k.plaintext)\n"
+        f"    for i in range({n}):\n"
+        "        k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'],\n"
+        "            u, name=f'bench{i}', scopes=['keys:read'], lifetime_days=30)\n"
+        "        print(k.plaintext)\n"
     )
-    return run([sys.executable, "-c", code], env).strip().splitlines()[-1]
+    return run([sys.executable, "-c", code], env).strip().splitlines()[-n:]
 
 
 class Server:
@@ -125,6 +127,7 @@ class Server:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"gunicorn exited:\n{self.log.read_text()}") from None
                 time.sleep(0.2)
+        self.__exit__()
         raise SystemExit("gunicorn did not start")
 
     def __exit__(self, *exc: Any) -> None:
@@ -136,15 +139,21 @@ class Server:
             self.proc.wait()
 
 
-LUA = """wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
+# Each request takes the next body in turn (one per key for validation).
+LUA = """local bodies = {bodies}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, bodies[i])
+end
 """
 
 
-def load_wrk(url: str, body: str, duration: int, connections: int, tmp: Path) -> dict[str, Any]:
+def load_wrk(
+    url: str, bodies: list[str], duration: int, connections: int, tmp: Path
+) -> dict[str, Any]:
     script = tmp / "post.lua"
-    script.write_text(LUA.format(body=json.dumps(body)))
+    script.write_text(LUA.format(bodies="{" + ", ".join(json.dumps(b) for b in bodies) + "}"))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
         capture_output=True,
@@ -163,7 +172,9 @@ def load_wrk(url: str, body: str, duration: int, connections: int, tmp: Path) ->
     }
 
 
-def load_python(url: str, body: str, duration: int, connections: int, _: Path) -> dict[str, Any]:
+def load_python(
+    url: str, bodies: list[str], duration: int, connections: int, _: Path
+) -> dict[str, Any]:
     """Fallback: `connections` threads posting for `duration` seconds."""
     stop = time.monotonic() + duration
     counts = [0] * connections
@@ -171,6 +182,7 @@ def load_python(url: str, body: str, duration: int, connections: int, _: Path) -
 
     def worker(i: int) -> None:
         while time.monotonic() < stop:
+            body = bodies[counts[i] % len(bodies)]
             req = urllib.request.Request(
                 url, data=body.encode(), headers={"Content-Type": "application/json"}
             )
@@ -189,17 +201,17 @@ def load_python(url: str, body: str, duration: int, connections: int, _: Path) -
 
 
 def measure(
-    env: dict[str, str], key: str, args: argparse.Namespace, tmp: Path, label: str
+    env: dict[str, str], keys: list[str], args: argparse.Namespace, tmp: Path, label: str
 ) -> dict[str, Any]:
     load = load_wrk if shutil.which("wrk") else load_python
     noop, valid = [], []
     with Server(env, args.workers, tmp / "gunicorn.log") as server:
-        warm = json.dumps({"key": key})
-        load(server.url + "/api/v1/keys/validate", warm, 2, args.connections, tmp)
+        bodies = [json.dumps({"key": key}) for key in keys]
+        load(server.url + "/api/v1/keys/validate", bodies, 2, args.connections, tmp)
         for _ in range(args.rounds):
-            n = load(server.url + "/bench/noop", "{}", args.duration, args.connections, tmp)
+            n = load(server.url + "/bench/noop", ["{}"], args.duration, args.connections, tmp)
             v = load(
-                server.url + "/api/v1/keys/validate", warm, args.duration, args.connections, tmp
+                server.url + "/api/v1/keys/validate", bodies, args.duration, args.connections, tmp
             )
             if v["non_2xx"]:
                 raise SystemExit(f"{label}: {v['non_2xx']} validations were not 200: {v}")
@@ -254,6 +266,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--keys", type=int, default=40, help="enterprise keys to spread over")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
@@ -274,8 +287,9 @@ def main() -> None:
             "ARGON2_TIME_COST": "1",
             "ARGON2_MEMORY_COST": "8",
             "ARGON2_PARALLELISM": "1",
-            # Counted on every request, never reached: the 200 path is what is measured.
-            "TIER_RATE_LIMITS": "basic=60,premium=300,enterprise=1000000000",
+            # The real limits: load is spread over --keys enterprise keys (1200/minute each)
+            # so every request is counted and the 200 path is what is measured.
+            "TIER_RATE_LIMITS": "basic=60,premium=300,enterprise=1200",
             "RATELIMIT_KEY_PREFIX": f"bench-{os.getpid()}",
         }
         if args.database_url.startswith("postgresql"):
@@ -288,7 +302,7 @@ def main() -> None:
             engine.dispose()
         # Generate the instance secrets once, before several workers race to.
         run([sys.executable, "-c", "from app import create_app; create_app()"], env)
-        key = setup_database(env)
+        keys = setup_database(env, args.keys)
         print(
             json.dumps(
                 {
@@ -305,7 +319,7 @@ def main() -> None:
         for strategy in filter(None, args.strategies.split(",")):
             measure(
                 {**env, "RATELIMIT_STORAGE_URI": args.redis, "RATELIMIT_STRATEGY": strategy},
-                key,
+                keys,
                 args,
                 tmp,
                 f"redis {strategy}, {args.workers} workers",
@@ -313,9 +327,9 @@ def main() -> None:
         if args.memory:
             one = argparse.Namespace(**{**vars(args), "workers": 1})
             measure(
-                {**env, "RATELIMIT_STORAGE_URI": "memory://"}, key, one, tmp, "memory://, 1 worker"
+                {**env, "RATELIMIT_STORAGE_URI": "memory://"}, keys, one, tmp, "memory://, 1 worker"
             )
-        timing_parity(env, key)
+        timing_parity(env, keys[0])
 
 
 if __name__ == "__main__":
