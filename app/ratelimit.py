@@ -28,6 +28,7 @@ closed: 503 `unavailable` (app/api/hooks.py), never an unlimited pass.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,7 +69,12 @@ class Charge:
     allowed: bool  # within the key's limit (and counted)
     limit: int
     remaining: int
-    reset: int  # unix time when the oldest counted request leaves the window
+    reset: int  # unix time (rounded up) when the oldest counted request leaves the window
+    reset_at: float = 0.0  # the same, unrounded: Retry-After never overshoots the window
+
+    def retry_after(self) -> int:
+        """Whole seconds until a slot frees (at least 1, at most the window)."""
+        return max(1, math.ceil(self.reset_at - time.time()))
 
 
 def _blocked() -> dict[str, float]:
@@ -118,7 +124,8 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     """
     key_item, key_ids = _key_args(record)
     if not limiter.enabled:
-        return Charge(None, True, key_item.amount, key_item.amount, int(time.time()) + 60)
+        now = time.time()
+        return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
     results = _pipelined(ip_item, ip_ids, key_item, key_ids)
     if results is None:
@@ -131,7 +138,7 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     ip_retry = None
     if not ip_ok:
         ip_retry = failures_exhausted(ip) or 1
-    return Charge(ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1)
+    return Charge(ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1, reset)
 
 
 def _pipelined(

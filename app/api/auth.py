@@ -94,7 +94,7 @@ def _resolve() -> ApiAuth:
             return _blocked(auth, charged.ip_retry)  # the same answer as for a wrong guess
         auth.key, auth.public_id, auth.charge = result.key, result.public_id, charged
         if not charged.allowed:
-            auth.retry_after = max(1, charged.reset - int(time.time()))
+            auth.retry_after = charged.retry_after()
             return auth.fail(429, "rate_limited", "this key is over its tier's rate limit")
     else:
         retry = ratelimit.failures_exhausted(ip)
