@@ -9,7 +9,9 @@ gunicorn (sync workers) on 127.0.0.1 with limits, usage recording and audit all 
 and drives it with wrk (Debian's package; a bounded Python client when wrk is absent):
 POST /bench/noop (returns {"ok": true}, registered by this script on the same app)
 and POST /api/v1/keys/validate with live keys, alternating, `rounds` times each.
-It prints requests/s, the validate/no-op ratio (median of rounds) and checks that every
+It prints requests/s, the validate/no-op ratio (median of rounds), the workers' own CPU
+time per request of each (from /proc: load-independent, unlike requests/s on a machine
+whose cores wrk and Redis share), the load average, and checks that every
 validation answered 200: the load is spread over `--keys` enterprise keys (1200 a
 minute each, the real limit) so every request is counted and none is refused.
 Finally it times invalid_key for an unknown id against a wrong secret in-process (the
@@ -200,30 +202,59 @@ def load_python(
     return {"rps": sum(counts) / duration, "requests": sum(counts), "non_2xx": sum(bad)}
 
 
+def workers_cpu(master: int) -> float:
+    """CPU seconds (user + system, every thread) used so far by gunicorn's workers.
+
+    Why: wrk, Redis and other sessions share the machine's cores, so requests/s moves
+    with their load; the workers' own CPU per request is what the app controls.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def measure(
     env: dict[str, str], keys: list[str], args: argparse.Namespace, tmp: Path, label: str
 ) -> dict[str, Any]:
     load = load_wrk if shutil.which("wrk") else load_python
-    noop, valid = [], []
+    noop, valid, noop_cpu, valid_cpu = [], [], [], []
     with Server(env, args.workers, tmp / "gunicorn.log") as server:
         bodies = [json.dumps({"key": key}) for key in keys]
         load(server.url + "/api/v1/keys/validate", bodies, 2, args.connections, tmp)
+        master = server.proc.pid
         for _ in range(args.rounds):
+            cpu = workers_cpu(master)
             n = load(server.url + "/bench/noop", ["{}"], args.duration, args.connections, tmp)
+            noop_cpu.append((workers_cpu(master) - cpu) / n["requests"])
+            cpu = workers_cpu(master)
             v = load(
                 server.url + "/api/v1/keys/validate", bodies, args.duration, args.connections, tmp
             )
+            # Includes the flush and sealer threads' work for these requests.
+            valid_cpu.append((workers_cpu(master) - cpu) / v["requests"])
             if v["non_2xx"]:
                 raise SystemExit(f"{label}: {v['non_2xx']} validations were not 200: {v}")
             noop.append(n["rps"])
             valid.append(v["rps"])
     ratios = [v / n for v, n in zip(valid, noop, strict=True)]
+    cpu_ratios = [n / v for v, n in zip(valid_cpu, noop_cpu, strict=True)]
     result = {
         "config": label,
         "noop_rps": round(statistics.median(noop)),
         "validate_rps": round(statistics.median(valid)),
         "ratio": round(statistics.median(ratios), 2),
         "ratios": [round(r, 2) for r in ratios],
+        "noop_cpu_us": round(statistics.median(noop_cpu) * 1e6),
+        "validate_cpu_us": round(statistics.median(valid_cpu) * 1e6),
+        "cpu_ratio": round(statistics.median(cpu_ratios), 2),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(result), flush=True)
     return result
