@@ -440,27 +440,39 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
 
     # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
     rows = [rollups[k] for k in sorted(rollups)]
-    stmt = _dialect_insert(engine, UsageRollup.__table__)
-    summed = ("count", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other")
-    set_: dict[str, Any] = {c: stmt.table.c[c] + stmt.excluded[c] for c in summed}
-    set_["latency_sum_ms"] = stmt.table.c.latency_sum_ms + stmt.excluded["latency_sum_ms"]
+    rollup_upsert, bin_upsert = _upserts(engine)
     conn = session.connection()
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["key_id", "granularity", "bucket"], set_=set_),
-        rows,
-    )
+    conn.execute(rollup_upsert, rows)
     bin_rows = [
         {"key_id": k[0], "granularity": k[1], "bucket": k[2], "bin": k[3], "count": n}
         for k, n in sorted(bins.items())
     ]
-    stmt = _dialect_insert(engine, UsageLatencyBin.__table__)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["key_id", "granularity", "bucket", "bin"],
-            set_={"count": stmt.table.c["count"] + stmt.excluded["count"]},
-        ),
-        bin_rows,
+    conn.execute(bin_upsert, bin_rows)
+
+
+_UPSERTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _upserts(engine: Engine) -> tuple[Any, Any]:
+    """The two roll-up upserts, built once per dialect: building `excluded` and its
+    column collection was 2% of a busy worker's CPU (py-spy, docs/performance.md)."""
+    built = _UPSERTS.get(engine.dialect.name)
+    if built is not None:
+        return built
+    stmt = _dialect_insert(engine, UsageRollup.__table__)
+    summed = ("count", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other")
+    set_: dict[str, Any] = {c: stmt.table.c[c] + stmt.excluded[c] for c in summed}
+    set_["latency_sum_ms"] = stmt.table.c.latency_sum_ms + stmt.excluded["latency_sum_ms"]
+    rollup = stmt.on_conflict_do_update(
+        index_elements=["key_id", "granularity", "bucket"], set_=set_
     )
+    stmt = _dialect_insert(engine, UsageLatencyBin.__table__)
+    bins = stmt.on_conflict_do_update(
+        index_elements=["key_id", "granularity", "bucket", "bin"],
+        set_={"count": stmt.table.c["count"] + stmt.excluded["count"]},
+    )
+    built = _UPSERTS[engine.dialect.name] = (rollup, bins)
+    return built
 
 
 def shutdown_all() -> None:
