@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, request
-from flask.wrappers import Response
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.wrappers import Request, Response
 
 from app.accounts import Passwords
 from app.keys.lifecycle import KeyPolicy
@@ -28,7 +29,30 @@ CSP = (
 )
 
 
+API_PREFIX = "/api/"
+
+
+class PortalSessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie for the portal only: the key-authenticated API never
+    reads or sets it, and building the signer, parsing and re-signing the cookie was ~3 %
+    of a busy validation worker's CPU (py-spy, docs/performance.md). On /api/ a request
+    gets an empty session that is never saved, so a browser's portal cookie is not
+    honoured there either."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(API_PREFIX):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SecureCookieSession, response: Response) -> None:
+        if request.path.startswith(API_PREFIX):
+            return
+        super().save_session(app, session, response)
+
+
 def register(app: Flask) -> None:
+    app.session_interface = PortalSessionInterface()
+
     @app.after_request
     def security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
