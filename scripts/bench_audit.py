@@ -1,12 +1,16 @@
 """Audit log benchmark: append, seal and verify rates on SQLite, and verify's peak memory.
 
     .venv/bin/python scripts/bench_audit.py --events 1000000
+    .venv/bin/python scripts/bench_audit.py --events 1000000 --dir /tmp/kl-bench --workers 0 auto
 
-Builds a fresh SQLite database in a temporary directory through the real migrations,
-appends N events with trail.build (what trail.record adds), seals them in batches
-with the real sealer (signing a checkpoint per batch), then runs `verify_log` in a
-fresh child process per size so its peak RSS is its own. Prints a Markdown table for
-docs/performance.md. Not a test: figures depend on the machine.
+Builds a fresh SQLite database (in a temporary directory, or in --dir, where an
+existing bench.db of the same size is reused) through the real migrations, appends N
+events with trail.row (what trail.record adds), seals them in batches with the real
+sealer (signing a checkpoint per batch), then runs `verify_log` in a fresh child
+process per size and worker setting ("0": one process; "auto": what `flask audit
+verify` picks; or a number), so peak RSS is its own. CPU time counts the verify
+process and its worker processes. Prints a Markdown table for docs/performance.md.
+Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -81,8 +85,8 @@ def build(tmp: Path, n: int) -> dict[str, float]:
     return {"append_s": appended, "seal_s": sealed}
 
 
-def verify_child(tmp: str) -> None:
-    """Run in a fresh process: verify, print JSON with time and peak RSS."""
+def verify_child(tmp: str, workers: str) -> None:
+    """Run in a fresh process: verify, print JSON with time, CPU and peak RSS."""
     from app.audit import service
     from app.audit.verify import verify_log
     from app.extensions import db
@@ -92,10 +96,12 @@ def verify_child(tmp: str) -> None:
     with app.app_context():
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         settings = service.settings()
+        wanted = None if workers == "auto" else int(workers)
         cpu = time.process_time()
-        report = verify_log(db.engine, settings, anchor_path=settings.anchor.path)
+        report = verify_log(db.engine, settings, anchor_path=settings.anchor.path, workers=wanted)
         cpu = time.process_time() - cpu
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         json.dumps(
             {
@@ -103,9 +109,10 @@ def verify_child(tmp: str) -> None:
                 "events": report.events,
                 "checkpoints": report.checkpoints,
                 "seconds": report.seconds,
-                "cpu_seconds": cpu,
+                "cpu_seconds": cpu + kids.ru_utime + kids.ru_stime,
                 "rss_before_mib": base / 1024,
                 "rss_peak_mib": peak / 1024,
+                "worker_rss_peak_mib": kids.ru_maxrss / 1024,
                 "summary": report.summary(),
             }
         )
@@ -115,49 +122,58 @@ def verify_child(tmp: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[100000, 1000000])
+    parser.add_argument("--dir", help="build here and keep (reused when the size matches)")
+    parser.add_argument("--workers", nargs="+", default=["0", "auto"])
     parser.add_argument("--verify-child")
+    parser.add_argument("--child-workers", default="0")
     args = parser.parse_args()
     if args.verify_child:
-        verify_child(args.verify_child)
+        verify_child(args.verify_child, args.child_workers)
         return
     rows = []
     for n in args.events:
-        with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-            built = build(Path(tmp), n)
-            out = subprocess.run(
-                [sys.executable, __file__, "--verify-child", tmp],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            ).stdout
-            v = json.loads(out.strip().splitlines()[-1])
-            assert v["ok"], v["summary"]
-            rows.append(
-                (
-                    n,
-                    n / built["append_s"],
-                    n / built["seal_s"],
-                    v["checkpoints"],
-                    n / v["seconds"],
-                    n / v["cpu_seconds"],
-                    v["seconds"],
-                    v["rss_before_mib"],
-                    v["rss_peak_mib"],
-                )
-            )
-            print(v["summary"], file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="bench-audit-") as scratch:
+            tmp = Path(args.dir) / str(n) if args.dir else Path(scratch)
+            tmp.mkdir(parents=True, exist_ok=True)
+            built: dict[str, float] | None = None
+            if not (tmp / "bench.db").exists():
+                built = build(tmp, n)
+            for workers in args.workers:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--verify-child",
+                        str(tmp),
+                        "--child-workers",
+                        workers,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                ).stdout
+                v = json.loads(out.strip().splitlines()[-1])
+                assert v["ok"], v["summary"]
+                assert v["events"] == n, v["summary"]
+                rows.append((n, built, workers, v, os.getloadavg()[0]))
+                print(v["summary"], file=sys.stderr)
     print(
-        "| events | appended/s | sealed/s | checkpoints | verified/s (wall) | "
-        "verified/s (CPU) | verify time | RSS before verify | peak RSS |"
+        "| events | appended/s | sealed/s | checkpoints | verify workers | verified/s (wall) | "
+        "verified/s (CPU) | verify time | RSS before verify | peak RSS | worker peak RSS | "
+        "load (1 min) |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n, app_r, seal_r, cps, ver_r, ver_cpu, secs, before, peak in rows:
+    print("| ---: | ---: | ---: | ---: | :-: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, built, workers, v, load in rows:
+        app_r = f"{n / built['append_s']:,.0f}" if built else "reused"
+        seal_r = f"{n / built['seal_s']:,.0f}" if built else "reused"
+        worker_rss = f"{v['worker_rss_peak_mib']:.0f} MiB" if workers != "0" else "-"
         print(
-            f"| {n:,} | {app_r:,.0f} | {seal_r:,.0f} | {cps} | {ver_r:,.0f} | {ver_cpu:,.0f} | "
-            f"{secs:.2f} s | {before:.0f} MiB | {peak:.0f} MiB |"
+            f"| {n:,} | {app_r} | {seal_r} | {v['checkpoints']} | {workers} | "
+            f"{n / v['seconds']:,.0f} | {n / v['cpu_seconds']:,.0f} | {v['seconds']:.2f} s | "
+            f"{v['rss_before_mib']:.0f} MiB | {v['rss_peak_mib']:.0f} MiB | {worker_rss} | "
+            f"{load:.2f} |"
         )
-    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
