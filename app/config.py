@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,22 @@ _GENERATED = {
 }
 
 
+def _publish(path: Path, content: str) -> bool:
+    """Create `path` whole or not at all: gunicorn workers start together, and none may
+    read a half-written secret or overwrite another's. False when another won."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:  # mkstemp files are mode 0600
+            fh.write(content)
+        os.link(tmp, path)  # atomic, and fails if the file exists
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
 def ensure_secrets(config: dict[str, Any]) -> list[str]:
     """Fill missing secrets: from instance/ files in development, or fail in production.
 
@@ -181,11 +198,7 @@ def ensure_secrets(config: dict[str, Any]) -> list[str]:
         if config.get(key):
             continue
         path = instance / filename
-        if not path.exists():
-            instance.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(generate())
+        if not path.exists() and _publish(path, generate()):
             created.append(filename)
         config[key] = path.read_text().strip()
     if created:

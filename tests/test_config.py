@@ -110,3 +110,16 @@ def test_tier_caps_are_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("KEY_MAX_DAYS", "basic=30,enterprise=400")
     app = create_app(_config(tmp_path))
     assert app.config["KEY_MAX_DAYS"] == {"basic": 30, "premium": 180, "enterprise": 400}
+
+
+def test_a_secret_file_is_published_whole_and_never_replaced(tmp_path):
+    """Workers start together: the first generated secret wins, later ones are dropped
+    (the old exists-then-create raced: FileExistsError in the 8-process audit test)."""
+    from app.config import _publish
+
+    path = tmp_path / "inst" / "key_pepper"
+    assert _publish(path, "first") is True
+    assert _publish(path, "second") is False
+    assert path.read_text() == "first"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["key_pepper"]  # no temp files left
