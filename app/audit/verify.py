@@ -8,13 +8,13 @@ signature by a trusted key, contiguous index, link to its predecessor, and root 
 to the rebuilt one. Then the state row, then the anchor. Memory stays flat: one
 frontier, one batch of rows, the previous checkpoint.
 
-Events are read in id ranges (a table scan; the sealer numbers them in id order),
-and on big logs the per-event work (reading, leaf hash, column checks: most of the
-cost) is split across worker processes, while this process folds the returned leaf
-hashes into the tree in seq order and checks the checkpoints. A range that is not
-exactly what an intact log gives (a gap, a reordering, any row the per-event check
-refuses) makes the whole check run again the plain way, streaming in seq order in
-this process, so a damage report is the same either way.
+Events are read in seq ranges, and on big logs the per-event work (reading, leaf
+hash, column checks: most of the cost) is split across worker processes, while this
+process folds the returned leaf hashes into the tree in seq order and checks the
+checkpoints. A range that is not exactly what an intact log gives (a gap, a
+duplicate, any row the per-event check refuses) makes the whole check run again the
+plain way, streaming the whole log in one process, so a damage report is the same
+either way.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _SELECT = (
     "actor_ip, target, outcome, details FROM audit_event "
 )
 _EVENT_SQL = _SELECT + "WHERE seq IS NOT NULL ORDER BY seq"
-_ID_RANGE_SQL = _SELECT + "WHERE id >= :lo AND id < :hi AND seq IS NOT NULL ORDER BY id"
+_RANGE_SQL = _SELECT + "WHERE seq >= :lo AND seq < :hi ORDER BY seq"
 log = logging.getLogger(__name__)
 _EVENT_ID_KEY = b',"event_id":'
 _EVENT_ID_TEXT = ',"event_id":'
@@ -96,11 +96,11 @@ def _rows(conn: Connection, sql: str, batch: int = BATCH) -> Iterator[Any]:
 def _stream_events(
     conn: Connection, span: tuple[int, int] | None = None
 ) -> Iterator[tuple[Any, ...]]:
-    """Every sealed event as a plain tuple in seq order (or those with lo <= id < hi, in
-    id order), one batch in memory at a time. SQLite gets the driver's own cursor (it steps lazily
+    """Every sealed event (or those with lo <= seq < hi) as a plain tuple, in seq order,
+    one batch in memory at a time. SQLite gets the driver's own cursor (it steps lazily
     and skips SQLAlchemy's result layer, which costs more than the rest of the check);
     others a server-side cursor."""
-    sql = _EVENT_SQL if span is None else _ID_RANGE_SQL
+    sql = _EVENT_SQL if span is None else _RANGE_SQL
     params = {} if span is None else {"lo": span[0], "hi": span[1]}
     if conn.dialect.name == "sqlite":
         cursor = conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
@@ -210,10 +210,9 @@ def _worker_leaves(span: tuple[int, int]) -> tuple[int, bytes] | None:
 
 
 def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | None:
-    """Check the sealed events with lo <= id < hi, read in id order (a plain table scan,
-    much cheaper than walking the seq index; the sealer numbers events in id order).
-    Returns (first seq, their leaf hashes concatenated) when the seqs run on without a
-    gap and every event passes the full per-event check, else None."""
+    """Check the events with lo <= seq < hi. Returns (first seq, their leaf hashes
+    concatenated) when the seqs run on without a gap and every event passes the full
+    per-event check, else None."""
     sha256 = hashlib.sha256
     enc = encode_basestring
     time_text = _time_text(conn.dialect.name)
@@ -259,12 +258,11 @@ def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | 
 
 
 def _chunk_leaves(conn: Connection, total: int, workers: int, chunk: int) -> Iterator[bytes]:
-    """Leaf hashes of events 0..total-1 in seq order, one checked id range at a time,
+    """Leaf hashes of events 0..total-1 in seq order, one checked seq range at a time,
     from `workers` processes (0: this one). At most two ranges per worker are in
     flight, so memory stays flat however long the log. Raises _Dirty unless the
-    ranges hold exactly seqs 0..total-1, in id order."""
-    lowest, highest = conn.execute(text("SELECT min(id), max(id) FROM audit_event")).one()
-    spans = ((lo, lo + chunk) for lo in range(int(lowest or 0), int(highest or 0) + 1, chunk))
+    ranges hold exactly seqs 0..total-1."""
+    spans = ((lo, min(lo + chunk, total)) for lo in range(0, total, chunk))
     size = 0
 
     def take(result: tuple[int, bytes] | None) -> bytes:
