@@ -192,7 +192,10 @@ def _run_verification(app: Flask, run_id: int, actor: str, ip: str | None) -> No
                 )
 
         settings = service.settings(app)
-        report = verify_log(engine, settings, anchor_path=settings.anchor.path, progress=progress)
+        # One process: a web worker should not spawn more (the CLI uses one per core).
+        report = verify_log(
+            engine, settings, anchor_path=settings.anchor.path, progress=progress, workers=0
+        )
         run = db.session.get(AuditVerification, run_id)
         if run is None:  # pragma: no cover - the row was just made
             return
