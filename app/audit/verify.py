@@ -209,6 +209,28 @@ def _worker_leaves(span: tuple[int, int]) -> tuple[int, bytes] | None:
             conn.rollback()
 
 
+def _column_bytes(
+    enc: Callable[[str], str],
+    action: str,
+    actor: str,
+    ip: str | None,
+    det: str,
+    event_id: str,
+    outcome: str,
+    sens: str,
+    target: str | None,
+    when: str,
+) -> bytes:
+    """The canonical bytes the browsing columns imply (the common case, built with the
+    C string encoder); equal to the stored bytes iff every column matches them."""
+    return (
+        f'{{"action":{enc(action)},"actor":{enc(actor)},"actor_ip":'
+        f'{"null" if ip is None else enc(ip)},"details":{det},"event_id":'
+        f'{enc(event_id)},"outcome":{enc(outcome)},"sensitivity":{enc(sens)},'
+        f'"target":{"null" if target is None else enc(target)},"time":"{when}","v":1}}'
+    ).encode()
+
+
 def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | None:
     """Check the events with lo <= seq < hi. Returns (first seq, their leaf hashes
     concatenated) when the seqs run on without a gap and every event passes the full
@@ -232,16 +254,14 @@ def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | 
         seq, stored, data, event_id, created, action, sens, actor, ip, target, outcome, det = row
         try:
             leaf = sha256(b"\x00" + data).digest()
+            when = f"{created[:10]}T{created[11:]}Z" if raw_time else time_text(created)
             ok = (
                 seq == expected
                 and leaf == stored
                 and (len(created) == 26 if raw_time else True)
-                and f'{{"action":{enc(action)},"actor":{enc(actor)},"actor_ip":'
-                f'{"null" if ip is None else enc(ip)},"details":{det},"event_id":'
-                f'{enc(event_id)},"outcome":{enc(outcome)},"sensitivity":{enc(sens)},'
-                f'"target":{"null" if target is None else enc(target)},"time":"'
-                f"{f'{created[:10]}T{created[11:]}Z' if raw_time else time_text(created)}"
-                '","v":1}'.encode()
+                and _column_bytes(
+                    enc, action, actor, ip, det, event_id, outcome, sens, target, when
+                )
                 == data
                 and _EVENT_ID_TEXT not in det
             )
@@ -444,14 +464,13 @@ def _fold(
             )
             try:
                 leaf = sha256(b"\x00" + data).digest()
+                when = time_text(created)
                 ok = (
                     seq == size
                     and leaf == stored
-                    and f'{{"action":{enc(action)},"actor":{enc(actor)},"actor_ip":'
-                    f'{"null" if ip is None else enc(ip)},"details":{det},"event_id":'
-                    f'{enc(event_id)},"outcome":{enc(outcome)},"sensitivity":{enc(sens)},'
-                    f'"target":{"null" if target is None else enc(target)},"time":'
-                    f'"{time_text(created)}","v":1}}'.encode()
+                    and _column_bytes(
+                        enc, action, actor, ip, det, event_id, outcome, sens, target, when
+                    )
                     == data
                     and _EVENT_ID_TEXT not in det
                 )
