@@ -17,8 +17,8 @@ host shares them:
 
 Not the blueprint decorator: its path costs three storage round trips per request
 (test, hit, window for the headers), and with Redis on a busy host each cost about
-as much as a whole no-op request; `charge` does the same in one pipelined trip
-(measured in docs/performance.md).
+as much as a whole no-op request; `charge` does the same in one script, one round
+trip (measured in docs/performance.md).
 
 Strategy: moving-window by default: exact ("60 per any 60 s"), which a customer's
 bill and a test of exactness can check. When the storage is unreachable the API fails
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import redis.exceptions
 from flask import current_app
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
@@ -116,10 +115,9 @@ def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...]]:
 def charge(ip: str | None, record: KeyRecord) -> Charge:
     """Check the IP's failed-guess budget and count one request against the key.
 
-    On Redis with the moving window (the default) this is one pipelined round trip:
-    the IP's window, the key's atomic acquire and the key's window for the headers.
-    The limiter's decorator path took three (test, hit, window), and under load
-    each round trip cost about as much as a whole no-op request (docs/performance.md).
+    On Redis with the moving window (the default) this is one script in one round
+    trip (`CHARGE_LUA`); elsewhere the strategy's own test, hit and window calls.
+    A blocked IP is not charged to the key.
     Raises the storage's error when it is unreachable (the caller answers 503).
     """
     key_item, key_ids = _key_args(record)
@@ -127,58 +125,93 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
         now = time.time()
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
-    results = _pipelined(ip_item, ip_ids, key_item, key_ids)
+    results = _scripted(ip_item, ip_ids, key_item, key_ids)
     if results is None:
         strategy = limiter.limiter
-        ip_ok = strategy.test(ip_item, *ip_ids)
-        allowed = strategy.hit(key_item, *key_ids)
-        reset, remaining = strategy.get_window_stats(key_item, *key_ids)
-    else:
-        ip_ok, allowed, reset, remaining = results
+        if strategy.test(ip_item, *ip_ids):
+            allowed = strategy.hit(key_item, *key_ids)
+            reset, remaining = strategy.get_window_stats(key_item, *key_ids)
+            results = True, allowed, reset, remaining
+        else:
+            results = False, False, 0.0, 0
+    ip_ok, allowed, reset, remaining = results
     ip_retry = None
     if not ip_ok:
         ip_retry = failures_exhausted(ip) or 1
     return Charge(ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1, reset)
 
 
-def _pipelined(
+# One round trip, one script: the client IP's failed-guess window, the key's atomic
+# moving-window acquire and the key's window for the headers. It reads and writes the
+# very lists limits' own moving-window scripts use (newest first, one timestamp per
+# request), so Flask-Limiter's tools (test, window stats, reset) see the same counts.
+# A blocked IP spends nothing of the key's budget.
+CHARGE_LUA = """
+local now = tonumber(ARGV[1])
+local ip_limit, ip_expiry = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, expiry = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
+if ip_entry and tonumber(ip_entry) >= now - ip_expiry then
+    return {0, 0, '0', 0}
+end
+local acquired = 0
+local entry = redis.call('lindex', KEYS[2], limit - 1)
+if not (entry and tonumber(entry) >= now - expiry) then
+    redis.call('lpush', KEYS[2], ARGV[1])
+    redis.call('ltrim', KEYS[2], 0, limit - 1)
+    redis.call('expire', KEYS[2], expiry)
+    acquired = 1
+end
+-- the oldest entry still in the window: binary search of the newest-first list
+local low, high, found = 0, limit - 1, -1
+while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('lindex', KEYS[2], mid))
+    if value and value >= now - expiry then
+        found = mid
+        low = mid + 1
+    else
+        high = mid - 1
+    end
+end
+if found < 0 then
+    return {1, acquired, ARGV[1], 0}
+end
+return {1, acquired, redis.call('lindex', KEYS[2], found), found + 1}
+"""
+
+
+def _scripted(
     ip_item: RateLimitItem,
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
     key_ids: tuple[str, ...],
 ) -> tuple[bool, bool, float, int] | None:
-    """The three checks in one round trip, or None where that does not apply."""
+    """Both limits in one EVALSHA, or None where that does not apply (other storage or
+    strategy: the generic path)."""
     storage, strategy = limiter.storage, limiter.limiter
-    if not (
-        isinstance(storage, RedisStorage)
-        and isinstance(strategy, MovingWindowRateLimiter)
-        and hasattr(storage, "lua_moving_window")
-        and hasattr(storage, "lua_acquire_moving_window")
-    ):
+    if not (isinstance(storage, RedisStorage) and isinstance(strategy, MovingWindowRateLimiter)):
         return None
-    window_sha = storage.lua_moving_window.sha
-    acquire_sha = storage.lua_acquire_moving_window.sha
-    ip_key = storage.prefixed_key(ip_item.key_for(*ip_ids))
-    key_key = storage.prefixed_key(key_item.key_for(*key_ids))
-    ip_exp, key_exp = ip_item.get_expiry(), key_item.get_expiry()
+    script = _script(storage)
     now = time.time()
-    pipe = storage.get_connection().pipeline(transaction=False)
-    # evalsha directly: a pipeline given Script objects asks SCRIPT EXISTS every time.
-    pipe.evalsha(window_sha, 1, ip_key, now - ip_exp, ip_item.amount)
-    pipe.evalsha(acquire_sha, 1, key_key, now, key_item.amount, key_exp, 1)
-    pipe.evalsha(window_sha, 1, key_key, now - key_exp, key_item.amount)
-    try:
-        ip_window, acquired, key_window = pipe.execute()
-    except redis.exceptions.NoScriptError:
-        return None  # the generic path loads the scripts; the next request is fast
-    ip_count = ip_window[1] if ip_window else 0
-    start, count = (float(key_window[0]), key_window[1]) if key_window else (now, 0)
-    return (
-        ip_count <= ip_item.amount - 1,
-        bool(acquired),
-        start + key_exp,
-        key_item.amount - count,
+    key_exp = key_item.get_expiry()
+    ip_ok, acquired, oldest, count = script(
+        keys=(
+            storage.prefixed_key(ip_item.key_for(*ip_ids)),
+            storage.prefixed_key(key_item.key_for(*key_ids)),
+        ),
+        args=(now, ip_item.amount, ip_item.get_expiry(), key_item.amount, key_exp),
     )
+    return bool(ip_ok), bool(acquired), float(oldest) + key_exp, key_item.amount - count
+
+
+def _script(storage: RedisStorage) -> Any:
+    """The registered script, per storage (redis-py loads it again after a restart)."""
+    script = getattr(storage, "_keyledger_charge", None)
+    if script is None:
+        script = storage.get_connection().register_script(CHARGE_LUA)
+        storage._keyledger_charge = script  # type: ignore[attr-defined]
+    return script
 
 
 def _failure_args(ip: str) -> tuple[RateLimitItem, tuple[str, ...]]:
