@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -375,6 +377,36 @@ def test_limit_storage_unreachable_fails_closed(make_app: Any, keys: Keys) -> No
         assert resp.json["error"] == "unavailable"
     # Key management fails closed too.
     assert client.get("/api/v1/keys", headers=live.bearer).status_code == 503
+
+
+@pytest.mark.skipif(
+    not os.environ.get("RATELIMIT_STORAGE_URI", "").startswith("redis://"),
+    reason="needs Redis (RATELIMIT_STORAGE_URI=redis://...)",
+)
+def test_a_redis_restart_costs_services_nothing(make_app: Any, keys: Keys) -> None:
+    """A restarted Redis forgets its scripts and drops every connection; the next
+    validation must still answer 200 (the kept connection is replaced, the script
+    loaded again), not a 503."""
+    import redis
+
+    live = keys.key()
+    name = f"kl-test-{uuid.uuid4().hex[:12]}"
+    uri = os.environ["RATELIMIT_STORAGE_URI"]
+    app = make_app(
+        RATELIMIT_STORAGE_URI=uri,
+        RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 0.5, "client_name": name},
+    )
+    client = app.test_client()
+    assert client.post(URL, json={"key": live.plaintext}).status_code == 200
+    admin = redis.Redis.from_url(uri)
+    admin.script_flush()
+    ours = [c["id"] for c in admin.client_list() if c.get("name") == name]
+    assert ours, "the app's connections carry the test's client name"
+    for client_id in ours:
+        admin.client_kill_filter(_id=client_id)
+    resp = client.post(URL, json={"key": live.plaintext})
+    assert resp.status_code == 200, resp.json
+    assert resp.json["ratelimit"]["remaining"] == resp.json["ratelimit"]["limit"] - 2
 
 
 # --- the hot path writes nothing; usage and audit go through the recorder -----------
