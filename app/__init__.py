@@ -46,6 +46,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     csrf.init_app(app)
     limiter.init_app(app)
+    from app.ratelimit import spare_the_api
+
+    spare_the_api(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
@@ -56,8 +59,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["keyledger.passwords"] = Passwords(app.config)
     app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
     from app.keys.cache import KeyCache
+    from app.ratelimit import announce_key_change
 
-    app.extensions["keyledger.key_cache"] = KeyCache(ttl=float(app.config["KEY_CACHE_TTL"]))
+    app.extensions["keyledger.key_cache"] = KeyCache(
+        ttl=float(app.config["KEY_CACHE_TTL"]),
+        max_age=float(app.config["KEY_CACHE_MAX_AGE"]),
+        announce=announce_key_change,
+    )
 
     from app.usage.recorder import BatchRecorder
 

@@ -101,9 +101,11 @@ def from_env() -> dict[str, Any]:
         "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10/minute"),
         # The API's hot path (docs/api.md): how long a worker trusts a cached key lookup
-        # (revocation reaches every worker within it; must stay under 1 s), the failed-guess
-        # budget per client IP, and the limit strategy (measured in docs/performance.md).
+        # without Redis limits (revocation reaches every worker within it; under 1 s) and
+        # with them (a shared key stamp announces changes at once; app/keys/cache.py), the
+        # failed-guess budget per client IP, and the limit strategy (docs/performance.md).
         "KEY_CACHE_TTL": _env_float("KEY_CACHE_TTL", 0.5),
+        "KEY_CACHE_MAX_AGE": _env_float("KEY_CACHE_MAX_AGE", 5.0),
         "FAILED_VALIDATION_LIMIT": os.environ.get("FAILED_VALIDATION_LIMIT", "30/minute"),
         "RATELIMIT_STRATEGY": os.environ.get("RATELIMIT_STRATEGY", "moving-window"),
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),

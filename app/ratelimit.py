@@ -31,20 +31,23 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial, wraps
 from typing import Any
 
 import redis.exceptions
-from flask import current_app
+from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from app.extensions import limiter
 from app.keys.cache import KeyRecord
+from app.web import API_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class Charge:
     remaining: int
     reset: int  # unix time (rounded up) when the oldest counted request leaves the window
     reset_at: float = 0.0  # the same, unrounded: Retry-After never overshoots the window
+    stamp: bytes | None = None  # the key stamp read in the same trip; None: none shared
 
     def retry_after(self) -> int:
         """Whole seconds until a slot frees (at least 1, at most the window)."""
@@ -135,21 +139,25 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
         if strategy.test(ip_item, *ip_ids):
             allowed = strategy.hit(key_item, *key_ids)
             reset, remaining = strategy.get_window_stats(key_item, *key_ids)
-            results = True, allowed, reset, remaining
+            results = True, allowed, reset, remaining, None
         else:
-            results = False, False, 0.0, 0
-    ip_ok, allowed, reset, remaining = results
+            results = False, False, 0.0, 0, None
+    ip_ok, allowed, reset, remaining, stamp = results
     ip_retry = None
     if not ip_ok:
         ip_retry = failures_exhausted(ip) or 1
-    return Charge(ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1, reset)
+    return Charge(
+        ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1, reset, stamp
+    )
 
 
 # One round trip, one script: the client IP's failed-guess window, the key's atomic
 # moving-window acquire and the key's window for the headers. It reads and writes the
 # very lists limits' own moving-window scripts use (newest first, one timestamp per
-# request), so Flask-Limiter's tools (test, window stats, reset) see the same counts.
-# A blocked IP spends nothing of the key's budget.
+# request), so Flask-Limiter's tools (test, window stats, reset) see the same counts;
+# it also trims them to the window, so the count is LLEN, not a binary search.
+# A blocked IP spends nothing of the key's budget. It also returns the key stamp
+# (KEYS[3], see app/keys/cache.py), so a worker learns of key changes in the same trip.
 CHARGE_LUA = """
 local now = tonumber(ARGV[1])
 local ip_limit, ip_expiry = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -158,30 +166,26 @@ local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
 if ip_entry and tonumber(ip_entry) >= now - ip_expiry then
     return {0, 0, '0', 0}
 end
-local acquired = 0
-local entry = redis.call('lindex', KEYS[2], limit - 1)
-if not (entry and tonumber(entry) >= now - expiry) then
-    redis.call('lpush', KEYS[2], ARGV[1])
-    redis.call('ltrim', KEYS[2], 0, limit - 1)
-    redis.call('expire', KEYS[2], expiry)
-    acquired = 1
+-- Drop what has left the window from the old end: each entry is dropped once, so this
+-- is O(1) per call on average, and the list then holds exactly the window.
+local cutoff = now - expiry
+local oldest = redis.call('lindex', KEYS[2], -1)
+while oldest and tonumber(oldest) < cutoff do
+    redis.call('rpop', KEYS[2])
+    oldest = redis.call('lindex', KEYS[2], -1)
 end
--- the oldest entry still in the window: binary search of the newest-first list
-local low, high, found = 0, limit - 1, -1
-while low <= high do
-    local mid = math.floor((low + high) / 2)
-    local value = tonumber(redis.call('lindex', KEYS[2], mid))
-    if value and value >= now - expiry then
-        found = mid
-        low = mid + 1
-    else
-        high = mid - 1
+local count = redis.call('llen', KEYS[2])
+local acquired = 0
+if count < limit then
+    redis.call('lpush', KEYS[2], ARGV[1])
+    redis.call('expire', KEYS[2], expiry)
+    count = count + 1
+    acquired = 1
+    if not oldest then
+        oldest = ARGV[1]
     end
 end
-if found < 0 then
-    return {1, acquired, ARGV[1], 0}
-end
-return {1, acquired, redis.call('lindex', KEYS[2], found), found + 1}
+return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3])}
 """
 
 
@@ -190,7 +194,7 @@ def _scripted(
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
     key_ids: tuple[str, ...],
-) -> tuple[bool, bool, float, int] | None:
+) -> tuple[bool, bool, float, int, bytes | None] | None:
     """Both limits in one EVALSHA, or None where that does not apply (other storage or
     strategy: the generic path)."""
     storage, strategy = limiter.storage, limiter.limiter
@@ -198,17 +202,20 @@ def _scripted(
         return None
     now = time.time()
     key_exp = key_item.get_expiry()
-    ip_ok, acquired, oldest, count = _evalsha(
+    ip_ok, acquired, oldest, count, *stamp = _evalsha(
         storage,
         storage.prefixed_key(ip_item.key_for(*ip_ids)),
         storage.prefixed_key(key_item.key_for(*key_ids)),
+        _stamp_key(storage),
         now,
         ip_item.amount,
         ip_item.get_expiry(),
         key_item.amount,
         key_exp,
     )
-    return bool(ip_ok), bool(acquired), float(oldest) + key_exp, key_item.amount - count
+    # No stamp set yet reads as b"" (not None: None means "no shared stamp here").
+    stamped = (stamp[0] or b"") if stamp else b""
+    return bool(ip_ok), bool(acquired), float(oldest) + key_exp, key_item.amount - count, stamped
 
 
 CHARGE_SHA = hashlib.sha1(CHARGE_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -234,7 +241,7 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
     reloaded = False
     while True:
         try:
-            conn.send_command("EVALSHA", CHARGE_SHA, 2, *args)
+            conn.send_command("EVALSHA", CHARGE_SHA, 3, *args)
             reply = conn.read_response()
         except redis.exceptions.NoScriptError:
             if reloaded:
@@ -250,6 +257,31 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
             continue
         _pinned.used = True
         return reply
+
+
+# One stamp per Redis, whatever RATELIMIT_KEY_PREFIX says: a worker that counts under
+# another prefix must still hear of a revocation (a stranger's change costs a reload).
+STAMP_KEY = "keyledger/key-stamp"
+
+
+def _stamp_key(storage: RedisStorage) -> str:
+    return storage.prefixed_key(STAMP_KEY)
+
+
+def announce_key_change() -> None:
+    """A key or owner changed (committed): a new key stamp, so every worker's key cache
+    (app/keys/cache.py) drops its entries on its next charge.
+
+    A failure is logged, not raised: the change is committed already; workers then see
+    it within KEY_CACHE_MAX_AGE (and while Redis is unreachable they answer 503 anyway).
+    """
+    storage, strategy = limiter.storage, limiter.limiter
+    if not (isinstance(storage, RedisStorage) and isinstance(strategy, MovingWindowRateLimiter)):
+        return
+    try:
+        storage.get_connection().set(_stamp_key(storage), secrets.token_hex(8))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.error("could not announce a key change to other workers: %s", exc)
 
 
 def _failure_args(ip: str) -> tuple[RateLimitItem, tuple[str, ...]]:
@@ -287,6 +319,32 @@ def spend_failure(ip: str | None) -> bool:
         return True
     item, ids = _failure_args(ip or "unknown")
     return limiter.limiter.hit(item, *ids)
+
+
+def spare_the_api(app: Flask) -> None:
+    """Run Flask-Limiter's app-wide hooks outside the API only.
+
+    Why: they find no limit to apply on the API (its request filter, app/api, exempts
+    it: `charge` counts API requests) yet cost ~60 us per API request (before, after
+    and teardown; docs/performance.md), a sixth of a validation. The filter stays as the
+    documented safety net should a Flask-Limiter release register other hooks.
+    """
+
+    def outside_api(hook: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(hook)
+        def run(*args: Any) -> Any:
+            if request.path.startswith(API_PREFIX):
+                return args[0] if args else None  # after_request hooks hand back the response
+            return hook(*args)
+
+        return run
+
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        funcs = hooks.get(None, [])
+        for i, hook in enumerate(funcs):
+            bound_to = hook.args[0] if isinstance(hook, partial) and hook.args else None
+            if getattr(hook, "__self__", bound_to) is limiter:
+                funcs[i] = outside_api(hook)
 
 
 def memory_storage_warning(storage_uri: str | None, workers: int) -> str | None:

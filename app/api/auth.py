@@ -87,11 +87,20 @@ def _resolve() -> ApiAuth:
     retry = ratelimit.known_blocked(ip)
     if retry is not None:
         return _blocked(auth, retry)
-    result = lifecycle.validate(db.session, key_policy(), presented[0], cache=key_cache())
+    cache = key_cache()
+    result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
     if result.key is not None:  # identified: one storage round trip for both limits
         charged = ratelimit.charge(ip, result.key)
         if charged.ip_retry is not None:
             return _blocked(auth, charged.ip_retry)  # the same answer as for a wrong guess
+        if cache.observe(charged.stamp):
+            # Keys changed somewhere since this worker last looked (app/keys/cache.py):
+            # look again in a fresh transaction, as a SQLite snapshot may predate it.
+            db.session.rollback()
+            result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
+            if result.key is None:  # deleted meanwhile
+                auth.public_id = result.public_id
+                return auth.fail(401, "invalid_key", _MESSAGES["invalid_key"])
         auth.key, auth.public_id, auth.charge = result.key, result.public_id, charged
         if not charged.allowed:
             auth.retry_after = charged.retry_after()

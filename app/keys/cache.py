@@ -1,20 +1,29 @@
-"""A short-lived, per-process cache of key lookups for the validation hot path.
+"""A per-process cache of key lookups for the validation hot path.
 
 Why: validating the same key thousands of times a second must not cost a database
-round trip each time. Why short: revocation, expiry changes (rotation grace) and tier
-changes must reach every worker quickly; an entry lives `ttl` seconds (default 0.5 s),
-so a revocation is seen by every worker within that time, with no cross-process
-invalidation to get wrong. Unknown ids are cached too (as None), so a flood of one
-made-up id costs one query per `ttl`, and the answer takes the same path either way.
+round trip each time. Revocation, expiry changes (rotation grace) and tier changes
+must still reach every worker within a second:
 
-Changes committed through the ORM in this process (portal, admin, the JSON API) drop
-the affected entries at commit, so the worker that made a change sees it at once.
+- With Redis limits (moving window), every change committed through the app sets a
+  new *key stamp* in Redis (`announce`), and every charge of a key reads the stamp in
+  the same script, in the same round trip (app/ratelimit.py). A worker that sees a new
+  stamp drops every entry and looks the key up again before answering. So a change
+  reaches every worker on its next request, and a cached key can live `max_age`
+  (default 5 s): that bounds what the stamp cannot see (a change made with SQL outside
+  the app, or a stamp write that failed while Redis was unreachable).
+- Otherwise (memory:// or another strategy) an entry lives `ttl` (default 0.5 s), so
+  a revocation is seen by every worker within that time.
+
+Unknown ids are cached too (as None, for `ttl`), so a flood of one made-up id costs one
+query per `ttl`. Changes committed through the ORM in this process drop the affected
+entries at commit, so the worker that made a change sees it at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,28 +91,57 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
 
 
 class KeyCache:
-    """public_id -> (deadline, KeyRecord | None), bounded; safe under threaded workers."""
+    """public_id -> (loaded at, stamp then, KeyRecord | None); bounded; thread-safe."""
 
-    def __init__(self, ttl: float = 0.5, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        ttl: float = 0.5,
+        max_age: float = 5.0,
+        max_entries: int = 10_000,
+        announce: Callable[[], None] | None = None,
+    ) -> None:
         if not 0 <= ttl < 1:
             raise ValueError("KEY_CACHE_TTL must be at least 0 and under 1 second")
+        if max_age < ttl:
+            raise ValueError("KEY_CACHE_MAX_AGE must be at least KEY_CACHE_TTL")
         self.ttl = ttl
+        self.max_age = max_age
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+        self.announce = announce  # tells other workers: keys changed (a new stamp)
+        self.stamp: object = None  # the last key stamp seen; None: no shared stamp
+        self._entries: dict[str, tuple[float, object, KeyRecord | None]] = {}
         self._lock = threading.Lock()
 
     def get(self, session: Session, public_id: str) -> KeyRecord | None:
         now = time.monotonic()
         hit = self._entries.get(public_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[1] is self.stamp:
+            stamped = self.stamp is not None and hit[2] is not None
+            if now - hit[0] < (self.max_age if stamped else self.ttl):
+                return hit[2]
+        stamp = self.stamp  # before the read: a change announced meanwhile voids it
         record = load_record(session, public_id)
         if self.ttl > 0:
             with self._lock:
                 if len(self._entries) >= self.max_entries:
                     self._evict(now)
-                self._entries[public_id] = (now + self.ttl, record)
+                self._entries[public_id] = (now, stamp, record)
         return record
+
+    def observe(self, stamp: object) -> bool:
+        """Note the key stamp read with a charge; True when it is new: keys changed
+        somewhere since this process last looked, every entry is dropped, and the
+        caller must look its key up again (in a fresh transaction)."""
+        if stamp is None:
+            if self.stamp is not None:  # no shared stamp any more: the short TTL rules
+                self.stamp = None
+                self.clear()
+            return False
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        self.clear()
+        return True
 
     def forget(self, public_id: str) -> None:
         """Drop one entry: this process sees its own revocations at once."""
@@ -113,7 +151,8 @@ class KeyCache:
         self._entries.clear()
 
     def _evict(self, now: float) -> None:
-        live = {k: v for k, v in self._entries.items() if v[0] > now}
+        limit = self.max_age if self.stamp is not None else self.ttl
+        live = {k: v for k, v in self._entries.items() if now - v[0] < limit}
         # Still full of live entries (a flood of distinct ids): start over.
         self._entries = live if len(live) < self.max_entries // 2 else {}
 
@@ -142,9 +181,11 @@ def _forget_changes(session: Session) -> None:
         return
     if users:
         cache.clear()
-        return
-    for public_id in keys or ():
-        cache.forget(public_id)
+    else:
+        for public_id in keys or ():
+            cache.forget(public_id)
+    if cache.announce is not None:
+        cache.announce()
 
 
 @event.listens_for(Session, "after_rollback")

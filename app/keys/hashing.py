@@ -7,7 +7,6 @@ lives outside the database, so a stolen database alone verifies nothing.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 # Compared against when the key id is unknown, so both failures cost the same.
@@ -16,7 +15,8 @@ DUMMY_HASH = bytes(32)
 
 def hash_secret(pepper: str | bytes, secret: str) -> bytes:
     key = pepper.encode() if isinstance(pepper, str) else pepper
-    return hmac.new(key, secret.encode("ascii"), hashlib.sha256).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than hmac.new().digest()
+    return hmac.digest(key, secret.encode("ascii"), "sha256")
 
 
 def secret_matches(pepper: str | bytes, secret: str, stored: bytes) -> bool:
