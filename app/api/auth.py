@@ -44,6 +44,8 @@ class ApiAuth:
     body: dict[str, Any] = field(default_factory=dict)
     retry_after: int | None = None
     charge: ratelimit.Charge | None = None  # the key's limit, for the X-RateLimit headers
+    ip: str | None = None  # the client's address (after ProxyFix)
+    validating: bool = False  # POST /keys/validate, not a management call
 
     def fail(self, status: int, error: str, message: str | None = None) -> ApiAuth:
         self.status, self.error, self.message = status, error, message
@@ -62,9 +64,9 @@ def current_auth() -> ApiAuth:
 
 
 def _resolve() -> ApiAuth:
-    auth = ApiAuth(time.perf_counter())
-    request.max_content_length = MAX_BODY  # every API body, chunked ones too
     validating = request.endpoint == VALIDATE_ENDPOINT
+    auth = ApiAuth(time.perf_counter(), ip=client_ip(), validating=validating)
+    request.max_content_length = MAX_BODY  # every API body, chunked ones too
     if validating and not _read_body(auth):
         return auth
     presented = _presented_keys(auth.body if validating else None)
@@ -83,7 +85,7 @@ def _resolve() -> ApiAuth:
     if validating and not _check_fields(auth):
         return auth
 
-    ip = client_ip()
+    ip = auth.ip
     retry = ratelimit.known_blocked(ip)
     if retry is not None:
         return _blocked(auth, retry)

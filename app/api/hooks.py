@@ -19,7 +19,6 @@ from app.api.auth import VALIDATE_ENDPOINT, ApiAuth
 from app.extensions import db
 from app.models._types import utcnow
 from app.usage import UsageEvent
-from app.web import client_ip
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +40,23 @@ def account(response: Response) -> Response:
     auth: ApiAuth | None = g.get("kl_auth")
     if auth is None:
         return response
+    headers = response.headers
     charged = auth.charge
     if charged is not None:  # a key was identified: its budget, on every answer
-        headers = response.headers
         headers["X-RateLimit-Limit"] = str(charged.limit)
         headers["X-RateLimit-Remaining"] = str(charged.remaining)
         headers["X-RateLimit-Reset"] = str(charged.reset)
     if auth.status == 429 and auth.retry_after is not None:
-        response.headers["Retry-After"] = str(auth.retry_after)
-    ip = client_ip()
+        headers["Retry-After"] = str(auth.retry_after)
     recorder = current_app.extensions.get("keyledger.usage")
     if recorder is None:
         return response
     now = utcnow()
     status = response.status_code
-    validating = request.endpoint == VALIDATE_ENDPOINT
+    ip = auth.ip
     record = auth.key
     if record is not None:
-        endpoint, method = _served(auth) if validating else (None, None)
+        endpoint, method = _served(auth) if auth.validating else (None, None)
         recorder.record(
             UsageEvent(
                 key_id=record.id,
@@ -71,8 +69,8 @@ def account(response: Response) -> Response:
                 at=now,
             )
         )
-    actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
-    if validating and status == 200:
+    if auth.validating and status == 200:
+        actor = f"key:{auth.public_id}"
         if _first_this_minute(actor, ip, now.timestamp()):
             recorder.audit(
                 "key.validated",
@@ -83,6 +81,7 @@ def account(response: Response) -> Response:
                 at=now,
             )
     elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):
+        actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
         details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
         recorder.audit(
             "key.validation_failed",

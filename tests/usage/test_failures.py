@@ -10,6 +10,7 @@ from conftest import USE_PG, audit_events, base_config, count_rows
 from flask import Flask
 
 from app import create_app
+from app.extensions import db
 from app.usage import recorder
 from app.usage.recorder import BatchRecorder
 
@@ -34,6 +35,10 @@ def test_an_outage_keeps_events_until_the_database_is_back(
 
     missing_dir.mkdir()
     source = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    with app.app_context():  # WAL: fold committed pages into the file before copying it
+        db.session.remove()
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     shutil.copyfile(source, missing_dir / "keyledger.db")
     rec.flush()
     assert rec.pending() == 0
