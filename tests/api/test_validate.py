@@ -187,6 +187,30 @@ def test_unknown_id_and_wrong_secret_look_the_same(client: FlaskClient, keys: Ke
     assert not any(h in wrong.headers for h in RL_HEADERS)
 
 
+def test_unknown_id_and_wrong_secret_cost_the_same_query(
+    app: Flask, client: FlaskClient, keys: Keys
+) -> None:
+    """The same statement, and a row to decode either way (a stand-in for an unknown
+    id), so the database gives no timing difference; scripts/bench_validate.py times it."""
+    from app.keys import format as keyformat
+    from app.keys.cache import _QUERY, load_record
+
+    key = keys.key()
+    wrong_secret = keyformat.assemble("klk", key.public_id, keyformat.new_secret())
+    with statements(app) as for_unknown:
+        client.post(URL, json={"key": forged_key()})
+    with statements(app) as for_wrong:
+        client.post(URL, json={"key": wrong_secret})
+    assert for_unknown == for_wrong and len(for_unknown) == 1
+    unknown_id = forged_key().split(".")[1]
+    with app.app_context():
+        # The database answers an unknown id with one stand-in row, typed like a key's.
+        rows = db.session.connection().execute(_QUERY, {"public_id": unknown_id}).all()
+        assert len(rows) == 1 and rows[0][0] == 0 and len(rows[0][7]) == 32
+        assert load_record(db.session, unknown_id) is None
+        assert load_record(db.session, key.public_id).id == key.id
+
+
 def test_revoked_and_expired(client: FlaskClient, keys: Keys) -> None:
     revoked, expired = keys.key(name="r"), keys.key(name="e")
     keys.revoke(revoked)
