@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--keys", type=int, default=40, help="enterprise keys to spread over")
+    parser.add_argument("--keys", type=int, default=200, help="enterprise keys to spread over")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
