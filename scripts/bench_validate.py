@@ -11,7 +11,8 @@ POST /bench/noop (returns {"ok": true}, registered by this script on the same ap
 and POST /api/v1/keys/validate with live keys, alternating, `rounds` times each.
 It prints requests/s, the validate/no-op ratio (median of rounds), the workers' own CPU
 time per request of each (from /proc: load-independent, unlike requests/s on a machine
-whose cores wrk and Redis share), the load average, and checks that every
+whose cores wrk and Redis share), Redis's and PostgreSQL's CPU per validation, how idle
+the machine stayed, the load average, and checks that every
 validation answered 200: the load is spread over `--keys` enterprise keys (1200 a
 minute each, the real limit) so every request is counted and none is refused.
 Finally it times invalid_key for an unknown id against a wrong secret in-process (the
@@ -220,25 +221,75 @@ def workers_cpu(master: int) -> float:
     return total
 
 
+def process_cpu(pattern: str) -> float:
+    """CPU seconds used so far by the processes whose command line matches (pgrep -f)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    total = 0.0
+    for pid in found.split():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def idle_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+class Meter:
+    """Per request, over one load run: the workers' CPU, Redis's and PostgreSQL's, and
+    how idle the machine was (a sync worker waiting on a round trip leaves its core idle)."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, tuple[int, int]]:
+        return (
+            workers_cpu(self.master),
+            process_cpu("redis-server"),
+            process_cpu("postgres"),
+            idle_ticks(),
+        )
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        end = self._read()
+        (w0, r0, p0, (t0, i0)), (w1, r1, p1, (t1, i1)) = self.start, end
+        return {
+            "workers": (w1 - w0) / requests,
+            "redis": (r1 - r0) / requests,
+            "postgres": (p1 - p0) / requests,
+            "idle": (i1 - i0) / max(1, t1 - t0),
+        }
+
+
 def measure(
     env: dict[str, str], keys: list[str], args: argparse.Namespace, tmp: Path, label: str
 ) -> dict[str, Any]:
     load = load_wrk if shutil.which("wrk") else load_python
     noop, valid, noop_cpu, valid_cpu = [], [], [], []
+    noop_meters, valid_meters = [], []
     with Server(env, args.workers, tmp / "gunicorn.log") as server:
         bodies = [json.dumps({"key": key}) for key in keys]
         load(server.url + "/api/v1/keys/validate", bodies, 2, args.connections, tmp)
         master = server.proc.pid
         for _ in range(args.rounds):
-            cpu = workers_cpu(master)
+            meter = Meter(master)
             n = load(server.url + "/bench/noop", ["{}"], args.duration, args.connections, tmp)
-            noop_cpu.append((workers_cpu(master) - cpu) / n["requests"])
-            cpu = workers_cpu(master)
+            noop_meters.append(meter.per_request(n["requests"]))
+            noop_cpu.append(noop_meters[-1]["workers"])
+            meter = Meter(master)
             v = load(
                 server.url + "/api/v1/keys/validate", bodies, args.duration, args.connections, tmp
             )
             # Includes the flush and sealer threads' work for these requests.
-            valid_cpu.append((workers_cpu(master) - cpu) / v["requests"])
+            valid_meters.append(meter.per_request(v["requests"]))
+            valid_cpu.append(valid_meters[-1]["workers"])
             if v["non_2xx"]:
                 raise SystemExit(f"{label}: {v['non_2xx']} validations were not 200: {v}")
             noop.append(n["rps"])
@@ -254,6 +305,12 @@ def measure(
         "noop_cpu_us": round(statistics.median(noop_cpu) * 1e6),
         "validate_cpu_us": round(statistics.median(valid_cpu) * 1e6),
         "cpu_ratio": round(statistics.median(cpu_ratios), 2),
+        "redis_cpu_us": round(statistics.median(m["redis"] for m in valid_meters) * 1e6),
+        "postgres_cpu_us": round(statistics.median(m["postgres"] for m in valid_meters) * 1e6),
+        "idle_pct": {
+            "noop": round(100 * statistics.median(m["idle"] for m in noop_meters), 1),
+            "validate": round(100 * statistics.median(m["idle"] for m in valid_meters), 1),
+        },
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(result), flush=True)
