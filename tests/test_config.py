@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import base_config
+from conftest import USE_PG, base_config
 
 from app import create_app
 from app.config import ConfigError
@@ -123,3 +123,20 @@ def test_a_secret_file_is_published_whole_and_never_replaced(tmp_path):
     assert path.read_text() == "first"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["key_pepper"]  # no temp files left
+
+
+def test_a_key_cache_age_below_its_ttl_stops_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEY_CACHE_MAX_AGE", "0.2")
+    with pytest.raises(ValueError, match="KEY_CACHE_MAX_AGE"):
+        create_app({**_config(tmp_path), "KEY_CACHE_TTL": 0.5})
+
+
+@pytest.mark.skipif(USE_PG, reason="a SQLite setting")
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    """The usage writer and the portal's readers do not block each other (operations.md)."""
+    from app.extensions import db
+
+    app = create_app(_config(tmp_path, KEYLEDGER_ENV="development"))
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL

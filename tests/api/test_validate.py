@@ -289,11 +289,13 @@ def test_failed_guesses_are_limited_per_ip(client: FlaskClient, keys: Keys) -> N
     right = client.post(URL, json={"key": live.plaintext})
     assert right.status_code == 429
     assert right.json == blocked.json
-    # Another address is not affected.
+    # Another address is not affected, and the refused attempt spent none of the key's
+    # budget (its owner does not pay for a blocked address).
     other = client.post(
         URL, json={"key": live.plaintext}, environ_base={"REMOTE_ADDR": "198.51.100.7"}
     )
     assert other.status_code == 200
+    assert other.json["ratelimit"]["remaining"] == other.json["ratelimit"]["limit"] - 1
 
 
 def test_revoked_keys_are_not_counted_as_guesses(client: FlaskClient, keys: Keys) -> None:
