@@ -86,18 +86,6 @@ def _floor(at: datetime, granularity: str) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-def _dialect_insert(engine: Engine, table: Any) -> Any:
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    if engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table)
-    raise RuntimeError(f"usage roll-ups need PostgreSQL or SQLite, not {engine.dialect.name}")
-
-
 class BatchRecorder:
     """The app's Recorder (see app/usage/__init__.py); one per app per process."""
 
@@ -464,65 +452,56 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
         for k, n in sorted(bins.items())
     ]
     conn = session.connection()
-    if engine.dialect.name == "postgresql":
-        # One statement per table: the arrays, unnested in order. executemany sent one
-        # upsert per row (pipelined), about three per event when a batch touches many
-        # keys, and the server's per-statement work was most of the flush's cost.
-        for table, batch in ((UsageRollup.__table__, rows), (UsageLatencyBin.__table__, bin_rows)):
-            conn.execute(_pg_unnest_upsert(table), {c: [r[c] for r in batch] for c in batch[0]})
-        return
-    rollup_upsert, bin_upsert = _upserts(engine)
-    conn.execute(rollup_upsert, rows)
-    conn.execute(bin_upsert, bin_rows)
+    dialect = engine.dialect.name
+    for table, batch in ((UsageRollup.__table__, rows), (UsageLatencyBin.__table__, bin_rows)):
+        if dialect == "postgresql":  # one statement: the batch's columns as arrays
+            conn.execute(_upsert(dialect, table), {c: [r[c] for r in batch] for c in batch[0]})
+        else:
+            conn.execute(_upsert(dialect, table), batch)
 
 
-_PG_UNNEST: dict[str, Any] = {}
+_UPSERTS: dict[tuple[str, str], Any] = {}
 
 
-def _pg_unnest_upsert(table: Any) -> Any:
-    """INSERT ... SELECT FROM unnest(arrays) ON CONFLICT: add the counts (and the latency
-    sum) to the stored row. Built once per table."""
-    built = _PG_UNNEST.get(table.name)
+def _upsert(dialect: str, table: Any) -> Any:
+    """The upsert that adds a batch's counts (and latency sums) to a roll-up table's
+    stored rows, built once per dialect and table: building `excluded` and its column
+    collection was 2% of a busy worker's CPU (py-spy, docs/performance.md).
+
+    PostgreSQL: INSERT ... SELECT FROM unnest(arrays) ON CONFLICT, one statement per
+    table; executemany sent one upsert per row (pipelined), about three per event when a
+    batch touches many keys, and the server's per-statement work was most of the flush.
+    SQLite: INSERT ... ON CONFLICT, run with executemany (in process, no round trips).
+    """
+    built = _UPSERTS.get((dialect, table.name))
     if built is not None:
         return built
-    from sqlalchemy.dialects import postgresql
-
-    pg = postgresql.dialect()
     keys = [c.name for c in table.primary_key.columns]
-    cols = [c.name for c in table.columns]
-    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in table.columns)
-    summed = [c for c in cols if c not in keys and c != "owner_id"]
-    updates = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in summed)
-    # Names come from our own table metadata; every value is a bound array.
-    built = _PG_UNNEST[table.name] = text(
-        f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
-    return built
+    added = [c.name for c in table.columns if c.name not in keys and c.name != "owner_id"]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
 
+        pg = postgresql.dialect()
+        cols = ", ".join(c.name for c in table.columns)
+        arrays = ", ".join(
+            f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in table.columns
+        )
+        updates = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in added)
+        # Names come from our own table metadata; every value is a bound array.
+        built = text(
+            f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-_UPSERTS: dict[str, tuple[Any, Any]] = {}
-
-
-def _upserts(engine: Engine) -> tuple[Any, Any]:
-    """The two roll-up upserts, built once per dialect: building `excluded` and its
-    column collection was 2% of a busy worker's CPU (py-spy, docs/performance.md)."""
-    built = _UPSERTS.get(engine.dialect.name)
-    if built is not None:
-        return built
-    stmt = _dialect_insert(engine, UsageRollup.__table__)
-    summed = ("count", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other")
-    set_: dict[str, Any] = {c: stmt.table.c[c] + stmt.excluded[c] for c in summed}
-    set_["latency_sum_ms"] = stmt.table.c.latency_sum_ms + stmt.excluded["latency_sum_ms"]
-    rollup = stmt.on_conflict_do_update(
-        index_elements=["key_id", "granularity", "bucket"], set_=set_
-    )
-    stmt = _dialect_insert(engine, UsageLatencyBin.__table__)
-    bins = stmt.on_conflict_do_update(
-        index_elements=["key_id", "granularity", "bucket", "bin"],
-        set_={"count": stmt.table.c["count"] + stmt.excluded["count"]},
-    )
-    built = _UPSERTS[engine.dialect.name] = (rollup, bins)
+        stmt = sqlite_insert(table)
+        built = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.table.c[c] + stmt.excluded[c] for c in added}
+        )
+    else:
+        raise RuntimeError(f"usage roll-ups need PostgreSQL or SQLite, not {dialect}")
+    _UPSERTS[(dialect, table.name)] = built
     return built
 
 
