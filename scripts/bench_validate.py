@@ -203,16 +203,11 @@ def load_python(
     return {"rps": sum(counts) / duration, "requests": sum(counts), "non_2xx": sum(bad)}
 
 
-def workers_cpu(master: int) -> float:
-    """CPU seconds (user + system, every thread) used so far by gunicorn's workers.
-
-    Why: wrk, Redis and other sessions share the machine's cores, so requests/s moves
-    with their load; the workers' own CPU per request is what the app controls.
-    """
+def cpu_seconds(pids: list[str]) -> float:
+    """CPU seconds (user + system, every thread) used so far by these processes."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    for pid in children:
+    for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
@@ -221,18 +216,19 @@ def workers_cpu(master: int) -> float:
     return total
 
 
+def workers_cpu(master: int) -> float:
+    """CPU seconds used so far by gunicorn's workers.
+
+    Why: wrk, Redis and other sessions share the machine's cores, so requests/s moves
+    with their load; the workers' own CPU per request is what the app controls.
+    """
+    return cpu_seconds(Path(f"/proc/{master}/task/{master}/children").read_text().split())
+
+
 def process_cpu(pattern: str) -> float:
     """CPU seconds used so far by the processes whose command line matches (pgrep -f)."""
-    tick = os.sysconf("SC_CLK_TCK")
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    total = 0.0
-    for pid in found.split():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return cpu_seconds(found.split())
 
 
 def idle_ticks() -> tuple[int, int]:
