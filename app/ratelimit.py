@@ -189,6 +189,15 @@ return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3])}
 """
 
 
+def _scripted_storage() -> RedisStorage | None:
+    """The limiter's Redis storage where CHARGE_LUA (and the key stamp) applies: Redis
+    with the moving window; None elsewhere (the generic path, no shared stamp)."""
+    storage = limiter.storage
+    if isinstance(storage, RedisStorage) and isinstance(limiter.limiter, MovingWindowRateLimiter):
+        return storage
+    return None
+
+
 def _scripted(
     ip_item: RateLimitItem,
     ip_ids: tuple[str, ...],
@@ -197,8 +206,8 @@ def _scripted(
 ) -> tuple[bool, bool, float, int, bytes | None] | None:
     """Both limits in one EVALSHA, or None where that does not apply (other storage or
     strategy: the generic path)."""
-    storage, strategy = limiter.storage, limiter.limiter
-    if not (isinstance(storage, RedisStorage) and isinstance(strategy, MovingWindowRateLimiter)):
+    storage = _scripted_storage()
+    if storage is None:
         return None
     now = time.time()
     key_exp = key_item.get_expiry()
@@ -275,8 +284,8 @@ def announce_key_change() -> None:
     A failure is logged, not raised: the change is committed already; workers then see
     it within KEY_CACHE_MAX_AGE (and while Redis is unreachable they answer 503 anyway).
     """
-    storage, strategy = limiter.storage, limiter.limiter
-    if not (isinstance(storage, RedisStorage) and isinstance(strategy, MovingWindowRateLimiter)):
+    storage = _scripted_storage()
+    if storage is None:
         return
     try:
         storage.get_connection().set(_stamp_key(storage), secrets.token_hex(8))
