@@ -91,15 +91,15 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
     """
     row = session.connection().execute(_QUERY, {"public_id": public_id}).one()
     record = KeyRecord(
-        id=row[0],
+        id=row.id,
         public_id=public_id,
-        user_id=row[1],
-        name=row[2],
-        tier=row[3],
-        scopes=tuple(row[4] or ()),
-        expires_at=row[5],
-        revoked_at=row[6],
-        secret_hash=bytes(row[7]),
+        user_id=row.user_id,
+        name=row.name,
+        tier=row.tier,
+        scopes=tuple(row.scopes or ()),
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        secret_hash=bytes(row.secret_hash),
     )
     return None if record.id == _STAND_IN_ID else record
 
