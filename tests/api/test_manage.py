@@ -7,25 +7,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import audit_events
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import AuditEvent, UsageRecord
+from app.models import UsageRecord
 from app.usage import recorder
 
 from .conftest import Keys, forged_key
 
 VALIDATE = "/api/v1/keys/validate"
-
-
-def audit(app: Flask, action: str) -> list[AuditEvent]:
-    recorder(app).flush()
-    with app.app_context():
-        rows = db.session.scalars(select(AuditEvent).where(AuditEvent.action == action)).all()
-        db.session.expunge_all()
-        return list(rows)
 
 
 # --- authentication of the management endpoints -------------------------------------
@@ -134,7 +127,9 @@ def test_create_returns_the_secret_once_and_it_works(client: FlaskClient, keys: 
     row = keys.row(made["key_id"])
     assert made["key"].split(".")[2] not in repr(bytes(row.secret_hash))
     created = [
-        e for e in audit(client.application, "key.created") if e.target.endswith(made["key_id"])
+        e
+        for e in audit_events(client.application, "key.created")
+        if e.target.endswith(made["key_id"])
     ]
     assert len(created) == 1
 
@@ -236,7 +231,7 @@ def test_revoke_own_key(client: FlaskClient, keys: Keys) -> None:
     again = client.post(f"/api/v1/keys/{target.public_id}/revoke", headers=admin.bearer)
     assert again.status_code == 200
     assert again.json["changed"] is False
-    assert len(audit(client.application, "key.revoked")) == 1
+    assert len(audit_events(client.application, "key.revoked")) == 1
 
 
 @pytest.mark.parametrize("action", ["revoke", "rotate"])
@@ -253,7 +248,7 @@ def test_someone_elses_key_is_404_and_audited_as_critical(
     )
     assert unknown.status_code == 404
     assert unknown.json == resp.json
-    events = audit(client.application, "access.unauthorized")
+    events = audit_events(client.application, "access.unauthorized")
     assert [(e.target, e.sensitivity) for e in events] == [(f"key:{victim.public_id}", "critical")]
     assert client.post(VALIDATE, headers=victim.bearer).json["valid"] is True
 
@@ -370,5 +365,5 @@ def test_usage_of_someone_elses_key_is_404_and_audited(client: FlaskClient, keys
     theirs = keys.key(email="other@example.com")
     resp = client.get(f"/api/v1/usage?key_id={theirs.public_id}", headers=mine.bearer)
     assert resp.status_code == 404
-    events = audit(client.application, "access.unauthorized")
+    events = audit_events(client.application, "access.unauthorized")
     assert [json.loads(e.details) for e in events] == [{"reason": "key belongs to another user"}]

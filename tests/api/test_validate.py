@@ -11,13 +11,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from conftest import audit_events
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from app.extensions import db
-from app.models import AuditEvent
-from app.usage import recorder
 
 from .conftest import Keys, forged_key
 
@@ -41,14 +40,6 @@ def statements(app: Flask) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", listen)
-
-
-def audit(app: Flask, action: str) -> list[AuditEvent]:
-    recorder(app).flush()
-    with app.app_context():
-        rows = db.session.scalars(select(AuditEvent).where(AuditEvent.action == action)).all()
-        db.session.expunge_all()
-        return list(rows)
 
 
 # --- 200 -----------------------------------------------------------------------------
@@ -458,9 +449,9 @@ def test_validations_reach_usage_and_the_audit_trail(
     client.post(URL, json={"key": bad})
     client.post(URL, json={"key": "not-a-key-but-maybe-a-secret"})
 
-    validated = audit(app, "key.validated")
+    validated = audit_events(app, "key.validated")
     assert [(e.actor, e.target) for e in validated] == [(f"key:{key.public_id}",) * 2]
-    failed = audit(app, "key.validation_failed")
+    failed = audit_events(app, "key.validation_failed")
     errors = sorted(json.loads(e.details)["error"] for e in failed)
     assert errors == ["insufficient_scope", "invalid_key", "malformed_key"]
     for e in failed:
