@@ -105,7 +105,7 @@ def from_env() -> dict[str, Any]:
         # with them (a shared key stamp announces changes at once; app/keys/cache.py), the
         # failed-guess budget per client IP, and the limit strategy (docs/performance.md).
         "KEY_CACHE_TTL": _env_float("KEY_CACHE_TTL", 0.5),
-        "KEY_CACHE_MAX_AGE": _env_float("KEY_CACHE_MAX_AGE", 5.0),
+        "KEY_CACHE_MAX_AGE": _env_float("KEY_CACHE_MAX_AGE", 30.0),
         "FAILED_VALIDATION_LIMIT": os.environ.get("FAILED_VALIDATION_LIMIT", "30/minute"),
         "RATELIMIT_STRATEGY": os.environ.get("RATELIMIT_STRATEGY", "moving-window"),
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),

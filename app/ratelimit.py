@@ -277,20 +277,19 @@ def _stamp_key(storage: RedisStorage) -> str:
     return storage.prefixed_key(STAMP_KEY)
 
 
-def announce_key_change() -> None:
+def announce_key_change() -> bool:
     """A key or owner changed (committed): a new key stamp, so every worker's key cache
-    (app/keys/cache.py) drops its entries on its next charge.
-
-    A failure is logged, not raised: the change is committed already; workers then see
-    it within KEY_CACHE_MAX_AGE (and while Redis is unreachable they answer 503 anyway).
-    """
+    (app/keys/cache.py) drops its entries on its next charge. False when Redis did not
+    take it (logged; the cache retries): the change is committed already."""
     storage = _scripted_storage()
     if storage is None:
-        return
+        return True
     try:
         storage.get_connection().set(_stamp_key(storage), secrets.token_hex(8))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.error("could not announce a key change to other workers: %s", exc)
+        return False
+    return True
 
 
 def _failure_args(ip: str) -> tuple[RateLimitItem, tuple[str, ...]]:

@@ -15,7 +15,7 @@ from limits.errors import StorageError
 from sqlalchemy import exc as sa_exc
 
 from app.api import bp
-from app.api.auth import VALIDATE_ENDPOINT, ApiAuth
+from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
 from app.extensions import db
 from app.models._types import utcnow
 from app.usage import UsageEvent
@@ -139,6 +139,7 @@ def _answer(status: int, error: str, message: str) -> Response:
 
 def unavailable(exc: Exception) -> ResponseReturnValue:
     log.error("API unavailable: %s: %s", type(exc).__name__, exc)
+    key_cache().lose_stamp()  # changes may be announced while we cannot hear them
     db.session.rollback()
     response = _answer(503, "unavailable", "a backing service is unreachable; retry shortly")
     response.headers["Retry-After"] = "1"

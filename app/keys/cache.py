@@ -9,8 +9,11 @@ must still reach every worker within a second:
   the same script, in the same round trip (app/ratelimit.py). A worker that sees a new
   stamp drops every entry and looks the key up again before answering. So a change
   reaches every worker on its next request, and a cached key can live `max_age`
-  (default 5 s): that bounds what the stamp cannot see (a change made with SQL outside
-  the app, or a stamp write that failed while Redis was unreachable).
+  (default 30 s): that only bounds what no stamp announces, a change made with SQL
+  outside the app. An announcement that fails (Redis unreachable from the process
+  that made the change) is retried every half second in the background; a worker
+  that finds Redis unreachable forgets the stamp it knew, so it looks every key up
+  again once Redis answers.
 - Otherwise (memory:// or another strategy) an entry lives `ttl` (default 0.5 s), so
   a revocation is seen by every worker within that time.
 
@@ -21,6 +24,7 @@ entries at commit, so the worker that made a change sees it at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +36,8 @@ from sqlalchemy import bindparam, event, exists, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, User
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +116,9 @@ class KeyCache:
     def __init__(
         self,
         ttl: float = 0.5,
-        max_age: float = 5.0,
+        max_age: float = 30.0,
         max_entries: int = 10_000,
-        announce: Callable[[], None] | None = None,
+        announce: Callable[[], bool] | None = None,
     ) -> None:
         if not 0 <= ttl < 1:
             raise ValueError("KEY_CACHE_TTL must be at least 0 and under 1 second")
@@ -121,7 +127,12 @@ class KeyCache:
         self.ttl = ttl
         self.max_age = max_age
         self.max_entries = max_entries
-        self.announce = announce  # tells other workers: keys changed (a new stamp)
+        # Sets a new key stamp for every worker; False when Redis did not take it.
+        self.announce = announce
+        self.retry_interval = 0.5
+        self._retrying = False  # a background retry runs
+        self._failed = 0  # announcements that failed since it started
+        self._retry_until = 0.0
         self.stamp: object = None  # the last key stamp seen; None: no shared stamp
         self._entries: dict[str, tuple[float, object, KeyRecord | None]] = {}
         self._lock = threading.Lock()
@@ -156,6 +167,49 @@ class KeyCache:
         self.stamp = stamp
         self.clear()
         return True
+
+    def lose_stamp(self) -> None:
+        """The stamp's storage did not answer: changes may be announced meanwhile (or
+        fail to be), so trust nothing cached; the next stamp read is new, and every key
+        is looked up again."""
+        self.stamp = None
+        self.clear()
+
+    def announce_change(self) -> None:
+        """Tell every worker that keys changed; on failure keep trying in the
+        background for `max_age` (after that no worker holds an entry older than the
+        change)."""
+        if self.announce is None or self.announce():
+            return
+        with self._lock:
+            self._failed += 1
+            self._retry_until = time.monotonic() + self.max_age  # this change's bound
+            if self._retrying:
+                return
+            self._retrying = True
+        threading.Thread(target=self._retry, name="keyledger-key-stamp", daemon=True).start()
+
+    def _retry(self) -> None:
+        assert self.announce is not None
+        while True:
+            time.sleep(self.retry_interval)
+            with self._lock:
+                failed = self._failed
+            ok = self.announce()
+            with self._lock:
+                # Done once a stamp was set after every failed announcement so far.
+                if ok and self._failed == failed:
+                    log.warning("key change announced to other workers after a retry")
+                elif ok or time.monotonic() < self._retry_until:
+                    continue
+                else:
+                    log.error(
+                        "gave up announcing a key change: other workers saw it within %.0f s",
+                        self.max_age,
+                    )
+                self._failed = 0
+                self._retrying = False
+                return
 
     def forget(self, public_id: str) -> None:
         """Drop one entry: this process sees its own revocations at once."""
@@ -198,8 +252,7 @@ def _forget_changes(session: Session) -> None:
     else:
         for public_id in keys or ():
             cache.forget(public_id)
-    if cache.announce is not None:
-        cache.announce()
+    cache.announce_change()
 
 
 @event.listens_for(Session, "after_rollback")

@@ -508,3 +508,45 @@ def test_an_edit_outside_the_app_shows_within_the_cache_age(make_app: Any, keys:
     keys.expire(key)  # a plain UPDATE, no ORM object: no stamp
     time.sleep(1.1 if REDIS else 0.6)
     assert client.post(URL, headers=key.bearer).json["error"] == "expired"
+
+
+def test_a_change_announced_while_redis_stalls_reaches_workers_once_it_answers(
+    make_app: Any, keys: Keys, private_redis: str
+) -> None:
+    """The process that revokes cannot reach Redis for a moment: its announcement is
+    retried, so the other worker does not keep the key for KEY_CACHE_MAX_AGE."""
+    import redis
+
+    key = keys.key()
+    cached = make_app(RATELIMIT_STORAGE_URI=private_redis)
+    changer = make_app(RATELIMIT_STORAGE_URI=private_redis)
+    client = cached.test_client()
+    assert client.post(URL, headers=key.bearer).status_code == 200
+    redis.Redis.from_url(private_redis).client_pause(1500)  # every other client waits
+    paused = time.monotonic()
+    Keys(changer).revoke(key)  # committed; the stamp write times out (0.5 s)
+    time.sleep(max(0.0, paused + 1.5 - time.monotonic()) + 1.0)  # Redis answered 1 s ago
+    resp = client.post(URL, headers=key.bearer)
+    assert resp.status_code == 401
+    assert resp.json["error"] == "revoked"
+
+
+def test_a_worker_that_lost_redis_looks_its_keys_up_again(
+    make_app: Any, keys: Keys, private_redis: str
+) -> None:
+    """Changes announced (or lost) while a worker could not hear them: once Redis
+    answers, the worker trusts none of its cached keys."""
+    import redis
+
+    key = keys.key()
+    cached = make_app(RATELIMIT_STORAGE_URI=private_redis)
+    client = cached.test_client()
+    assert client.post(URL, headers=key.bearer).status_code == 200
+    redis.Redis.from_url(private_redis).client_pause(1200)
+    paused = time.monotonic()
+    assert client.post(URL, headers=key.bearer).status_code == 503
+    keys.expire(key)  # what a lost announcement leaves: the database changed, no stamp
+    time.sleep(max(0.0, paused + 1.3 - time.monotonic()))
+    resp = client.post(URL, headers=key.bearer)
+    assert resp.status_code == 401
+    assert resp.json["error"] == "expired"
