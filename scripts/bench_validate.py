@@ -47,11 +47,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def bench_app() -> Any:
-    """The real app plus one no-op route: the baseline shares every hook and middleware."""
-    from flask import jsonify
+    """The real app plus one no-op route: the baseline shares every hook and middleware.
 
-    from app import create_app
-    from app.extensions import csrf
+    Also two probes for --limit-probe: the no-op plus the per-key tier limit, once as
+    the issue words it (Flask-Limiter's dynamic limit decorator, its headers on) and
+    once through app/ratelimit.py's `charge`, which the API uses.
+    """
+    from datetime import UTC, datetime
+
+    from flask import current_app, jsonify, request
+
+    from app import create_app, ratelimit
+    from app.extensions import csrf, limiter
+    from app.keys.cache import KeyRecord
 
     app = create_app()
 
@@ -59,7 +67,33 @@ def bench_app() -> Any:
     def noop() -> Any:
         return jsonify({"ok": True})
 
+    def public_id() -> str:
+        parts = str((request.get_json(silent=True) or {}).get("key", "")).split(".")
+        return parts[1] if len(parts) == 3 else "unknown"
+
+    @csrf.exempt
+    @limiter.limit(
+        lambda: ratelimit.tier_limit("enterprise", current_app.config),
+        key_func=public_id,
+        scope="bench-probe",
+    )
+    def decorated() -> Any:
+        return jsonify({"ok": True})
+
+    @csrf.exempt
+    def charged() -> Any:
+        forever = datetime.max.replace(tzinfo=UTC)
+        record = KeyRecord(0, public_id(), 0, "probe", "enterprise", (), forever, None, b"")
+        c = ratelimit.charge(request.remote_addr, record)
+        response = jsonify({"ok": True})
+        response.headers["X-RateLimit-Limit"] = str(c.limit)
+        response.headers["X-RateLimit-Remaining"] = str(c.remaining)
+        response.headers["X-RateLimit-Reset"] = str(c.reset)
+        return response
+
     app.add_url_rule("/bench/noop", "bench_noop", noop, methods=["POST"])
+    app.add_url_rule("/bench/decorated", "bench_decorated", decorated, methods=["POST"])
+    app.add_url_rule("/bench/charged", "bench_charged", charged, methods=["POST"])
     return app
 
 
@@ -344,6 +378,41 @@ with app.app_context():
     return result
 
 
+def limit_probe(
+    env: dict[str, str], keys: list[str], args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    """The no-op, the no-op behind Flask-Limiter's dynamic per-key limit, and the no-op
+    plus `charge`: what the per-key limit alone costs each way (docs/api.md)."""
+    load = load_wrk if shutil.which("wrk") else load_python
+    routes = {"noop": "/bench/noop", "decorated": "/bench/decorated", "charged": "/bench/charged"}
+    rps: dict[str, list[float]] = {name: [] for name in routes}
+    cpu: dict[str, list[float]] = {name: [] for name in routes}
+    bodies = [json.dumps({"key": key}) for key in keys]
+    with Server(env, args.workers, tmp / "gunicorn.log") as server:
+        load(server.url + "/bench/decorated", bodies, 2, args.connections, tmp)
+        for _ in range(args.rounds):
+            for name, path in routes.items():
+                meter = Meter(server.proc.pid)
+                n = load(server.url + path, bodies, args.duration, args.connections, tmp)
+                if n["non_2xx"]:
+                    raise SystemExit(f"{path}: {n['non_2xx']} answers were not 200: {n}")
+                rps[name].append(n["rps"])
+                cpu[name].append(meter.per_request(n["requests"])["workers"])
+    result = {
+        "config": f"limit probe, {args.workers} workers",
+        **{f"{name}_rps": round(statistics.median(v)) for name, v in rps.items()},
+        **{f"{name}_cpu_us": round(statistics.median(v) * 1e6) for name, v in cpu.items()},
+        **{
+            f"{name}_ratio": round(
+                statistics.median(a / b for a, b in zip(rps[name], rps["noop"], strict=True)), 2
+            )
+            for name in ("decorated", "charged")
+        },
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -355,6 +424,11 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
     parser.add_argument("--memory", action="store_true", help="also memory:// with 1 worker")
+    parser.add_argument(
+        "--limit-probe",
+        action="store_true",
+        help="only the per-key limit, Flask-Limiter's decorator vs charge (Redis)",
+    )
     args = parser.parse_args()
     if not 1 <= args.duration <= 120 or not 1 <= args.rounds <= 10:
         raise SystemExit("duration must be 1-120 s and rounds 1-10")
@@ -400,6 +474,9 @@ def main() -> None:
             ),
             flush=True,
         )
+        if args.limit_probe:
+            limit_probe({**env, "RATELIMIT_STORAGE_URI": args.redis}, keys, args, tmp)
+            return
         for strategy in filter(None, args.strategies.split(",")):
             measure(
                 {**env, "RATELIMIT_STORAGE_URI": args.redis, "RATELIMIT_STRATEGY": strategy},

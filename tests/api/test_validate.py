@@ -250,6 +250,26 @@ def test_tier_limits_are_configurable(app: Flask, client: FlaskClient, keys: Key
     assert [client.post(URL, headers=key.bearer).status_code for _ in range(3)] == [200, 200, 429]
 
 
+def test_flask_limiter_reads_the_same_count_a_decorator_would_keep(
+    app: Flask, client: FlaskClient, keys: Keys
+) -> None:
+    """charge counts in Flask-Limiter's storage under the key a `@limiter.limit` with
+    the key's public id and scope "api-key" would use: its tools see our count."""
+    from limits import parse
+
+    from app.extensions import limiter
+
+    key = keys.key()
+    for _ in range(3):
+        last = client.post(URL, headers=key.bearer)
+    ids = [app.config["RATELIMIT_KEY_PREFIX"]] if app.config["RATELIMIT_KEY_PREFIX"] else []
+    with app.app_context():
+        _, remaining = limiter.limiter.get_window_stats(
+            parse("60/minute"), *ids, key.public_id, "api-key"
+        )
+    assert remaining == 57 == int(last.headers["X-RateLimit-Remaining"])
+
+
 def test_a_known_public_id_cannot_spend_someone_elses_budget(
     client: FlaskClient, keys: Keys
 ) -> None:
