@@ -1,14 +1,33 @@
-"""Gunicorn hooks (gunicorn reads ./gunicorn.conf.py by default; flags still win).
+"""Gunicorn settings and hooks (gunicorn reads ./gunicorn.conf.py by default; flags win).
 
-Only lifecycle hooks live here, so bind, workers and timeouts stay command-line choices.
-Why: usage events and validation audit events wait in each worker's memory for up to
-USAGE_FLUSH_INTERVAL; a graceful stop (SIGTERM, SIGINT, SIGQUIT, HUP reloads, max-requests
-recycling) must write them before the worker process ends. See docs/usage.md.
+The worker count defaults to what the rate-limit storage allows: 2 x cores + 1 with
+Redis (gunicorn's own advice; a validation waits on one Redis round trip, so one worker
+per core leaves the CPU idle), one with memory:// (its counters live in each process,
+so more workers would grant more than the limits). WEB_CONCURRENCY or -w overrides it.
+Bind and timeouts stay command-line choices.
+
+The hooks: usage events and validation audit events wait in each worker's memory for up
+to USAGE_FLUSH_INTERVAL; a graceful stop (SIGTERM, SIGINT, SIGQUIT, HUP reloads,
+max-requests recycling) must write them before the worker process ends. See
+docs/usage.md.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
+
+
+def default_workers(environ: Mapping[str, str] = os.environ) -> int:
+    """WEB_CONCURRENCY if set, else as many workers as the limit storage can share."""
+    if environ.get("WEB_CONCURRENCY"):
+        return int(environ["WEB_CONCURRENCY"])
+    shared = environ.get("RATELIMIT_STORAGE_URI", "").startswith(("redis://", "rediss://"))
+    return 2 * (os.cpu_count() or 1) + 1 if shared else 1
+
+
+workers = default_workers()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -33,8 +52,6 @@ def on_exit(server: Any) -> None:
 def when_ready(server: Any) -> None:
     """In the master, before workers fork: memory:// rate-limit counters live in each
     worker, so N workers would grant N times every limit. Say so at start-up."""
-    import os
-
     from app.ratelimit import memory_storage_warning
 
     warning = memory_storage_warning(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)

@@ -140,3 +140,40 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with app.app_context(), db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "expected"),
+    [
+        ({}, [], 1),  # memory:// counters are per process: more workers, more than the limit
+        ({"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"}, [], 2 * (os.cpu_count() or 1) + 1),
+        ({"RATELIMIT_STORAGE_URI": "redis://h/0", "WEB_CONCURRENCY": "3"}, [], 3),
+        ({"RATELIMIT_STORAGE_URI": "redis://h/0"}, ["-w", "2"], 2),
+    ],
+)
+def test_gunicorn_starts_as_many_workers_as_the_limit_storage_can_share(env, flags, expected):
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RATELIMIT_STORAGE_URI", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")
+    }
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            *flags,
+            "--print-config",
+            "app:create_app()",
+        ],
+        cwd=ROOT,  # gunicorn reads ./gunicorn.conf.py from here
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    workers = [
+        line.split("=")[1].strip()
+        for line in proc.stdout.splitlines()
+        if line.startswith("workers ")
+    ]
+    assert workers == [str(expected)]
