@@ -23,7 +23,9 @@ def default_workers(environ: Mapping[str, str] = os.environ) -> int:
     """WEB_CONCURRENCY if set, else as many workers as the limit storage can share."""
     if environ.get("WEB_CONCURRENCY"):
         return int(environ["WEB_CONCURRENCY"])
-    shared = environ.get("RATELIMIT_STORAGE_URI", "").startswith(("redis://", "rediss://"))
+    shared = environ.get("RATELIMIT_STORAGE_URI", "").startswith(
+        ("redis://", "rediss://", "redis+unix://")
+    )
     return 2 * (os.cpu_count() or 1) + 1 if shared else 1
 
 

@@ -147,6 +147,11 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     [
         ({}, [], 1),  # memory:// counters are per process: more workers, more than the limit
         ({"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"}, [], 2 * (os.cpu_count() or 1) + 1),
+        (
+            {"RATELIMIT_STORAGE_URI": "redis+unix:///run/redis.sock"},
+            [],
+            2 * (os.cpu_count() or 1) + 1,
+        ),
         ({"RATELIMIT_STORAGE_URI": "redis://h/0", "WEB_CONCURRENCY": "3"}, [], 3),
         ({"RATELIMIT_STORAGE_URI": "redis://h/0"}, ["-w", "2"], 2),
     ],
