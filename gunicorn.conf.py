@@ -15,17 +15,16 @@ docs/usage.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 
-def default_workers(environ: Mapping[str, str] = os.environ) -> int:
+def default_workers() -> int:
     """WEB_CONCURRENCY if set, else as many workers as the limit storage can share."""
-    if environ.get("WEB_CONCURRENCY"):
-        return int(environ["WEB_CONCURRENCY"])
-    shared = environ.get("RATELIMIT_STORAGE_URI", "").startswith(
-        ("redis://", "rediss://", "redis+unix://")
-    )
+    from app.config import is_redis
+
+    if os.environ.get("WEB_CONCURRENCY"):
+        return int(os.environ["WEB_CONCURRENCY"])
+    shared = is_redis(os.environ.get("RATELIMIT_STORAGE_URI"))
     return 2 * (os.cpu_count() or 1) + 1 if shared else 1
 
 

@@ -111,9 +111,7 @@ def _bound_waits(app: Flask) -> None:
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         options["connect_args"] = {"connect_timeout": 2, **options.get("connect_args", {})}
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
-    if str(app.config.get("RATELIMIT_STORAGE_URI", "")).startswith(
-        ("redis://", "rediss://", "redis+unix://")
-    ):
+    if settings.is_redis(app.config.get("RATELIMIT_STORAGE_URI")):
         app.config.setdefault(
             "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
         )

@@ -74,6 +74,11 @@ def _tier_map(name: str, default: dict[str, int]) -> dict[str, int]:
     return result
 
 
+def is_redis(uri: str | None) -> bool:
+    """A Redis RATELIMIT_STORAGE_URI: counters (and the key stamp) shared by processes."""
+    return str(uri or "").startswith(("redis://", "rediss://", "redis+unix://"))
+
+
 def from_env() -> dict[str, Any]:
     """Every setting the app reads, taken from the environment once at start-up."""
     instance = Path(os.environ.get("KEYLEDGER_INSTANCE", PROJECT_ROOT / "instance"))

@@ -113,6 +113,8 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
 class KeyCache:
     """public_id -> (loaded at, stamp then, KeyRecord | None); bounded; thread-safe."""
 
+    RETRY_INTERVAL = 0.5  # seconds between attempts to announce a change
+
     def __init__(
         self,
         ttl: float = 0.5,
@@ -129,9 +131,7 @@ class KeyCache:
         self.max_entries = max_entries
         # Sets a new key stamp for every worker; False when Redis did not take it.
         self.announce = announce
-        self.retry_interval = 0.5
-        self._retrying = False  # a background retry runs
-        self._failed = 0  # announcements that failed since it started
+        self._failed = 0  # announcements failed and not yet made good; > 0: a retry runs
         self._retry_until = 0.0
         self.stamp: object = None  # the last key stamp seen; None: no shared stamp
         self._entries: dict[str, tuple[float, object, KeyRecord | None]] = {}
@@ -184,15 +184,14 @@ class KeyCache:
         with self._lock:
             self._failed += 1
             self._retry_until = time.monotonic() + self.max_age  # this change's bound
-            if self._retrying:
-                return
-            self._retrying = True
+            if self._failed > 1:
+                return  # the running retry covers this change too
         threading.Thread(target=self._retry, name="keyledger-key-stamp", daemon=True).start()
 
     def _retry(self) -> None:
         assert self.announce is not None
         while True:
-            time.sleep(self.retry_interval)
+            time.sleep(self.RETRY_INTERVAL)
             with self._lock:
                 failed = self._failed
             ok = self.announce()
@@ -208,7 +207,6 @@ class KeyCache:
                         self.max_age,
                     )
                 self._failed = 0
-                self._retrying = False
                 return
 
     def forget(self, public_id: str) -> None:
