@@ -58,6 +58,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["keyledger.passwords"] = Passwords(app.config)
     app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
+    from app.sessions import Lifetimes
+
+    app.extensions["keyledger.session_lifetimes"] = Lifetimes.from_config(app.config)
     from app.keys.cache import KeyCache
     from app.ratelimit import announce_key_change
 
@@ -81,7 +84,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @login_manager.user_loader
     def load_user(user_id: str) -> models.User | None:
-        return db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+        # Only a live session record (app/web.py) can carry a user id here.
+        user = db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
+        return user if user is not None and user.is_active else None
 
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp

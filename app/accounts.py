@@ -6,18 +6,20 @@ checked against a dummy hash made with the same parameters.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit import trail
 from app.config import TIERS
-from app.models import User
+from app.models import AuditEvent, User
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
@@ -29,6 +31,10 @@ EMAIL_RE = re.compile(
 
 class AccountError(ValueError):
     """A request about accounts that cannot be honoured; the message is safe to show."""
+
+
+class AccountInactive(AccountError):
+    """The password was right but the account is disabled or closed."""
 
 
 class Passwords:
@@ -98,9 +104,12 @@ def create_user(
     check_password_rules(password)
     if tier not in TIERS:
         raise AccountError(f"Tier must be one of {', '.join(TIERS)}.")
+    # Hashed before the lookup, so an address already taken costs the same argon2
+    # work as a new one (docs/decisions.md: what the answer says, and why).
+    password_hash = passwords.hash(password)
     if find_user(session, email) is not None:
         raise AccountError("An account with this email already exists.")
-    user = User(email=email, password_hash=passwords.hash(password), tier=tier, is_admin=is_admin)
+    user = User(email=email, password_hash=password_hash, tier=tier, is_admin=is_admin)
     session.add(user)
     session.flush()
     trail.record(
@@ -135,6 +144,22 @@ def authenticate(
         )
         session.commit()
         return None
+    if not user.is_active:
+        # The password was right, so saying why is safe; the attempt is still recorded.
+        state = "closed" if user.closed_at is not None else "disabled"
+        trail.record(
+            session,
+            "user.login_failed",
+            actor=f"user:{user.id}",
+            actor_ip=actor_ip,
+            target=f"user:{user.id}",
+            outcome="denied",
+            details={"email": user.email, "reason": f"account {state}"},
+        )
+        session.commit()
+        if state == "closed":
+            raise AccountInactive("This account was closed by its owner.")
+        raise AccountInactive("This account is disabled. Ask an administrator to enable it.")
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
     trail.record(
@@ -142,6 +167,65 @@ def authenticate(
     )
     session.commit()
     return user
+
+
+LOGIN_FAILURES = ("user.login_failed", "user.login_throttled")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedLogins:
+    """Failed or refused log-ins on an account between its last two log-ins."""
+
+    count: int
+    ips: list[str]
+
+
+def failed_since_last_login(session: Session, user: User) -> FailedLogins:
+    """What the user is told after logging in: read from the audit trail (the newest
+    `user.login` is the one just made; the one before it is "your last log-in")."""
+    target = f"user:{user.id}"
+    logins = session.scalars(
+        select(AuditEvent.id)
+        .where(AuditEvent.target == target, AuditEvent.action == "user.login")
+        .order_by(AuditEvent.id.desc())
+        .limit(2)
+    ).all()
+    since = logins[1] if len(logins) > 1 else 0
+    rows = session.execute(
+        select(AuditEvent.actor_ip, func.count())
+        .where(
+            AuditEvent.target == target,
+            AuditEvent.action.in_(LOGIN_FAILURES),
+            AuditEvent.id > since,
+        )
+        .group_by(AuditEvent.actor_ip)
+        .order_by(func.count().desc())
+    ).all()
+    return FailedLogins(sum(n for _, n in rows), [ip or "unknown" for ip, _ in rows])
+
+
+def throttle_id(email: str) -> str:
+    """The per-account login budget's name: known and unknown addresses alike, so the
+    throttle says nothing about which accounts exist (hashed: no emails in Redis)."""
+    return hashlib.sha256(normalize_email(email).encode()).hexdigest()[:32]
+
+
+def record_throttled(
+    session: Session, *, email: str, actor_ip: str | None, limit: str, retry_after: int
+) -> None:
+    """Audit one refused log-in (commits); the password was not checked."""
+    user = find_user(session, email) if len(email) <= 254 else None
+    trail.record(
+        session,
+        "user.login_throttled",
+        actor="anonymous",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}" if user else None,
+        outcome="denied",
+        sensitivity="high",
+        details={"email": _loggable_email(email), "limit": limit, "retry_after": retry_after},
+    )
+    session.commit()
 
 
 def set_tier(

@@ -105,6 +105,11 @@ def from_env() -> dict[str, Any]:
         "ARGON2_MEMORY_COST": _env_int("ARGON2_MEMORY_COST", 65536),
         "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10/minute"),
+        # Portal sessions (docs/security.md, V3) and failed logins per account, whatever
+        # the client IP (counted in the limit storage, like every other limit).
+        "SESSION_IDLE_MINUTES": _env_int("SESSION_IDLE_MINUTES", 60),
+        "SESSION_MAX_HOURS": _env_int("SESSION_MAX_HOURS", 12),
+        "LOGIN_ACCOUNT_LIMIT": os.environ.get("LOGIN_ACCOUNT_LIMIT", "10 per 15 minutes"),
         # The API's hot path (docs/api.md): how long a worker trusts a cached key lookup
         # without Redis limits (revocation reaches every worker within it; under 1 s) and
         # with them (a shared key stamp announces changes at once; app/keys/cache.py), the

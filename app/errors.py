@@ -36,6 +36,17 @@ def _render(code: int, title: str, message: str) -> ResponseReturnValue:
     return render_template("errors/error.html", code=code, title=title, message=message), code
 
 
+def http_error_page(exc: HTTPException) -> ResponseReturnValue:
+    code = exc.code or 500
+    if code == 429:
+        message = "Too many requests. Wait a minute and try again."
+    elif code == 413:
+        message = "The request body is too large."
+    else:
+        message = exc.description or exc.name
+    return _render(code, exc.name, message)
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> ResponseReturnValue:
@@ -46,16 +57,7 @@ def register(app: Flask) -> None:
             "accepted and nothing changed. Go back, reload the page and try again.",
         )
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> ResponseReturnValue:
-        code = exc.code or 500
-        if code == 429:
-            message = "Too many requests. Wait a minute and try again."
-        elif code == 413:
-            message = "The request body is too large."
-        else:
-            message = exc.description or exc.name
-        return _render(code, exc.name, message)
+    app.register_error_handler(HTTPException, http_error_page)
 
     @app.errorhandler(SQLAlchemyError)
     def database_error(exc: SQLAlchemyError) -> ResponseReturnValue:

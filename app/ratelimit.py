@@ -294,11 +294,39 @@ def announce_key_change() -> bool:
 
 
 def _failure_args(ip: str) -> tuple[RateLimitItem, tuple[str, ...]]:
-    config = current_app.config
-    item = _item(config.get("FAILED_VALIDATION_LIMIT") or DEFAULT_FAILURE_LIMIT)
-    prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
-    ids = (prefix, ip, FAILURE_SCOPE) if prefix else (ip, FAILURE_SCOPE)
-    return item, ids
+    item = _item(current_app.config.get("FAILED_VALIDATION_LIMIT") or DEFAULT_FAILURE_LIMIT)
+    return item, _budget_ids(ip, FAILURE_SCOPE)
+
+
+def _budget_ids(*parts: str) -> tuple[str, ...]:
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    return (prefix, *parts) if prefix else parts
+
+
+def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
+    if not limiter.enabled:
+        return None
+    strategy = limiter.limiter
+    if strategy.test(item, *ids):
+        return None
+    reset_at, _ = strategy.get_window_stats(item, *ids)
+    return max(1, int(reset_at - time.time()) + 1)
+
+
+def _spend(item: RateLimitItem, ids: tuple[str, ...]) -> bool:
+    return limiter.limiter.hit(item, *ids) if limiter.enabled else True
+
+
+def budget_spent(limit: str, *parts: str) -> int | None:
+    """Seconds to wait when the budget `limit` (e.g. "10 per 15 minutes") named by
+    `parts` is spent, else None. Raises the storage's error when it is unreachable."""
+    return _spent(_item(limit), _budget_ids(*parts))
+
+
+def spend_budget(limit: str, *parts: str) -> bool:
+    """Spend one from the budget named by `parts`, atomically in the storage; False
+    when it was already spent."""
+    return _spend(_item(limit), _budget_ids(*parts))
 
 
 def failures_exhausted(ip: str | None) -> int | None:
@@ -306,15 +334,9 @@ def failures_exhausted(ip: str | None) -> int | None:
 
     Raises the storage's error when it is unreachable (the caller answers 503).
     """
-    if not limiter.enabled:
-        return None
-    item, ids = _failure_args(ip or "unknown")
-    strategy = limiter.limiter
-    if strategy.test(item, *ids):
-        return None
-    reset_at, _ = strategy.get_window_stats(item, *ids)
-    retry = max(1, int(reset_at - time.time()) + 1)
-    _remember_block(ip or "unknown", retry)
+    retry = _spent(*_failure_args(ip or "unknown"))
+    if retry is not None:
+        _remember_block(ip or "unknown", retry)
     return retry
 
 
@@ -324,10 +346,7 @@ def spend_failure(ip: str | None) -> bool:
     An atomic acquire in the storage, so concurrent workers cannot overshoot. Raises
     the storage's error when it is unreachable (the caller answers 503).
     """
-    if not limiter.enabled:
-        return True
-    item, ids = _failure_args(ip or "unknown")
-    return limiter.limiter.hit(item, *ids)
+    return _spend(*_failure_args(ip or "unknown"))
 
 
 def spare_the_api(app: Flask) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request
+from typing import Any
+
+from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request, Response
+from itsdangerous import BadSignature
+from sqlalchemy.orm import Session
 
+from app import sessions
 from app.accounts import Passwords
+from app.extensions import db
 from app.keys.lifecycle import KeyPolicy
 
 
@@ -32,22 +38,133 @@ CSP = (
 API_PREFIX = "/api/"
 
 
+class ServerSession(SecureCookieSession):
+    """A logged-in browser's session: its contents live in its record (app/sessions.py)."""
+
+    def __init__(self, initial: Any = None, *, live: sessions.Live | None = None) -> None:
+        super().__init__(initial)
+        self.live = live
+
+
+def _skips_sessions(app: Flask, path: str) -> bool:
+    return path.startswith(API_PREFIX) or path.startswith(f"{app.static_url_path}/")
+
+
+def current_session_id() -> int | None:
+    """The id of this request's session record (None when not logged in)."""
+    live = getattr(session, "live", None)
+    return live.id if live is not None else None
+
+
 class PortalSessionInterface(SecureCookieSessionInterface):
-    """The signed session cookie for the portal only: the key-authenticated API never
-    reads or sets it, and building the signer, parsing and re-signing the cookie was ~3 %
-    of a busy validation worker's CPU (py-spy, docs/performance.md). On /api/ a request
-    gets an empty session that is never saved, so a browser's portal cookie is not
-    honoured there either."""
+    """Server-side sessions for the portal; nothing at all for the API.
+
+    Logged in, the cookie carries only the signed token of a session record; the
+    contents (CSRF token, flashes, Flask-Login's keys) live in the record. Not logged
+    in, the cookie carries the signed contents itself (the login form's CSRF token):
+    storing every anonymous visitor would let anyone fill the table. A `_user_id` in
+    such a cookie is dropped, so only a record can make a request authenticated.
+
+    On /api/ (and /static/) a request gets an empty session that is never saved and
+    costs no query: the key-authenticated API never reads the portal's cookie, and
+    building the signer, parsing and re-signing it was ~3 % of a busy validation
+    worker's CPU (py-spy, docs/performance.md)."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if request.path.startswith(API_PREFIX):
+        if _skips_sessions(app, request.path):
             return self.session_class()
-        return super().open_session(app, request)
+        signer = self.get_signing_serializer(app)
+        if signer is None:
+            return None
+        raw = request.cookies.get(self.get_cookie_name(app))
+        if not raw:
+            return self.session_class()
+        try:
+            loaded = signer.loads(raw, max_age=int(app.permanent_session_lifetime.total_seconds()))
+        except BadSignature:
+            return self.session_class()
+        if isinstance(loaded, dict):
+            loaded.pop("_user_id", None)
+            return self.session_class(loaded)
+        if not isinstance(loaded, str):
+            return self.session_class()
+        live = sessions.load(db.session, loaded, session_lifetimes(app))
+        if live is None:
+            gone = self.session_class()
+            gone.modified = True  # ended or expired: the stale cookie is deleted
+            return gone
+        try:
+            data = self.serializer.loads(live.data)
+        except ValueError:
+            data = {}
+        return ServerSession(data if isinstance(data, dict) else {}, live=live)
 
     def save_session(self, app: Flask, session: SecureCookieSession, response: Response) -> None:
-        if request.path.startswith(API_PREFIX):
+        if _skips_sessions(app, request.path):
             return
-        super().save_session(app, session, response)
+        live: sessions.Live | None = getattr(session, "live", None)
+        user_id = session.get("_user_id")
+        if live is not None and (user_id is None or str(user_id) != str(live.user_id)):
+            # Logged out (or, defensively, someone else logged in): the record ends
+            # now, and what is left (a flash) goes back into a plain cookie.
+            with Session(db.engine) as store:
+                sessions.end(store, live.id)
+                store.commit()
+            session = self.session_class(dict(session))
+            session.modified = True
+            live = None
+        if user_id is None:
+            super().save_session(app, session, response)
+            return
+        ip = request.remote_addr
+        if live is None:
+            # A login: a new record under a new random token, never one the browser
+            # brought (no session fixation).
+            with Session(db.engine) as store:
+                token, _ = sessions.start(
+                    store,
+                    int(user_id),
+                    data=self.serializer.dumps(dict(session)),
+                    ip=ip,
+                    user_agent=request.headers.get("User-Agent"),
+                    lifetimes=session_lifetimes(app),
+                )
+            self._set_cookie(app, session, response, token)
+            return
+        touch = sessions.needs_touch(live)
+        if session.modified or touch:
+            with Session(db.engine) as store:
+                sessions.save(
+                    store,
+                    live.id,
+                    data=self.serializer.dumps(dict(session)) if session.modified else None,
+                    touch=touch,
+                    ip=ip,
+                )
+        if session.accessed:
+            response.vary.add("Cookie")
+
+    def _set_cookie(
+        self, app: Flask, session: SecureCookieSession, response: Response, token: str
+    ) -> None:
+        signer = self.get_signing_serializer(app)
+        assert signer is not None
+        response.set_cookie(
+            self.get_cookie_name(app),
+            signer.dumps(token),
+            expires=self.get_expiration_time(app, session),
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+        response.vary.add("Cookie")
+
+
+def session_lifetimes(app: Flask | None = None) -> sessions.Lifetimes:
+    return (app or current_app).extensions["keyledger.session_lifetimes"]
 
 
 def register(app: Flask) -> None:

@@ -191,8 +191,10 @@ def test_login_rate_limit_answers_429_with_a_page(migrated_db, tmp_path):
         last = bob.login("bob@example.com", OTHER_PASSWORD)
         assert last.status_code == 429
         assert last.mimetype == "text/html"
-        assert "Too many requests" in last.get_data(as_text=True)
+        assert "Too many log-in attempts" in last.get_data(as_text=True)
         assert "Retry-After" in last.headers
+        refused = audit_events(limited, "user.login_throttled")
+        assert len(refused) == 2 and {e.sensitivity for e in refused} == {"high"}
     finally:
         with limited.app_context():
             db.session.remove()

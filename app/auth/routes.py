@@ -1,14 +1,26 @@
+import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
+from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts
+from app import accounts, errors, ratelimit
 from app.audit import trail
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm, RegisterForm
 from app.extensions import db, limiter
+from app.models import User
 from app.web import client_ip, passwords
 
 
@@ -46,30 +58,88 @@ def register() -> ResponseReturnValue:
             db.session.rollback()
             form.email.errors.append(str(exc))
         else:
+            session.clear()
             login_user(user)
             flash("Welcome to Keyledger. Create your first API key below.", "success")
             return redirect(url_for("portal.keys"))
     return render_template("auth/register.html", form=form), 400 if form.errors else 200
 
 
+def _throttled(email: str, retry_after: int, limit: str) -> ResponseReturnValue:
+    """The one answer to a throttled log-in, whichever budget ran out and whether the
+    password was right or not (it is not checked); audited."""
+    accounts.record_throttled(
+        db.session, email=email, actor_ip=client_ip(), limit=limit, retry_after=retry_after
+    )
+    minutes = max(1, -(-retry_after // 60))
+    response = make_response(render_template("auth/throttled.html", minutes=minutes), 429)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _ip_breach(limit: RequestLimit) -> ResponseReturnValue:
+    """The per-IP login limit (LOGIN_RATE_LIMIT) ran out: the same page, audited."""
+    email = request.form.get("email", "") if request.form else ""
+    retry = max(1, int(limit.reset_at - time.time()) + 1)
+    return _throttled(email if isinstance(email, str) else "", retry, "ip")
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _limit_page(exc: RateLimitExceeded) -> ResponseReturnValue:
+    """Flask-Limiter raises with the page `_ip_breach` made; register keeps the
+    generic 429 page."""
+    if exc.response is not None:
+        return exc.response
+    return errors.http_error_page(exc)
+
+
+def _account_limit() -> str:
+    return current_app.config["LOGIN_ACCOUNT_LIMIT"]
+
+
+def _tell_failures(user: User) -> None:
+    failed = accounts.failed_since_last_login(db.session, user)
+    if failed.count:
+        where = ", ".join(failed.ips[:5]) + (" and others" if len(failed.ips) > 5 else "")
+        plural = "attempt" if failed.count == 1 else "attempts"
+        flash(
+            f"{failed.count} failed log-in {plural} on your account since your last "
+            f"log-in, from {where}. If that was not you, change your password on your "
+            "account page.",
+            "warning",
+        )
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], on_breach=_ip_breach)
 def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("portal.keys"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = accounts.authenticate(
-            db.session,
-            passwords(),
-            email=form.email.data or "",
-            password=form.password.data or "",
-            actor_ip=client_ip(),
-        )
-        if user is not None:
-            login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
-        form.password.errors.append("Email or password is wrong.")
+        email = form.email.data or ""
+        budget = accounts.throttle_id(email)
+        retry = ratelimit.budget_spent(_account_limit(), "login-account", budget)
+        if retry is not None:
+            return _throttled(email, retry, "account")
+        try:
+            user = accounts.authenticate(
+                db.session,
+                passwords(),
+                email=email,
+                password=form.password.data or "",
+                actor_ip=client_ip(),
+            )
+        except accounts.AccountInactive as exc:
+            form.password.errors.append(str(exc))
+        else:
+            if user is not None:
+                session.clear()  # nothing of the anonymous session carries over
+                login_user(user)
+                _tell_failures(user)
+                return redirect(_safe_next(request.args.get("next")))
+            ratelimit.spend_budget(_account_limit(), "login-account", budget)
+            form.password.errors.append("Email or password is wrong.")
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
 
 

@@ -8,6 +8,7 @@ from app.models.audit import (
     AuditState,
     AuditVerification,
 )
+from app.models.session import UserSession
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
 from app.models.user import User
 
@@ -22,4 +23,5 @@ __all__ = [
     "UsageRecord",
     "UsageRollup",
     "User",
+    "UserSession",
 ]

@@ -19,8 +19,16 @@ class User(UserMixin, db.Model):
     tier: Mapped[str] = mapped_column(String(16), default="basic")
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by an admin (`disable_user`) or by the owner closing the account: either
+    # blocks login. The row stays, so the audit trail's `user:N` keeps its meaning.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     keys = relationship("ApiKey", back_populates="owner", lazy="dynamic")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: an inactive user cannot log in
+        return self.disabled_at is None and self.closed_at is None
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.tier}>"
