@@ -17,9 +17,11 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import sessions
 from app.audit import trail
 from app.config import TIERS
 from app.models import AuditEvent, User
+from app.models._types import utcnow
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
@@ -247,3 +249,233 @@ def set_tier(
     )
     session.commit()
     return True
+
+
+# --- the account page, admin control and the CLI: each change in one transaction ------
+
+
+def _ended(n: int) -> dict[str, int]:
+    return {"sessions_ended": n}
+
+
+def change_password(
+    session: Session,
+    passwords: Passwords,
+    user: User,
+    *,
+    current: str,
+    new: str,
+    keep_session: int | None,
+    actor_ip: str | None,
+) -> int:
+    """Change a password after checking the current one; every session but
+    `keep_session` ends. Returns how many ended (commits)."""
+    if not passwords.check(user.password_hash, current):
+        raise AccountError("The current password is wrong. Nothing was changed.")
+    check_password_rules(new)
+    if new == current:
+        raise AccountError("The new password is the same as the current one.")
+    user.password_hash = passwords.hash(new)
+    ended = sessions.end_all(session, user.id, keep=keep_session)
+    trail.record(
+        session,
+        "user.password_changed",
+        actor=f"user:{user.id}",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity="high",
+        details=_ended(ended),
+    )
+    session.commit()
+    return ended
+
+
+def reset_password(
+    session: Session, passwords: Passwords, user: User, new: str, *, actor: str
+) -> int:
+    """An operator sets a password (`flask users reset-password`); every session ends."""
+    check_password_rules(new)
+    user.password_hash = passwords.hash(new)
+    ended = sessions.end_all(session, user.id)
+    trail.record(
+        session,
+        "user.password_reset",
+        actor=actor,
+        target=f"user:{user.id}",
+        sensitivity="high",
+        details=_ended(ended),
+    )
+    session.commit()
+    return ended
+
+
+def end_session(session: Session, user: User, session_id: int, *, actor_ip: str | None) -> bool:
+    """End one of the user's own sessions (End on the account page); commits."""
+    if not sessions.end(session, session_id, user_id=user.id):
+        session.rollback()
+        return False
+    trail.record(
+        session,
+        "user.session_ended",
+        actor=f"user:{user.id}",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity="medium",
+        details={"session": session_id},
+    )
+    session.commit()
+    return True
+
+
+def end_other_sessions(
+    session: Session, user: User, *, keep_session: int | None, actor_ip: str | None
+) -> int:
+    """ "Log out everywhere": every session but this one ends (commits)."""
+    ended = sessions.end_all(session, user.id, keep=keep_session)
+    trail.record(
+        session,
+        "user.sessions_ended",
+        actor=f"user:{user.id}",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity="high",
+        details=_ended(ended),
+    )
+    session.commit()
+    return ended
+
+
+def _active_admin_ids(session: Session) -> list[int]:
+    """Active admins, locked (PostgreSQL) so two concurrent removals cannot both
+    pass the last-admin check; SQLite serialises the writers anyway."""
+    return list(
+        session.scalars(
+            select(User.id)
+            .where(User.is_admin.is_(True), User.disabled_at.is_(None), User.closed_at.is_(None))
+            .with_for_update()
+        )
+    )
+
+
+def _keep_an_admin(session: Session, user: User, doing: str) -> None:
+    if user.is_admin and user.is_active and _active_admin_ids(session) == [user.id]:
+        raise AccountError(f"{user.email} is the last admin: {doing} would leave none.")
+
+
+def _shut(
+    session: Session,
+    user: User,
+    *,
+    action: str,
+    actor: str,
+    actor_ip: str | None,
+    reason: str,
+    sensitivity: str,
+) -> tuple[int, int]:
+    """Revoke every live key and end every session; the caller sets the flag."""
+    from app.keys import lifecycle
+
+    keys = lifecycle.revoke_live_keys(session, user, actor=actor, actor_ip=actor_ip, reason=reason)
+    ended = sessions.end_all(session, user.id)
+    trail.record(
+        session,
+        action,
+        actor=actor,
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity=sensitivity,
+        details={"email": user.email, "keys_revoked": len(keys), **_ended(ended)},
+    )
+    return len(keys), ended
+
+
+def close_account(
+    session: Session, passwords: Passwords, user: User, *, password: str, actor_ip: str | None
+) -> int:
+    """The owner closes the account: keys revoked, sessions ended, login blocked, in
+    one transaction. The row and the audit trail stay. Returns keys revoked."""
+    if not passwords.check(user.password_hash, password):
+        raise AccountError("The password is wrong. Nothing was changed.")
+    _keep_an_admin(session, user, "closing this account")
+    user.closed_at = utcnow()
+    revoked, _ = _shut(
+        session,
+        user,
+        action="user.closed",
+        actor=f"user:{user.id}",
+        actor_ip=actor_ip,
+        reason="account closed by its owner",
+        sensitivity="high",
+    )
+    session.commit()
+    return revoked
+
+
+def disable_user(session: Session, user: User, *, actor: str, actor_ip: str | None = None) -> int:
+    """An admin disables an account: every live key revoked (one event each), every
+    session ended, login blocked, `user.disabled` (critical); one transaction."""
+    if user.disabled_at is not None:
+        return 0
+    if actor == f"user:{user.id}":
+        raise AccountError("You cannot disable your own account.")
+    _keep_an_admin(session, user, "disabling it")
+    user.disabled_at = utcnow()
+    revoked, _ = _shut(
+        session,
+        user,
+        action="user.disabled",
+        actor=actor,
+        actor_ip=actor_ip,
+        reason="account disabled by an administrator",
+        sensitivity="critical",
+    )
+    session.commit()
+    return revoked
+
+
+def enable_user(session: Session, user: User, *, actor: str, actor_ip: str | None = None) -> bool:
+    """Let a disabled account log in again (its revoked keys stay revoked)."""
+    if user.closed_at is not None:
+        raise AccountError("This account was closed by its owner and cannot be enabled.")
+    if user.disabled_at is None:
+        return False
+    user.disabled_at = None
+    trail.record(
+        session,
+        "user.enabled",
+        actor=actor,
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity="critical",
+        details={"email": user.email},
+    )
+    session.commit()
+    return True
+
+
+def set_admin(
+    session: Session, user: User, admin: bool, *, actor: str, actor_ip: str | None = None
+) -> bool:
+    """Grant or remove admin (critical). The last active admin cannot be removed."""
+    if user.is_admin == admin:
+        return False
+    if not admin:
+        _keep_an_admin(session, user, "removing admin")
+    elif not user.is_active:
+        raise AccountError("Enable the account before making it an admin.")
+    user.is_admin = admin
+    trail.record(
+        session,
+        "user.admin_granted" if admin else "user.admin_removed",
+        actor=actor,
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity="critical",
+        details={"email": user.email},
+    )
+    session.commit()
+    return True
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))

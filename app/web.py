@@ -104,6 +104,11 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return
         live: sessions.Live | None = getattr(session, "live", None)
         user_id = session.get("_user_id")
+        if live is not None or user_id is not None:
+            # The record is written on a connection of its own. Whatever the view left
+            # uncommitted would be rolled back at teardown anyway; doing it now frees
+            # the locks it holds (SQLite's write lock), which that write would wait on.
+            db.session.rollback()
         if live is not None and (user_id is None or str(user_id) != str(live.user_id)):
             # Logged out (or, defensively, someone else logged in): the record ends
             # now, and what is left (a flash) goes back into a plain cookie.

@@ -1,5 +1,6 @@
-from wtforms import EmailField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Regexp
+from wtforms.widgets import HiddenInput
 
 from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
 from app.forms import Form
@@ -55,3 +56,53 @@ class LoginForm(Form):
 
 class LogoutForm(Form):
     submit = SubmitField("Log out")
+
+
+class PasswordChangeForm(Form):
+    current = PasswordField(
+        "Current password",
+        validators=[DataRequired(message="Enter your current password."), Length(max=MAX_PASSWORD)],
+    )
+    password = PasswordField(
+        "New password",
+        validators=[
+            DataRequired(message="Choose a new password."),
+            Length(
+                min=MIN_PASSWORD,
+                max=MAX_PASSWORD,
+                message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+            ),
+        ],
+        description=f"At least {MIN_PASSWORD} characters. Your other sessions will end.",
+    )
+    confirm = PasswordField(
+        "Repeat new password",
+        validators=[
+            DataRequired(message="Repeat the new password."),
+            EqualTo("password", message="The two passwords differ."),
+        ],
+    )
+    submit = SubmitField("Change password")
+
+
+class EndSessionForm(Form):
+    session_id = IntegerField(
+        validators=[DataRequired(), NumberRange(min=1, max=2**31 - 1)], widget=HiddenInput()
+    )
+    submit = SubmitField("End")
+
+
+class EndOthersForm(Form):
+    submit = SubmitField("Log out everywhere else")
+
+
+class CloseAccountForm(Form):
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    confirm = BooleanField(
+        "I understand: every key stops working and I cannot log in again",
+        validators=[DataRequired(message="Tick the box to confirm.")],
+    )
+    submit = SubmitField("Close my account")

@@ -293,3 +293,25 @@ def validate(
     if record.expires_at <= (now or utcnow()):
         return Validation(False, "expired", record, parsed.public_id)
     return Validation(True, None, record, parsed.public_id)
+
+
+def revoke_live_keys(
+    session: Session, owner: User, *, actor: str, actor_ip: str | None, reason: str
+) -> list[ApiKey]:
+    """Revoke every key of `owner` not revoked yet, one `key.revoked` event each, in
+    the caller's transaction (the caller commits: an account's keys go together)."""
+    now = utcnow()
+    keys = session.scalars(
+        select(ApiKey).where(ApiKey.user_id == owner.id, ApiKey.revoked_at.is_(None))
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+        trail.record(
+            session,
+            "key.revoked",
+            actor=actor,
+            actor_ip=actor_ip,
+            target=f"key:{key.public_id}",
+            details={"name": key.name, "owner": _actor(owner), "reason": reason},
+        )
+    return list(keys)

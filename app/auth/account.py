@@ -1,0 +1,121 @@
+"""/account: password, sessions, closing the account. Thin: app/accounts.py decides."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_required, logout_user
+
+from app import accounts, sessions
+from app.auth import bp
+from app.auth.forms import CloseAccountForm, EndOthersForm, EndSessionForm, PasswordChangeForm
+from app.extensions import db
+from app.web import client_ip, current_session_id, passwords, session_lifetimes
+
+
+def _page(**forms: object) -> ResponseReturnValue:
+    forms = {
+        "password_form": PasswordChangeForm(formdata=None),
+        "others_form": EndOthersForm(formdata=None),
+        "close_form": CloseAccountForm(formdata=None),
+        **forms,
+    }
+    rows = sessions.active(db.session, current_user.id, session_lifetimes())
+    failed = any(getattr(f, "errors", None) for f in forms.values())
+    return render_template(
+        "auth/account.html",
+        sessions=rows,
+        this_session=current_session_id(),
+        device=sessions.device,
+        end_form=EndSessionForm(formdata=None),
+        **forms,
+    ), (400 if failed else 200)
+
+
+@bp.route("/account")
+@login_required
+def account() -> ResponseReturnValue:
+    return _page()
+
+
+@bp.route("/account/password", methods=["POST"])
+@login_required
+def change_password() -> ResponseReturnValue:
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        try:
+            ended = accounts.change_password(
+                db.session,
+                passwords(),
+                current_user,
+                current=form.current.data or "",
+                new=form.password.data or "",
+                keep_session=current_session_id(),
+                actor_ip=client_ip(),
+            )
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            form.current.errors = [*form.current.errors, str(exc)]
+        else:
+            others = f"{ended} other session{'s' if ended != 1 else ''}"
+            flash(f"Password changed. {others.capitalize()} ended.", "success")
+            return redirect(url_for("auth.account"))
+    return _page(password_form=form)
+
+
+@bp.route("/account/sessions/end", methods=["POST"])
+@login_required
+def end_session() -> ResponseReturnValue:
+    form = EndSessionForm()
+    if not form.validate_on_submit():
+        flash("That session could not be ended. Nothing was changed.", "error")
+        return redirect(url_for("auth.account"))
+    target = form.session_id.data
+    if target == current_session_id():
+        return redirect(url_for("auth.account"))  # "End" is not offered for this one
+    if accounts.end_session(db.session, current_user, target or 0, actor_ip=client_ip()):
+        flash("Session ended: that browser is logged out.", "success")
+    else:
+        flash("That session had already ended.", "info")
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/account/sessions/end-others", methods=["POST"])
+@login_required
+def end_other_sessions() -> ResponseReturnValue:
+    form = EndOthersForm()
+    if form.validate_on_submit():
+        ended = accounts.end_other_sessions(
+            db.session, current_user, keep_session=current_session_id(), actor_ip=client_ip()
+        )
+        flash(
+            f"Logged out everywhere else: {ended} session{'s' if ended != 1 else ''} ended.",
+            "success",
+        )
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/account/close", methods=["POST"])
+@login_required
+def close_account() -> ResponseReturnValue:
+    form = CloseAccountForm()
+    if form.validate_on_submit():
+        try:
+            revoked = accounts.close_account(
+                db.session,
+                passwords(),
+                current_user,
+                password=form.password.data or "",
+                actor_ip=client_ip(),
+            )
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            form.password.errors = [*form.password.errors, str(exc)]
+        else:
+            logout_user()
+            flash(
+                f"Your account is closed; {revoked} key{'s' if revoked != 1 else ''} revoked.",
+                "info",
+            )
+            return redirect(url_for("auth.login"))
+    return _page(close_form=form)
