@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from app import accounts
 from app.config import TIERS
 from app.extensions import db
+from app.models import User
 from app.web import passwords
 
 users = AppGroup("users", help="Manage accounts.")
@@ -57,6 +58,105 @@ def users_set_tier(email: str, tier: str) -> None:
         raise click.ClickException(f"no account for {email}")
     changed = accounts.set_tier(db.session, user, tier, actor="cli")
     click.echo(f"{user.email}: tier {user.tier}" + ("" if changed else " (unchanged)"))
+
+
+def _find(email: str) -> User:
+    user = accounts.find_user(db.session, email)
+    if user is None:
+        raise click.ClickException(f"no account for {email}")
+    return user
+
+
+def _state(user: User) -> str:
+    if user.closed_at is not None:
+        return "closed"
+    return "disabled" if user.disabled_at is not None else "active"
+
+
+@users.command("list")
+def users_list() -> None:
+    """Every account: id, email, tier, role, state, live sessions, live keys."""
+    from sqlalchemy import func, select
+
+    from app.models import ApiKey, UserSession
+    from app.models._types import utcnow
+
+    now = utcnow()
+    keys = dict(
+        db.session.execute(
+            select(ApiKey.user_id, func.count())
+            .where(ApiKey.revoked_at.is_(None), ApiKey.expires_at > now)
+            .group_by(ApiKey.user_id)
+        ).all()
+    )
+    live = dict(
+        db.session.execute(
+            select(UserSession.user_id, func.count()).group_by(UserSession.user_id)
+        ).all()
+    )
+    click.echo(f"{'id':>5}  {'email':<40} {'tier':<10} {'role':<5} {'state':<8} sessions keys")
+    for user in accounts.list_users(db.session):
+        click.echo(
+            f"{user.id:>5}  {user.email:<40} {user.tier:<10} "
+            f"{'admin' if user.is_admin else 'user':<5} {_state(user):<8} "
+            f"{live.get(user.id, 0):>8} {keys.get(user.id, 0):>4}"
+        )
+
+
+@users.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Block an account: every live key revoked and every session ended, at once."""
+    user = _find(email)
+    if user.disabled_at is not None:
+        click.echo(f"{user.email}: already disabled")
+        return
+    try:
+        revoked = accounts.disable_user(db.session, user, actor="cli")
+    except accounts.AccountError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{user.email}: disabled; {revoked} key(s) revoked, sessions ended")
+
+
+@users.command("enable")
+@click.argument("email")
+def users_enable(email: str) -> None:
+    """Let a disabled account log in again (revoked keys stay revoked)."""
+    user = _find(email)
+    try:
+        changed = accounts.enable_user(db.session, user, actor="cli")
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{user.email}: " + ("enabled" if changed else "was not disabled"))
+
+
+@users.command("set-admin")
+@click.argument("email")
+@click.option("--remove", is_flag=True, help="Take admin away (never from the last admin).")
+def users_set_admin(email: str, remove: bool) -> None:
+    """Grant admin, or with --remove take it away."""
+    user = _find(email)
+    try:
+        changed = accounts.set_admin(db.session, user, not remove, actor="cli")
+    except accounts.AccountError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    role = "user" if remove else "admin"
+    click.echo(f"{user.email}: {role}" + ("" if changed else " (unchanged)"))
+
+
+@users.command("reset-password")
+@click.argument("email")
+def users_reset_password(email: str) -> None:
+    """Set a new password (prompt or stdin); every session of the account ends."""
+    user = _find(email)
+    password = _read_password()
+    try:
+        ended = accounts.reset_password(db.session, passwords(), user, password, actor="cli")
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{user.email}: password reset; {ended} session(s) ended")
 
 
 def register(app: Flask) -> None:

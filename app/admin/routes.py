@@ -69,6 +69,7 @@ def user_detail(user_id: int) -> ResponseReturnValue:
         keys=keys,
         form=form,
         status=lambda k: lifecycle.status(k, policy),
+        **account_views.account_forms(),
     ), (400 if form.errors else 200)
 
 
@@ -82,4 +83,4 @@ def all_keys() -> ResponseReturnValue:
 
 
 # The audit browser lives in its own module; importing it registers its routes.
-from app.admin import audit_views  # noqa: E402, F401
+from app.admin import account_views, audit_views  # noqa: E402, F401
