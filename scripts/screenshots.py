@@ -1,6 +1,6 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, docs/img/key-once.png
+    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, key-once.png, account.png
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
@@ -106,6 +106,23 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.screenshot(path=str(out / "key-once.png"))
     page.goto(f"{base}/keys")
     page.screenshot(path=str(out / "keys.png"))
+    account_shot(page, base, out / "account.png")
+
+
+PHONE_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+)
+
+
+def account_shot(page: Page, base: str, path: Path) -> None:
+    """/account with a second session (a phone) beside this one."""
+    assert page.context.browser is not None
+    phone = page.context.browser.new_context(user_agent=PHONE_UA)
+    login(phone.new_page(), base, DEMO_EMAIL)
+    phone.close()
+    page.goto(f"{base}/account")
+    page.screenshot(path=str(path), full_page=True)
 
 
 def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
@@ -140,6 +157,8 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     shot("key-active")
     page.goto(f"{base}/keys/{ids['laptop']}")
     shot("key-revoked")
+    page.goto(f"{base}/account")
+    shot("account")
     page.goto(f"{base}/keys/doesnotexist")
     shot("404")
     page.context.clear_cookies()
@@ -189,7 +208,7 @@ def main() -> None:
                 )
                 readme_shots(server, context.new_page(), out)
                 context.close()
-                print(f"wrote {out / 'keys.png'} and {out / 'key-once.png'}")
+                print(f"wrote keys.png, key-once.png and account.png in {out}")
         finally:
             browser.close()
 

@@ -47,7 +47,7 @@ def test_pages_pass_axe_wcag_aa_in_light_and_dark(visitor):
     key = visitor.create_key("axe check", scopes=("keys:read",), custom="orders:read")
     page.get_by_role("button", name="Copy").click()
     found += _violations(page)  # the once-only page, after copying
-    for path in ("/keys", "/keys/new", f"/keys/{key.split('.')[1]}"):
+    for path in ("/keys", "/keys/new", f"/keys/{key.split('.')[1]}", "/account"):
         page.goto(path)
         found += _violations(page)
     page.context.clear_cookies()
