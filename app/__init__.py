@@ -31,6 +31,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     app.config.update(conf)
+    if app.config.get("SESSION_COOKIE_SECURE") and app.config["SESSION_COOKIE_NAME"] == "session":
+        # ASVS 3.4.4: a __Host- cookie is HTTPS-only, host-only and path=/, so a sibling
+        # subdomain or plain-HTTP page cannot plant or overwrite it.
+        app.config["SESSION_COOKIE_NAME"] = "__Host-session"
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     if app.config["PROXY_FIX_HOPS"]:

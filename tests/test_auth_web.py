@@ -224,6 +224,8 @@ def test_session_cookie_is_secure_when_configured(migrated_db, tmp_path, monkeyp
         resp = client.get("/login", base_url="https://localhost")
         cookie = _set_cookie(resp)
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert cookie.startswith("__Host-session=") and "Domain" not in cookie
+        assert "Path=/;" in cookie or cookie.endswith("Path=/")
     finally:
         with secure.app_context():
             db.session.remove()
