@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request, Response
 from itsdangerous import BadSignature
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import sessions
 from app.accounts import Passwords
 from app.extensions import db
 from app.keys.lifecycle import KeyPolicy
+
+log = logging.getLogger(__name__)
 
 
 def passwords() -> Passwords:
@@ -88,7 +92,14 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return self.session_class(loaded)
         if not isinstance(loaded, str):
             return self.session_class()
-        live = sessions.load(db.session, loaded, session_lifetimes(app))
+        try:
+            live = sessions.load(db.session, loaded, session_lifetimes(app))
+        except SQLAlchemyError:
+            # The database is unreachable: the page will say so (errors.py); the cookie
+            # is left alone (this empty session is never saved), so a blip logs no one out.
+            log.warning("session lookup failed; answering as anonymous", exc_info=True)
+            db.session.rollback()
+            return self.session_class()
         if live is None:
             gone = self.session_class()
             gone.modified = True  # ended or expired: the stale cookie is deleted
@@ -138,14 +149,18 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return
         touch = sessions.needs_touch(live)
         if session.modified or touch:
-            with Session(db.engine) as store:
-                sessions.save(
-                    store,
-                    live.id,
-                    data=self.serializer.dumps(dict(session)) if session.modified else None,
-                    touch=touch,
-                    ip=ip,
-                )
+            try:
+                with Session(db.engine) as store:
+                    sessions.save(
+                        store,
+                        live.id,
+                        data=self.serializer.dumps(dict(session)) if session.modified else None,
+                        touch=touch,
+                        ip=ip,
+                    )
+            except SQLAlchemyError:
+                # The page was served; a lost "last seen" or flash is not worth a 500.
+                log.warning("session write failed", exc_info=True)
         if session.accessed:
             response.vary.add("Cookie")
 
