@@ -45,9 +45,12 @@ API_PREFIX = "/api/"
 class ServerSession(SecureCookieSession):
     """A logged-in browser's session: its contents live in its record (app/sessions.py)."""
 
-    def __init__(self, initial: Any = None, *, live: sessions.Live | None = None) -> None:
+    def __init__(
+        self, initial: Any = None, *, live: sessions.Live | None = None, keep_cookie: bool = False
+    ) -> None:
         super().__init__(initial)
         self.live = live
+        self.keep_cookie = keep_cookie  # never saved: the browser's cookie stays as it is
 
 
 def _skips_sessions(app: Flask, path: str) -> bool:
@@ -96,10 +99,10 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             live = sessions.load(db.session, loaded, session_lifetimes(app))
         except SQLAlchemyError:
             # The database is unreachable: the page will say so (errors.py); the cookie
-            # is left alone (this empty session is never saved), so a blip logs no one out.
+            # is left alone (this session is never saved), so a blip logs no one out.
             log.warning("session lookup failed; answering as anonymous", exc_info=True)
             db.session.rollback()
-            return self.session_class()
+            return ServerSession(keep_cookie=True)
         if live is None:
             gone = self.session_class()
             gone.modified = True  # ended or expired: the stale cookie is deleted
@@ -111,7 +114,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         return ServerSession(data if isinstance(data, dict) else {}, live=live)
 
     def save_session(self, app: Flask, session: SecureCookieSession, response: Response) -> None:
-        if _skips_sessions(app, request.path):
+        if _skips_sessions(app, request.path) or getattr(session, "keep_cookie", False):
             return
         live: sessions.Live | None = getattr(session, "live", None)
         user_id = session.get("_user_id")

@@ -182,3 +182,25 @@ def test_a_disabled_account_is_logged_out_even_if_a_record_survived(app, user, c
 def test_password_is_never_in_a_session_record(app, user):
     for record in records(app):
         assert PASSWORD not in record.data
+
+
+def test_a_failing_session_lookup_logs_no_one_out(app, user, client):
+    """The sessions table unreadable for a moment (renamed away): pages answer as to an
+    anonymous visitor without a 500, the browser's cookie is not replaced, and once the
+    table is back the same cookie is logged in again."""
+    from sqlalchemy import text
+
+    before = cookie(client)
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE user_session RENAME TO user_session_away"))
+        db.session.commit()
+    try:
+        resp = client.get("/login")
+        assert resp.status_code == 200
+        assert "Set-Cookie" not in resp.headers
+    finally:
+        with app.app_context():
+            db.session.execute(text("ALTER TABLE user_session_away RENAME TO user_session"))
+            db.session.commit()
+    assert cookie(client) == before
+    assert client.get("/keys").status_code == 200
