@@ -12,7 +12,7 @@ from app import accounts
 from app.config import TIERS
 from app.extensions import db
 from app.models import User
-from app.web import passwords
+from app.web import passwords, session_lifetimes
 
 users = AppGroup("users", help="Manage accounts.")
 
@@ -89,9 +89,15 @@ def users_list() -> None:
             .group_by(ApiKey.user_id)
         ).all()
     )
+    lifetimes = session_lifetimes()
     live = dict(
         db.session.execute(
-            select(UserSession.user_id, func.count()).group_by(UserSession.user_id)
+            select(UserSession.user_id, func.count())
+            .where(
+                UserSession.last_seen_at >= now - lifetimes.idle,
+                UserSession.created_at >= now - lifetimes.absolute,
+            )
+            .group_by(UserSession.user_id)
         ).all()
     )
     click.echo(f"{'id':>5}  {'email':<40} {'tier':<10} {'role':<5} {'state':<8} sessions keys")
