@@ -10,6 +10,7 @@ from app.models.audit import (
 )
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
 from app.models.user import User
+from app.models.webhook import WebhookCursor, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -22,4 +23,7 @@ __all__ = [
     "UsageRecord",
     "UsageRollup",
     "User",
+    "WebhookCursor",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
