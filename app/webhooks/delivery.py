@@ -149,8 +149,9 @@ def deliver_due(session: Session, settings: WebhookSettings, now: datetime | Non
         if result.ok:
             delivery.state = "delivered"
         else:
-            retry_at = max(now, sent_at) + next_delay(settings, delivery.attempts)
-            if retry_at - delivery.created_at > timedelta(hours=settings.retry_hours):
+            tried_at = max(now, sent_at)
+            deadline = delivery.created_at + timedelta(hours=settings.retry_hours)
+            if tried_at >= deadline:
                 delivery.state = "failed"
                 log.warning(
                     "webhook %s to endpoint %s given up after %d attempts",
@@ -158,7 +159,8 @@ def deliver_due(session: Session, settings: WebhookSettings, now: datetime | Non
                     endpoint.public_id,
                     delivery.attempts,
                 )
-            else:
-                delivery.next_attempt_at = retry_at
+            else:  # the last try falls at the deadline itself
+                retry_at = tried_at + next_delay(settings, delivery.attempts)
+                delivery.next_attempt_at = min(retry_at, deadline)
         session.commit()
     return attempts
