@@ -31,6 +31,14 @@ def default_workers() -> int:
 workers = default_workers()
 
 
+def post_worker_init(worker: Any) -> None:
+    """In each worker after the fork: start the webhook dispatcher at once (a worker
+    that serves only the API would otherwise never start it)."""
+    from app.webhooks.service import start_in_worker
+
+    start_in_worker(worker.wsgi)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """In the worker, after its last request: write every queued usage and audit event.
 

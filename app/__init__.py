@@ -84,6 +84,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # The audit log's signing key and anchor; its sealer thread starts on first request.
     audit_service.init_app(app)
 
+    from app.webhooks import service as webhooks
+
+    webhooks.init_app(app)
+
     from app import models
 
     @login_manager.user_loader

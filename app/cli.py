@@ -173,3 +173,6 @@ def register(app: Flask) -> None:
     from app.usage.cli import usage
 
     app.cli.add_command(usage)
+    from app.webhooks.cli import webhooks
+
+    app.cli.add_command(webhooks)

@@ -138,6 +138,16 @@ def from_env() -> dict[str, Any]:
         "AUDIT_TRUSTED_KEYS": os.environ.get("AUDIT_TRUSTED_KEYS"),
         "AUDIT_SEAL_BATCH": _env_int("AUDIT_SEAL_BATCH", 5000),
         "AUDIT_VERIFY_INLINE_MAX": _env_int("AUDIT_VERIFY_INLINE_MAX", 20000),
+        # Webhooks (docs/webhooks.md): private and loopback targets are refused unless
+        # allowed; dispatcher on/off (unset: on, or off under TESTING).
+        "WEBHOOK_ALLOW_PRIVATE": _env_bool("WEBHOOK_ALLOW_PRIVATE", False),
+        "WEBHOOK_TIMEOUT": _env_float("WEBHOOK_TIMEOUT", 5.0),
+        "WEBHOOK_INTERVAL": _env_float("WEBHOOK_INTERVAL", 5.0),
+        "WEBHOOK_RETRY_BASE": _env_float("WEBHOOK_RETRY_BASE", 5.0),
+        "WEBHOOK_RETRY_HOURS": _env_float("WEBHOOK_RETRY_HOURS", 24.0),
+        "WEBHOOK_DISPATCHER": (
+            _env_bool("WEBHOOK_DISPATCHER", True) if os.environ.get("WEBHOOK_DISPATCHER") else None
+        ),
     }
 
 

@@ -11,6 +11,7 @@ from app.models.audit import (
 from app.models.session import UserSession
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
 from app.models.user import User
+from app.models.webhook import WebhookCursor, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -24,4 +25,7 @@ __all__ = [
     "UsageRollup",
     "User",
     "UserSession",
+    "WebhookCursor",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -1,0 +1,36 @@
+from wtforms import StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length
+
+from app.forms import Form
+from app.portal.forms import MultiCheckboxField
+from app.webhooks import EVENT_TYPES
+
+EVENT_LABELS = {
+    "key.expiring": "Key expiring (7 days and 1 day before)",
+    "key.expired": "Key expired",
+    "key.revoked": "Key revoked",
+    "key.rotated": "Key rotated",
+    "key.leaked": "Key leaked (found in public and revoked)",
+    "key.rate_limited": "Key rate-limited (at most once an hour per key)",
+}
+
+
+class EndpointForm(Form):
+    url = StringField(
+        "Endpoint URL",
+        validators=[
+            DataRequired(message="Enter the URL to post events to."),
+            Length(max=2048, message="Use a URL of at most 2048 characters."),
+        ],
+        description="An https:// URL of your service. Redirects are not followed.",
+    )
+    events = MultiCheckboxField(
+        "Events",
+        choices=[SelectChoice(e, EVENT_LABELS[e]) for e in EVENT_TYPES],
+        default=list(EVENT_TYPES),
+    )
+
+
+class EmptyForm(Form):
+    """A POST with only its CSRF token (delete, send a test event)."""
