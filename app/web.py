@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request, Response
+from flask_login import current_user
 
 from app.accounts import Passwords
 from app.keys.lifecycle import KeyPolicy
@@ -50,16 +51,33 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         super().save_session(app, session, response)
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 def register(app: Flask) -> None:
     app.session_interface = PortalSessionInterface()
+    always_hsts = bool(app.config.get("SESSION_COOKIE_SECURE"))
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        if request.path.startswith(API_PREFIX):
+            return response  # the key-authenticated API: no session, nothing cached here
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
+            headers.setdefault("Content-Security-Policy", CSP)
+            headers.setdefault("X-Frame-Options", "DENY")
+        if always_hsts or request.is_secure:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+        if request.endpoint != "static" and (
+            request.path.startswith("/admin") or current_user.is_authenticated
+        ):
+            # A signed-in page (keys, audit data, exports) must not stay in a shared or
+            # back-button cache after logout.
+            if "no-store" not in (headers.get("Cache-Control") or ""):
+                headers["Cache-Control"] = "no-store"
+            headers.setdefault("Pragma", "no-cache")
         return response
 
     @app.context_processor

@@ -144,7 +144,7 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     shot("404")
     page.context.clear_cookies()
     login(page, base, ADMIN_EMAIL)
-    page.goto(f"{base}/admin/")
+    page.goto(f"{base}/admin/users")
     shot("admin-users")
     page.goto(f"{base}/admin/keys")
     shot("admin-keys")

@@ -1,13 +1,15 @@
 from wtforms import EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
+from app import text
 from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
 from app.forms import Form
 
 
 def _strip(value: object) -> object:
-    """Pasted addresses often carry spaces around them."""
-    return value.strip() if isinstance(value, str) else value
+    """Pasted addresses often carry spaces around them; the address is checked in the
+    one spelling uniqueness is decided on (NFKC, lower case)."""
+    return text.normalize_email(value) if isinstance(value, str) else value
 
 
 _email = [

@@ -20,7 +20,9 @@ class User(UserMixin, db.Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    keys = relationship("ApiKey", back_populates="owner", lazy="dynamic")
+    keys = relationship(
+        "ApiKey", back_populates="owner", lazy="dynamic", foreign_keys="ApiKey.user_id"
+    )
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.tier}>"
