@@ -39,12 +39,9 @@ def test_list_is_newest_first_with_pages_and_badges(app, admin):
     shown = seqs_on(html)
     assert len(shown) == 50 and shown == sorted(shown, reverse=True)
     assert 'class="badge sens-high"' in html
-    nxt = re.search(
-        r'href="(/admin/audit\?[^"]*page=2[^"]*)" rel="next"|rel="next" href="(/admin/audit\?[^"]*page=2[^"]*)"',
-        html,
-    )
+    nxt = re.search(r'rel="next" href="(/admin/audit\?[^"]*page=2[^"]*)"', html)
     assert nxt, "no link to older events"
-    link = (nxt.group(1) or nxt.group(2)).replace("&amp;", "&")
+    link = nxt.group(1).replace("&amp;", "&")
     second = seqs_on(admin.client.get(link).get_data(as_text=True))
     assert len(second) == 50 and max(second) < min(shown)
     # Two page views within a minute: one audit.viewed (at most one per admin a minute).
