@@ -1,6 +1,6 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, docs/img/key-once.png
+    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, key-once.png, admin-user.png
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
@@ -106,6 +106,20 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.screenshot(path=str(out / "key-once.png"))
     page.goto(f"{base}/keys")
     page.screenshot(path=str(out / "keys.png"))
+    admin_user_shot(page, base, out / "admin-user.png")
+
+
+def admin_user_shot(page: Page, base: str, path: Path) -> None:
+    """The admin's page of the demo user: their keys, one revoked by the admin with a reason."""
+    page.context.clear_cookies()
+    login(page, base, ADMIN_EMAIL)
+    page.goto(f"{base}/admin/users?q={DEMO_EMAIL}")
+    page.get_by_role("link", name=DEMO_EMAIL).click()
+    row = page.locator("tr", has_text="staging deploy")
+    row.locator("input[name=reason]").fill("Leaked in a public CI log")
+    row.locator("button[type=submit]").click()
+    page.wait_for_selector(".flash")
+    page.screenshot(path=str(path), full_page=True)
 
 
 def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
@@ -189,7 +203,7 @@ def main() -> None:
                 )
                 readme_shots(server, context.new_page(), out)
                 context.close()
-                print(f"wrote {out / 'keys.png'} and {out / 'key-once.png'}")
+                print(f"wrote keys.png, key-once.png and admin-user.png in {out}")
         finally:
             browser.close()
 
