@@ -78,3 +78,25 @@ def test_hsts_always_with_secure_cookies(tmp_path, migrated_db):
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_every_page_carries_the_browser_hardening_headers(app, user):
+    for path in ("/login", "/keys", "/nope"):
+        resp = user.client.get(path)
+        headers = resp.headers
+        assert resp.mimetype == "text/html" and "charset=utf-8" in headers["Content-Type"], path
+        assert "default-src 'self'" in headers["Content-Security-Policy"], path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "same-origin", path
+        assert "Access-Control-Allow-Origin" not in headers, path
+    api = user.client.post("/api/v1/keys/validate", json={})
+    assert api.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Access-Control-Allow-Origin" not in api.headers
+
+
+def test_methods_not_in_use_are_refused(app, user):
+    assert user.client.delete("/keys").status_code == 405
+    assert user.client.put("/login").status_code == 405
+    assert user.client.open("/keys", method="TRACE").status_code == 405
