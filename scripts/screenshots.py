@@ -1,6 +1,6 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, key-once.png, admin-user.png
+    .venv/bin/python scripts/screenshots.py            # docs/img/ keys, key-once, admin-user
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away

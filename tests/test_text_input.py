@@ -188,3 +188,18 @@ def test_emails_are_nfkc_normalised_before_uniqueness(app, portal):
     fullwidth = "\uff41\uff4c\uff49\uff43\uff45@example.com"
     assert Portal(app.test_client()).login(fullwidth, PASSWORD).status_code == 302
     assert Portal(app.test_client()).login("ALICE@example.com", PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("ch", FIELD_CHARS, ids=FIELD_IDS)
+def test_validate_scopes_with_bad_characters_are_400(app, user, client, ch):
+    _, plaintext = user.create_key(name="svc")
+    resp = client.post(
+        "/api/v1/keys/validate", json={"key": plaintext, "scopes": ["keys:read", f"a{ch}b"]}
+    )
+    assert resp.status_code == 400
+    assert resp.json["valid"] is False and resp.json["error"] == "bad_request"
+    assert "remove it and try again" in resp.json["message"]
+    # A held scope still validates.
+    ok = client.post("/api/v1/keys/validate", json={"key": plaintext, "scopes": ["keys:read"]})
+    assert ok.status_code == 200
+    audit_events(app)  # the recorder's batch is written without a database error

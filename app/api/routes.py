@@ -64,6 +64,12 @@ def validate() -> ResponseReturnValue:
     wanted = auth.body.get("scopes") or ()
     missing = [s for s in dict.fromkeys(wanted) if s not in record.scopes]
     if missing:
+        # Checked only here: a scope holding a refused character is never held, so the
+        # success path pays nothing for it.
+        unsafe = next(filter(None, map(text.problem, missing)), None)
+        if unsafe is not None:
+            auth.fail(400, "bad_request", f'"scopes" {unsafe}')
+            return auth_error(auth, validating=True)
         auth.fail(403, "insufficient_scope", "the key does not hold every scope asked for")
         auth.missing = missing
         body = {"valid": False, "error": auth.error, "missing": missing}
