@@ -203,3 +203,14 @@ def test_audit_viewed_once_per_admin_per_minute_and_hidden_by_default(app, admin
     ops.login("ops@example.com")
     ops.client.get("/admin/audit")
     assert len(audit_events(app, "audit.viewed")) == 2
+
+
+def test_exports_hold_page_views_unless_the_browser_hid_them(app, admin, user):
+    admin.client.get("/admin/audit")  # one audit.viewed
+    html = admin.client.get("/admin/audit").get_data(as_text=True)
+    link = re.search(r'href="(/admin/audit/export\.jsonl[^"]*)"', html)[1].replace("&amp;", "&")
+    assert "views=hide" in link
+    hidden = admin.client.get(link).get_data(as_text=True)
+    assert "audit.viewed" not in hidden and "user.registered" in hidden
+    everything = admin.client.get("/admin/audit/export.jsonl").get_data(as_text=True)
+    assert "audit.viewed" in everything

@@ -94,7 +94,7 @@ def _time_arg(name: str) -> datetime | None:
     abort(400, description=f"{name} must be a date (YYYY-MM-DD) or date and time (UTC).")
 
 
-def _filtered() -> tuple[Any, dict[str, str], dict[str, str]]:
+def _filtered(views_default: str = "hide") -> tuple[Any, dict[str, str], dict[str, str]]:
     """The event query for the request's filters, the active filters, and the raw
     time arguments (for links)."""
     query = select(AuditEvent)
@@ -118,13 +118,14 @@ def _filtered() -> tuple[Any, dict[str, str], dict[str, str]]:
                 AuditEvent.target.in_([q, key, *actors]),
             )
         )
-    views = request.args.get("views", "hide")
+    # Page views: hidden in the browser unless asked for; an export holds everything
+    # unless its link (which carries the browser's choice) says otherwise.
+    views = request.args.get("views", "") or views_default
     if views not in ("hide", "show"):
         abort(400, description="views must be hide or show.")
     if views == "hide":
         query = query.where(AuditEvent.action != "audit.viewed")
-    else:
-        active["views"] = views
+    active["views"] = views
     since, until = _time_arg("since"), _time_arg("until")
     if since:
         query = query.where(AuditEvent.created_at >= since)
@@ -348,7 +349,7 @@ def _export_rows(query: Any) -> Iterator[tuple[AuditEvent, dict[str, str]]]:
 def audit_export(fmt: str) -> ResponseReturnValue:
     if fmt not in ("jsonl", "csv"):
         abort(404)
-    query, active, times = _filtered()
+    query, active, times = _filtered(views_default="show")
     _viewed("export", format=fmt, filters=active, **times)
 
     def jsonl() -> Iterator[str]:
