@@ -63,21 +63,19 @@ def register(app: Flask) -> None:
         headers = response.headers
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path.startswith(API_PREFIX):
-            return response  # the key-authenticated API: no session, nothing cached here
+        # Pages only (redirects included): the API answers JSON and pays nothing more
+        # here; the few non-HTML portal answers (usage JSON, audit exports) set their
+        # own Cache-Control.
         if response.mimetype == "text/html":
             headers.setdefault("Content-Security-Policy", CSP)
             headers.setdefault("X-Frame-Options", "DENY")
-        if always_hsts or request.is_secure:
-            headers.setdefault("Strict-Transport-Security", HSTS)
-        if request.endpoint != "static" and (
-            request.path.startswith("/admin") or current_user.is_authenticated
-        ):
-            # A signed-in page (keys, audit data, exports) must not stay in a shared or
-            # back-button cache after logout.
-            if "no-store" not in (headers.get("Cache-Control") or ""):
-                headers["Cache-Control"] = "no-store"
-            headers.setdefault("Pragma", "no-cache")
+            if always_hsts or request.is_secure:
+                headers.setdefault("Strict-Transport-Security", HSTS)
+            if request.path.startswith("/admin") or current_user.is_authenticated:
+                # A signed-in page must not stay in a shared or back-button cache.
+                if "no-store" not in (headers.get("Cache-Control") or ""):
+                    headers["Cache-Control"] = "no-store"
+                headers.setdefault("Pragma", "no-cache")
         return response
 
     @app.context_processor
