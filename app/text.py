@@ -32,10 +32,6 @@ _KIND = {
 }
 
 
-class UnsafeText(ValueError):
-    """Text holding a character we refuse; the message is safe to show."""
-
-
 def problem(value: str, *, multiline: bool = False) -> str | None:
     """Why `value` is refused (naming the first bad character), or None when it is fine."""
     ascii_bad = _ASCII_BAD_MULTILINE if multiline else _ASCII_BAD
@@ -53,14 +49,6 @@ def problem(value: str, *, multiline: bool = False) -> str | None:
 def _describe(ch: str) -> str:
     kind = _KIND.get(unicodedata.category(ch), "a control character")
     return f"contains {kind} (U+{ord(ch):04X}); remove it and try again"
-
-
-def check(value: str, *, field: str, multiline: bool = False) -> str:
-    """`value` unchanged, or UnsafeText naming the field."""
-    why = problem(value, multiline=multiline)
-    if why is not None:
-        raise UnsafeText(f"{field} {why}")
-    return value
 
 
 def _strings(obj: Any, path: str) -> Iterator[tuple[str, str]]:

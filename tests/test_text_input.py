@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import PASSWORD, Portal, audit_events, key_row, public_id_of, snapshot
+from sqlalchemy import select
 
-from app import text
+from app import accounts, text
+from app.extensions import db
 
 # One of each family the issue names, and a few neighbours.
 BAD = {
@@ -203,3 +205,23 @@ def test_validate_scopes_with_bad_characters_are_400(app, user, client, ch):
     ok = client.post("/api/v1/keys/validate", json={"key": plaintext, "scopes": ["keys:read"]})
     assert ok.status_code == 200
     audit_events(app)  # the recorder's batch is written without a database error
+
+
+def test_domain_functions_refuse_it_too(app, user):
+    """Callers other than the forms and the API (CLI, other helpers) get the same rule."""
+    from app.keys import lifecycle
+    from app.models import User as UserModel
+    from app.web import key_policy
+
+    before = snapshot(app)
+    with app.test_request_context():
+        owner = db.session.scalar(select(UserModel))
+        for name in ("a\x00b", "x\u202ey"):
+            with pytest.raises(lifecycle.KeyRequestError, match="remove it"):
+                lifecycle.create_key(
+                    db.session, key_policy(), owner, name=name, scopes=[], lifetime_days=1
+                )
+            db.session.rollback()
+        with pytest.raises(accounts.AccountError):
+            accounts.create_user(db.session, None, email="a\u200b@example.com", password="x" * 20)
+    assert snapshot(app) == before

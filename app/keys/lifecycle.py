@@ -46,15 +46,22 @@ class AlreadyRotated(KeyRequestError):
         self.successor = successor
 
 
+def _safe(value: str, field: str, multiline: bool = False) -> str:
+    why = text.problem(value, multiline=multiline)
+    if why is not None:
+        raise KeyRequestError(f"{field} {why}")
+    return value
+
+
 def clean_name(name: str) -> str:
-    name = text.check(name, field="the name").strip()
+    name = _safe(name, "the name").strip()
     if not name or len(name) > MAX_NAME:
         raise KeyRequestError(f"name must be 1 to {MAX_NAME} characters")
     return name
 
 
 def clean_note(note: str | None) -> str | None:
-    note = text.check(note or "", field="the note", multiline=True).strip()
+    note = _safe(note or "", "the note", multiline=True).strip()
     if len(note) > MAX_NOTE:
         raise KeyRequestError(f"the note has at most {MAX_NOTE} characters")
     return note or None
@@ -203,7 +210,7 @@ def revoke_key(
     """
     by_admin = actor.id != key.user_id
     if by_admin:
-        reason = text.check(reason or "", field="the reason").strip()
+        reason = _safe(reason or "", "the reason").strip()
         if not reason:
             raise KeyRequestError("give the reason the owner will be shown")
         if len(reason) > MAX_REASON:
