@@ -212,3 +212,28 @@ def test_a_key_with_no_scope_asks_for_confirmation(app, user):
     )
     assert resp.status_code == 200 and 'id="new-key"' in resp.get_data(as_text=True)
     assert len(audit_events(app, "key.created")) == 1
+
+
+def test_two_rotations_at_once_leave_one_successor(app, user):
+    import threading
+
+    _, plaintext = user.create_key(name="svc", scopes=("keys:read", "keys:write"))
+    pid = public_id_of(plaintext)
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def rotate() -> None:
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post(
+            f"/api/v1/keys/{pid}/rotate", json={"grace": "1h"}, headers={"X-API-Key": plaintext}
+        )
+        codes.append(resp.status_code)
+
+    threads = [threading.Thread(target=rotate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(_successors(app, pid)) == 1
+    assert sorted(codes) == [201, 409, 409, 409], codes
