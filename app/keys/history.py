@@ -65,7 +65,8 @@ def _explain(event: AuditEvent, details: dict) -> tuple[str | None, str | None]:
             text = f"{text} (on {endpoint})"
         return (str(error) if error else None), text
     if event.action == "key.revoked" and details.get("by_admin"):
-        return "by_admin", f"by an administrator: {details.get('reason', '')}"
+        reason = details.get("reason")
+        return "by_admin", "by an administrator" + (f": {reason}" if reason else "")
     if event.action == "key.rotated":
         return None, f"replaced by {str(details.get('successor', '')).removeprefix('key:')}"
     if event.action == "key.updated":

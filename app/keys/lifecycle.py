@@ -205,12 +205,13 @@ def revoke_key(
 ) -> bool:
     """Revoke now. Returns False (and changes nothing) when already revoked.
 
-    Anyone but the owner (an administrator) must give a reason: the owner is shown it,
-    and the event is recorded with the administrator as actor.
+    Revoked by anyone but the owner (an administrator), the key remembers who and the
+    reason, which the owner is shown; the event names the administrator as actor. The
+    admin page requires a reason; a reason given must be non-empty text.
     """
     by_admin = actor.id != key.user_id
-    if by_admin:
-        reason = _safe(reason or "", "the reason").strip()
+    if reason is not None:
+        reason = _safe(reason, "the reason").strip()
         if not reason:
             raise KeyRequestError("give the reason the owner will be shown")
         if len(reason) > MAX_REASON:
@@ -221,7 +222,9 @@ def revoke_key(
     details: dict[str, Any] = {"name": key.name, "owner": _actor(key.owner)}
     if by_admin:
         key.revoked_by_id, key.revoked_reason = actor.id, reason
-        details.update(by_admin=True, reason=reason)
+        details["by_admin"] = True
+    if reason is not None:
+        details["reason"] = reason
     trail.record(
         session,
         "key.revoked",
