@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import sessions
+from app import sessions, text
 from app.audit import trail
 from app.config import TIERS
 from app.models import AuditEvent, User
@@ -65,7 +65,12 @@ class Passwords:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    return text.normalize_email(email)
+
+
+def is_valid_email(email: str) -> bool:
+    """A normalised address we can store: the shape, and no invisible characters."""
+    return len(email) <= 254 and bool(EMAIL_RE.match(email)) and text.problem(email) is None
 
 
 def check_password_rules(password: str) -> None:
@@ -78,12 +83,12 @@ def check_password_rules(password: str) -> None:
 
 def _loggable_email(email: str) -> str | None:
     email = normalize_email(email)
-    return email if len(email) <= 254 and EMAIL_RE.match(email) else None
+    return email if is_valid_email(email) else None
 
 
 def find_user(session: Session, email: str) -> User | None:
     email = normalize_email(email)
-    if len(email) > 254 or not EMAIL_RE.match(email):
+    if not is_valid_email(email):
         return None  # cannot be stored, so cannot exist; and NUL would upset PostgreSQL
     return session.scalar(select(User).where(User.email == email))
 
@@ -101,7 +106,7 @@ def create_user(
 ) -> User:
     """Create an account and audit it (commits). `actor` None means self-registration."""
     email = normalize_email(email)
-    if len(email) > 254 or not EMAIL_RE.match(email):
+    if not is_valid_email(email):
         raise AccountError("Enter a valid email address.")
     check_password_rules(password)
     if tier not in TIERS:
@@ -479,3 +484,29 @@ def set_admin(
 
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
+
+
+def actor_emails(session: Session, actors: Iterable[str | None]) -> dict[str, str]:
+    """The email of each `user:N` among audit actors/targets, looked up when shown: the
+    trail stores only the id (its bytes never change), the address is today's."""
+    ids = set()
+    for actor in actors:
+        if actor and actor.startswith("user:") and actor[5:].isdigit() and len(actor) < 16:
+            ids.add(int(actor[5:]))
+    ids = {i for i in ids if i < 2**31}
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(ids)))
+    return {f"user:{uid}": email for uid, email in rows}
+
+
+def user_ids_matching(session: Session, email_part: str, limit: int = 500) -> list[int]:
+    """Users whose address contains `email_part` (the admin searches)."""
+    needle = normalize_email(email_part)
+    if not needle or text.problem(needle) is not None:
+        return []
+    return list(
+        session.scalars(
+            select(User.id).where(User.email.contains(needle, autoescape=True)).limit(limit)
+        )
+    )

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request, Response
+from flask_login import current_user
 from itsdangerous import BadSignature
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -190,16 +191,31 @@ def session_lifetimes(app: Flask | None = None) -> sessions.Lifetimes:
     return (app or current_app).extensions["keyledger.session_lifetimes"]
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 def register(app: Flask) -> None:
     app.session_interface = PortalSessionInterface()
+    always_hsts = bool(app.config.get("SESSION_COOKIE_SECURE"))
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        # Pages only (redirects included): the API answers JSON and pays nothing more
+        # here; the few non-HTML portal answers (usage JSON, audit exports) set their
+        # own Cache-Control.
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", CSP)
-            response.headers.setdefault("X-Frame-Options", "DENY")
+            headers.setdefault("Content-Security-Policy", CSP)
+            headers.setdefault("X-Frame-Options", "DENY")
+            if always_hsts or request.is_secure:
+                headers.setdefault("Strict-Transport-Security", HSTS)
+            if request.path.startswith("/admin") or current_user.is_authenticated:
+                # A signed-in page must not stay in a shared or back-button cache.
+                if "no-store" not in (headers.get("Cache-Control") or ""):
+                    headers["Cache-Control"] = "no-store"
+                headers.setdefault("Pragma", "no-cache")
         return response
 
     @app.context_processor

@@ -1,6 +1,6 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img: keys, key-once, account
+    .venv/bin/python scripts/screenshots.py            # docs/img/: the README's pictures
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
@@ -107,6 +107,7 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.goto(f"{base}/keys")
     page.screenshot(path=str(out / "keys.png"))
     account_shot(page, base, out / "account.png")
+    admin_user_shot(page, base, out / "admin-user.png")
 
 
 PHONE_UA = (
@@ -122,6 +123,19 @@ def account_shot(page: Page, base: str, path: Path) -> None:
     login(phone.new_page(), base, DEMO_EMAIL)
     phone.close()
     page.goto(f"{base}/account")
+    page.screenshot(path=str(path), full_page=True)
+
+
+def admin_user_shot(page: Page, base: str, path: Path) -> None:
+    """The admin's page of the demo user: their keys, one revoked by the admin with a reason."""
+    page.context.clear_cookies()
+    login(page, base, ADMIN_EMAIL)
+    page.goto(f"{base}/admin/users?q={DEMO_EMAIL}")
+    page.get_by_role("link", name=DEMO_EMAIL).click()
+    row = page.locator("tr", has_text="staging deploy")
+    row.locator("input[name=reason]").fill("Leaked in a public CI log")
+    row.locator("button[type=submit]").click()
+    page.wait_for_selector(".flash")
     page.screenshot(path=str(path), full_page=True)
 
 
@@ -163,7 +177,7 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     shot("404")
     page.context.clear_cookies()
     login(page, base, ADMIN_EMAIL)
-    page.goto(f"{base}/admin/")
+    page.goto(f"{base}/admin/users")
     shot("admin-users")
     page.goto(f"{base}/admin/keys")
     shot("admin-keys")
@@ -208,7 +222,7 @@ def main() -> None:
                 )
                 readme_shots(server, context.new_page(), out)
                 context.close()
-                print(f"wrote keys.png, key-once.png and account.png in {out}")
+                print(f"wrote the README's screenshots in {out}")
         finally:
             browser.close()
 

@@ -21,7 +21,7 @@ def _tier(app, email: str) -> str:
 
 def test_admin_sees_users_and_keys(app, admin, user):
     user.create_key(name="alice-key")
-    users = admin.client.get("/admin/")
+    users = admin.client.get("/admin/users")
     assert users.status_code == 200
     assert "alice@example.com" in users.get_data(as_text=True)
     keys = admin.client.get("/admin/keys").get_data(as_text=True)
@@ -65,7 +65,7 @@ def test_unknown_tier_is_rejected(app, admin, user):
 
 
 def test_tier_change_on_a_missing_user_is_404(app, admin):
-    page = admin.client.get("/admin/").get_data(as_text=True)
+    page = admin.client.get("/admin/users").get_data(as_text=True)
     before = snapshot(app)
     for path in (
         "/admin/users/999999",
@@ -94,7 +94,7 @@ def test_admin_pages_never_show_a_secret(app, admin, user):
     _, plaintext = user.create_key()
     secret = plaintext.split(".")[2]
     uid = _user_id(app, "alice@example.com")
-    for path in ("/admin/", "/admin/keys", f"/admin/users/{uid}", "/admin/audit"):
+    for path in ("/admin/users", "/admin/keys", f"/admin/users/{uid}", "/admin/audit"):
         html = admin.client.get(path).get_data(as_text=True)
         assert secret not in html, path
-        assert public_id_of(plaintext) in html or path in ("/admin/",), path
+        assert public_id_of(plaintext) in html or path in ("/admin/users",), path

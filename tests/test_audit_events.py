@@ -217,7 +217,7 @@ def test_failed_audit_write_means_no_tier_change(app, admin, user):
     with audit_writes_fail(app):
         _assert_error_page(admin.submit(f"/admin/users/{uid}", {"tier": "premium"}))
     assert "tier-basic" in user.client.get("/keys").get_data(as_text=True)
-    assert admin.client.get("/admin/").status_code == 200
+    assert admin.client.get("/admin/users").status_code == 200
 
 
 def test_a_failed_write_logs_no_hash_or_email(app, portal, caplog):

@@ -32,7 +32,7 @@ def test_users_create_admin_reads_the_password_from_stdin(app, runner):
     # The new admin can log in and reach the admin pages.
     root = Portal(app.test_client())
     assert root.login("root@example.com").status_code == 302
-    assert root.client.get("/admin/").status_code == 200
+    assert root.client.get("/admin/users").status_code == 200
     event = audit_events(app, "user.created", f"user:{user.id}")
     assert len(event) == 1 and event[0].actor == "cli"
     assert PASSWORD not in event[0].details

@@ -74,6 +74,7 @@ def test_lists_do_not_leak_across_users(app, user, other):
     ("method", "path"),
     [
         ("GET", "/admin/"),
+        ("GET", "/admin/users"),
         ("GET", "/admin/keys"),
         ("GET", "/admin/audit"),
         ("GET", "/admin/users/1"),

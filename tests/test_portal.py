@@ -148,7 +148,6 @@ def test_create_key_with_known_and_custom_scopes(app, user, client):
         "z" + "9" * 64,
         "scope/with/slash",
         "ünïcode",
-        "a\x00b",
     ],
 )
 def test_invalid_custom_scope_is_rejected_and_nothing_is_created(app, user, custom):
@@ -211,7 +210,7 @@ def test_secret_is_shown_once_with_no_store(app, user, client, admin):
     pid = public_id_of(plaintext)
     secret = plaintext.split(".")[2]
     pages = [client.get("/keys"), client.get(f"/keys/{pid}"), client.get("/keys/new")]
-    pages += [admin.client.get(p) for p in ("/admin/", "/admin/keys", "/admin/audit")]
+    pages += [admin.client.get(p) for p in ("/admin/users", "/admin/keys", "/admin/audit")]
     with app.app_context():
         uid = db.session.execute(text("SELECT id FROM \"user\" WHERE email='alice@example.com'"))
         uid = uid.scalar_one()

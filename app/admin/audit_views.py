@@ -11,7 +11,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -28,10 +28,12 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
+from app import accounts
 from app.admin import bp
 from app.admin.forms import VerifyForm
+from app.admin.routes import page_of, search_arg
 from app.audit import log as auditlog
 from app.audit import offline, service, trail
 from app.audit.verify import verify_log
@@ -49,14 +51,33 @@ def _actor() -> str:
     return f"user:{current_user.id}"
 
 
+VIEWED_EVERY = timedelta(minutes=1)
+
+
 def _viewed(page: str, **details: Any) -> None:
+    """At most one `audit.viewed` per admin per minute: browsing would otherwise bury
+    the events it looks for. Exports are each recorded (`audit.exported`)."""
+    now = utcnow()
+    if page != "export":
+        recent = db.session.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.action == "audit.viewed",
+                AuditEvent.actor == _actor(),
+                AuditEvent.created_at > now - VIEWED_EVERY,
+            )
+            .limit(1)
+        )
+        if recent is not None:
+            return
     trail.record(
         db.session,
-        "audit.viewed",
+        "audit.exported" if page == "export" else "audit.viewed",
         actor=_actor(),
         actor_ip=client_ip(),
         target="audit",
         details={"page": page, **details},
+        at=now,
     )
     db.session.commit()
 
@@ -73,16 +94,38 @@ def _time_arg(name: str) -> datetime | None:
     abort(400, description=f"{name} must be a date (YYYY-MM-DD) or date and time (UTC).")
 
 
-def _filtered() -> tuple[Any, dict[str, str], dict[str, str]]:
+def _filtered(views_default: str = "hide") -> tuple[Any, dict[str, str], dict[str, str]]:
     """The event query for the request's filters, the active filters, and the raw
     time arguments (for links)."""
     query = select(AuditEvent)
     active: dict[str, str] = {}
     for name in FILTERS:
-        value = request.args.get(name, "").strip()[:320]
+        value = search_arg(name)
         if value:
             active[name] = value
             query = query.where(getattr(AuditEvent, name) == value)
+    q = search_arg()
+    if q:
+        active["q"] = q
+        # An email finds what that user did or had done to them; anything else is a
+        # key id ("klk.ID" or the bare id) or an exact actor/target.
+        ids = accounts.user_ids_matching(db.session, q) if "@" in q else []
+        actors = [f"user:{i}" for i in ids]
+        key = f"key:{q.rsplit('.', 1)[-1]}"
+        query = query.where(
+            or_(
+                AuditEvent.actor.in_([q, key, *actors]),
+                AuditEvent.target.in_([q, key, *actors]),
+            )
+        )
+    # Page views: hidden in the browser unless asked for; an export holds everything
+    # unless its link (which carries the browser's choice) says otherwise.
+    views = request.args.get("views", "") or views_default
+    if views not in ("hide", "show"):
+        abort(400, description="views must be hide or show.")
+    if views == "hide":
+        query = query.where(AuditEvent.action != "audit.viewed")
+    active["views"] = views
     since, until = _time_arg("since"), _time_arg("until")
     if since:
         query = query.where(AuditEvent.created_at >= since)
@@ -105,12 +148,24 @@ def _int_arg(name: str) -> int | None:
 def audit() -> ResponseReturnValue:
     """Newest first, keyset-paged on the row id (no OFFSET): sealed and pending alike."""
     query, active, times = _filtered()
-    before = _int_arg("before")
+    before = _int_arg("before")  # links from before the pager: older than this row
     if before is not None:
         query = query.where(AuditEvent.id < before)
-    events = db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE + 1)).all()
-    more = len(events) > PAGE
-    events = events[:PAGE]
+    page = page_of(
+        query,
+        columns={
+            "time": AuditEvent.id,
+            "action": AuditEvent.action,
+            "sensitivity": AuditEvent.sensitivity,
+            "actor": AuditEvent.actor,
+        },
+        default_sort="time",
+        default_desc=True,
+        tiebreak=AuditEvent.id,
+        args={**times, **active},
+        per_page=PAGE,
+    )
+    events = page.items
     pending = db.session.scalar(select(func.count()).where(AuditEvent.seq.is_(None)))
     with db.engine.connect() as conn:
         latest = auditlog.latest_checkpoint(conn)
@@ -118,12 +173,13 @@ def audit() -> ResponseReturnValue:
     return render_template(
         "admin/audit.html",
         events=events,
+        page=page,
+        emails=_emails(events),
         filters=active,
         times=times,
         link_args={**times, **active},
         since=times.get("since", ""),
         until=times.get("until", ""),
-        next_before=events[-1].id if more and events else None,
         verify_form=VerifyForm(),
         sensitivities=trail.SENSITIVITIES,
         outcomes=trail.OUTCOMES,
@@ -155,6 +211,7 @@ def audit_event(seq: int) -> ResponseReturnValue:
     return render_template(
         "admin/audit_event.html",
         event=event,
+        emails=_emails([event]),
         canonical=raw.decode("utf-8", "replace"),
         pretty=pretty,
         covering=covering,
@@ -173,6 +230,11 @@ def audit_proof(seq: int) -> ResponseReturnValue:
             return jsonify({"error": "not_found", "message": str(exc)}), 404
     _viewed("proof", seq=seq)
     return jsonify(proof)
+
+
+def _emails(events: Any) -> dict[str, str]:
+    """`user:N` -> today's email, for the actors and targets shown (stored bytes unchanged)."""
+    return accounts.actor_emails(db.session, [x for e in events for x in (e.actor, e.target)])
 
 
 # --------------------------------------------------------------------------- verify
@@ -265,8 +327,9 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _export_rows(query: Any) -> Iterator[AuditEvent]:
-    """Keyset batches (newest first) so an export of any size streams."""
+def _export_rows(query: Any) -> Iterator[tuple[AuditEvent, dict[str, str]]]:
+    """Keyset batches (newest first) so an export of any size streams; each event with
+    its batch's actor emails."""
     last: int | None = None
     while True:
         q = query.order_by(AuditEvent.id.desc()).limit(EXPORT_BATCH)
@@ -275,7 +338,9 @@ def _export_rows(query: Any) -> Iterator[AuditEvent]:
         rows = db.session.scalars(q).all()
         if not rows:
             return
-        yield from rows
+        emails = _emails(rows)
+        for row in rows:
+            yield row, emails
         last = rows[-1].id
         db.session.expunge_all()
 
@@ -284,17 +349,19 @@ def _export_rows(query: Any) -> Iterator[AuditEvent]:
 def audit_export(fmt: str) -> ResponseReturnValue:
     if fmt not in ("jsonl", "csv"):
         abort(404)
-    query, active, times = _filtered()
+    query, active, times = _filtered(views_default="show")
     _viewed("export", format=fmt, filters=active, **times)
 
     def jsonl() -> Iterator[str]:
-        for e in _export_rows(query):
+        for e, emails in _export_rows(query):
             yield (
                 json.dumps(
                     {
                         "seq": e.seq,
                         "leaf_hash": bytes(e.leaf_hash).hex(),
                         "canonical": bytes(e.canonical).decode("utf-8", "replace"),
+                        # Resolved at export time, outside the hashed bytes.
+                        "actor_email": emails.get(e.actor),
                     },
                     ensure_ascii=False,
                     sort_keys=True,
@@ -306,8 +373,8 @@ def audit_export(fmt: str) -> ResponseReturnValue:
         buf = io.StringIO()
         writer = csv.writer(buf)
         header = ["seq", "time", "action", "sensitivity", "actor", "actor_ip", "target"]
-        writer.writerow([*header, "outcome", "details", "event_id", "leaf_hash"])
-        for e in _export_rows(query):
+        writer.writerow([*header, "outcome", "details", "event_id", "leaf_hash", "actor_email"])
+        for e, emails in _export_rows(query):
             writer.writerow(
                 [
                     _csv_cell(v)
@@ -323,6 +390,7 @@ def audit_export(fmt: str) -> ResponseReturnValue:
                         e.details,
                         e.event_id,
                         bytes(e.leaf_hash).hex(),
+                        emails.get(e.actor),
                     )
                 ]
             )

@@ -1,5 +1,6 @@
-from wtforms import SelectField, SubmitField
+from wtforms import SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length
 
 from app.config import TIERS
 from app.forms import Form
@@ -12,3 +13,14 @@ class TierForm(Form):
 
 class VerifyForm(Form):
     submit = SubmitField("Verify now")
+
+
+class AdminRevokeForm(Form):
+    reason = StringField(
+        "Reason (shown to the owner)",
+        validators=[
+            DataRequired(message="Give the reason the owner will be shown."),
+            Length(max=500, message="Use at most 500 characters."),
+        ],
+    )
+    submit = SubmitField("Revoke")

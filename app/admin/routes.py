@@ -1,13 +1,16 @@
+from typing import Any
+
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
-from app import accounts
+from app import accounts, pager, text
 from app.admin import bp
-from app.admin.forms import TierForm
+from app.admin.forms import AdminRevokeForm, TierForm
 from app.audit import trail
 from app.extensions import db
+from app.keys import format as keyformat
 from app.keys import lifecycle
 from app.models import ApiKey, User
 from app.web import client_ip, key_policy
@@ -31,17 +34,26 @@ def admins_only() -> ResponseReturnValue | None:
     return None
 
 
-@bp.route("/")
+@bp.route("/users")
 def users() -> ResponseReturnValue:
+    q = search_arg()
     counts = (
         select(ApiKey.user_id, func.count(ApiKey.id).label("n")).group_by(ApiKey.user_id).subquery()
     )
-    rows = db.session.execute(
-        select(User, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.user_id == User.id)
-        .order_by(User.id)
-    ).all()
-    return render_template("admin/users.html", rows=rows)
+    n_keys = func.coalesce(counts.c.n, 0)
+    query = select(User, n_keys).outerjoin(counts, counts.c.user_id == User.id)
+    if q:
+        query = query.where(User.email.contains(accounts.normalize_email(q), autoescape=True))
+    page = page_of(
+        query,
+        columns={"email": User.email, "joined": User.created_at, "tier": User.tier, "keys": n_keys},
+        default_sort="joined",
+        default_desc=False,
+        tiebreak=User.id,
+        args={"q": q},
+        scalars=False,
+    )
+    return render_template("admin/users.html", rows=page.items, page=page, q=q)
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -70,16 +82,108 @@ def user_detail(user_id: int) -> ResponseReturnValue:
         form=form,
         status=lambda k: lifecycle.status(k, policy),
         **account_views.account_forms(),
+        superseded=lifecycle.superseded_ids(db.session, (k.id for k in keys)),
+        revoke_form=AdminRevokeForm(),
     ), (400 if form.errors else 200)
+
+
+@bp.route("/keys/<public_id>/revoke", methods=["POST"])
+def revoke_key(public_id: str) -> ResponseReturnValue:
+    """Revoke anyone's key; the reason is required and shown to the owner."""
+    key = (
+        db.session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
+        if keyformat.is_public_id(public_id)
+        else None
+    ) or abort(404)
+    back = url_for("admin.user_detail", user_id=key.user_id)
+    form = AdminRevokeForm()
+    if not form.validate_on_submit():
+        problems = " ".join(" ".join(e) for e in form.errors.values())
+        flash(f"Not revoked. {problems}", "error")
+        return redirect(back)
+    try:
+        changed = lifecycle.revoke_key(
+            db.session, key, actor=current_user, actor_ip=client_ip(), reason=form.reason.data
+        )
+    except lifecycle.KeyRequestError as exc:
+        db.session.rollback()
+        flash(f"Not revoked: {exc}.", "error")
+        return redirect(back)
+    if changed:
+        flash(f"Key “{key.name}” is revoked; its owner sees why.", "success")
+    else:
+        flash("The key was already revoked.", "info")
+    return redirect(back)
 
 
 @bp.route("/keys")
 def all_keys() -> ResponseReturnValue:
-    keys = db.session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc()).limit(500)).all()
+    q = search_arg()
+    query = select(ApiKey).join(User, User.id == ApiKey.user_id)
+    if q:
+        public_id = q.rsplit(".", 1)[-1]  # "klk.ID" or the bare id
+        query = query.where(
+            or_(
+                ApiKey.public_id == public_id,
+                func.lower(ApiKey.name).contains(q.lower(), autoescape=True),
+                User.email.contains(accounts.normalize_email(q), autoescape=True),
+            )
+        )
+    page = page_of(
+        query,
+        columns={
+            "created": ApiKey.created_at,
+            "name": ApiKey.name,
+            "owner": User.email,
+            "expires": ApiKey.expires_at,
+            "last_used": ApiKey.last_used_at,
+        },
+        default_sort="created",
+        default_desc=True,
+        tiebreak=ApiKey.id,
+        args={"q": q},
+    )
     policy = key_policy()
     return render_template(
-        "admin/keys.html", keys=keys, status=lambda k: lifecycle.status(k, policy)
+        "admin/keys.html",
+        keys=page.items,
+        page=page,
+        q=q,
+        status=lambda k: lifecycle.status(k, policy),
+        superseded=lifecycle.superseded_ids(db.session, (k.id for k in page.items)),
+        revoke_form=AdminRevokeForm(),
     )
+
+
+def search_arg(name: str = "q") -> str:
+    """A search box's text: refused, like every text input, if it holds unsafe characters."""
+    value = request.args.get(name, "").strip()[:200]
+    why = text.problem(value)
+    if why is not None:
+        abort(400, description=f"The search {why}.")
+    return value
+
+
+def page_of(query: Any, **kwargs: Any) -> pager.Page:
+    """The request's page of an admin list (one pager for users, keys and the audit)."""
+    args = request.args
+    try:
+        return pager.paginate(
+            db.session,
+            query,
+            page=args.get("page"),
+            sort=args.get("sort"),
+            direction=args.get("dir"),
+            **kwargs,
+        )
+    except pager.PagerError as exc:
+        abort(400, description=str(exc))
+
+
+@bp.route("/")
+def index() -> ResponseReturnValue:
+    """i9b's stand-in until the admin overview (i10b) takes /admin/: open on the users."""
+    return redirect(url_for("admin.users"))
 
 
 # The audit browser lives in its own module; importing it registers its routes.

@@ -47,6 +47,7 @@ class ApiAuth:
     charge: ratelimit.Charge | None = None  # the key's limit, for the X-RateLimit headers
     ip: str | None = None  # the client's address (after ProxyFix)
     validating: bool = False  # POST /keys/validate, not a management call
+    missing: list[str] | None = None  # insufficient_scope: what was asked and not held
 
     def fail(self, status: int, error: str, message: str | None = None) -> ApiAuth:
         self.status, self.error, self.message = status, error, message

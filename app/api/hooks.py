@@ -83,6 +83,8 @@ def account(response: Response) -> Response:
     elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):
         actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
         details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
+        if auth.missing:
+            details["missing"] = auth.missing  # the owner's key page shows them
         recorder.audit(
             "key.validation_failed",
             actor=actor,
@@ -90,6 +92,28 @@ def account(response: Response) -> Response:
             target=actor if auth.public_id else None,
             outcome="denied" if auth.error == "insufficient_scope" else "failure",
             details=details,
+            at=now,
+        )
+    elif (
+        auth.error == "rate_limited"
+        and auth.public_id
+        and record is not None
+        and _first_this_minute(f"limited:{auth.public_id}", ip, now.timestamp())
+    ):
+        # Over the key's limit: every refusal is in usage (429); the trail and the
+        # owner's key page get the first per key, client IP and minute.
+        actor = f"key:{auth.public_id}"
+        recorder.audit(
+            "key.validation_failed",
+            actor=actor,
+            actor_ip=ip,
+            target=actor,
+            outcome="denied",
+            details={
+                "error": "rate_limited",
+                "endpoint": _rule(),
+                "recorded": "first per key, client IP and minute; all in usage",
+            },
             at=now,
         )
     return response

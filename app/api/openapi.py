@@ -167,7 +167,11 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                     "responses": {
                         "201": _json(_ref("Rotated"), "The successor, with its secret.", _RL),
                         "404": _error(["not_found"], "No such key of this owner."),
-                        "409": _error(["conflict"], "Only a live key can be rotated."),
+                        "409": _error(
+                            ["conflict", "already_rotated"],
+                            "Only a live key that was not rotated yet can be rotated "
+                            "(`already_rotated` names the `successor`).",
+                        ),
                         **_management_errors("keys:write"),
                     },
                 }
@@ -332,6 +336,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "error": {"type": "string"},
                         "message": {"type": ["string", "null"]},
                         "missing": {"type": "array", "items": {"type": "string"}},
+                        "successor": {"type": "string", "description": "already_rotated"},
                     },
                 },
                 "Key": {

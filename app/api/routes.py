@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from sqlalchemy import select
 
+from app import text
 from app.api import bp
 from app.api.auth import ApiAuth, current_auth, key_cache
 from app.extensions import db, limiter
@@ -63,7 +64,14 @@ def validate() -> ResponseReturnValue:
     wanted = auth.body.get("scopes") or ()
     missing = [s for s in dict.fromkeys(wanted) if s not in record.scopes]
     if missing:
+        # Checked only here: a scope holding a refused character is never held, so the
+        # success path pays nothing for it.
+        unsafe = next(filter(None, map(text.problem, missing)), None)
+        if unsafe is not None:
+            auth.fail(400, "bad_request", f'"scopes" {unsafe}')
+            return auth_error(auth, validating=True)
         auth.fail(403, "insufficient_scope", "the key does not hold every scope asked for")
+        auth.missing = missing
         body = {"valid": False, "error": auth.error, "missing": missing}
         return jsonify(body), 403
     charged = auth.charge
@@ -117,6 +125,7 @@ def key_required(scope: str) -> Callable[[Callable[..., ResponseReturnValue]], A
             assert record is not None
             if scope not in record.scopes:
                 auth.fail(403, "insufficient_scope", f"this needs a key with the {scope} scope")
+                auth.missing = [scope]
                 return api_error(403, "insufficient_scope", auth.message or "", missing=[scope])
             return view(record, *args, **kwargs)
 
@@ -141,6 +150,9 @@ def _json_body() -> dict[str, Any] | Response:
         return api_error(400, "bad_request", "the body is not JSON")
     if not isinstance(body, dict):
         return api_error(400, "bad_request", "the body must be a JSON object")
+    unsafe = text.unsafe_json(body)
+    if unsafe is not None:
+        return api_error(400, "bad_request", unsafe)
     return body
 
 
@@ -273,6 +285,9 @@ def rotate_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
         new = lifecycle.rotate_key(
             db.session, key_policy(), key, grace=grace, actor=_owner(record), actor_ip=client_ip()
         )
+    except lifecycle.AlreadyRotated as exc:
+        db.session.rollback()
+        return api_error(409, "already_rotated", str(exc), successor=exc.successor)
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
         return api_error(409, "conflict", str(exc))

@@ -32,6 +32,7 @@ DEFAULT_SENSITIVITY = {
     "key.created": "high",
     "key.rotated": "high",
     "key.revoked": "high",
+    "key.updated": "medium",
     "key.validated": "medium",
     "key.validation_failed": "high",
     "access.unauthorized": "critical",

@@ -2,13 +2,15 @@ from wtforms import BooleanField, EmailField, IntegerField, PasswordField, Submi
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Regexp
 from wtforms.widgets import HiddenInput
 
+from app import text
 from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
 from app.forms import Form
 
 
 def _strip(value: object) -> object:
-    """Pasted addresses often carry spaces around them."""
-    return value.strip() if isinstance(value, str) else value
+    """Pasted addresses often carry spaces around them; the address is checked in the
+    one spelling uniqueness is decided on (NFKC, lower case)."""
+    return text.normalize_email(value) if isinstance(value, str) else value
 
 
 _email = [

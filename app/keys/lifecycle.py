@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import text
 from app.audit import trail
 from app.keys import format as keyformat
 from app.keys.cache import KeyCache, KeyRecord, load_record
@@ -21,6 +22,9 @@ from app.models._types import utcnow
 
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 MAX_SCOPES = 32
+MAX_NAME = 100
+MAX_NOTE = 1000
+MAX_REASON = 500
 GRACE_PERIODS = {
     "now": timedelta(0),
     "1h": timedelta(hours=1),
@@ -31,6 +35,36 @@ GRACE_PERIODS = {
 
 class KeyRequestError(ValueError):
     """A request about keys that cannot be honoured; the message is safe to show."""
+
+
+class AlreadyRotated(KeyRequestError):
+    """The key already has a successor: a second one would leave two live keys with
+    the same name and no link between them."""
+
+    def __init__(self, successor: str) -> None:
+        super().__init__(f"this key was already rotated; its successor is {successor}")
+        self.successor = successor
+
+
+def _safe(value: str, field: str, multiline: bool = False) -> str:
+    why = text.problem(value, multiline=multiline)
+    if why is not None:
+        raise KeyRequestError(f"{field} {why}")
+    return value
+
+
+def clean_name(name: str) -> str:
+    name = _safe(name, "the name").strip()
+    if not name or len(name) > MAX_NAME:
+        raise KeyRequestError(f"name must be 1 to {MAX_NAME} characters")
+    return name
+
+
+def clean_note(note: str | None) -> str | None:
+    note = _safe(note or "", "the note", multiline=True).strip()
+    if len(note) > MAX_NOTE:
+        raise KeyRequestError(f"the note has at most {MAX_NOTE} characters")
+    return note or None
 
 
 @dataclass(frozen=True)
@@ -138,9 +172,7 @@ def create_key(
     actor_ip: str | None = None,
 ) -> NewKey:
     """Make a key for `owner`, capped by the owner's tier, and audit it (commits)."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise KeyRequestError("name must be 1 to 100 characters")
+    name = clean_name(name)
     scopes = clean_scopes(scopes)
     cap = policy.max_lifetime(owner.tier)
     if not 1 <= lifetime_days <= cap:
@@ -163,21 +195,98 @@ def create_key(
     return new
 
 
-def revoke_key(session: Session, key: ApiKey, *, actor: User, actor_ip: str | None) -> bool:
-    """Revoke now. Returns False (and changes nothing) when already revoked."""
+def revoke_key(
+    session: Session,
+    key: ApiKey,
+    *,
+    actor: User,
+    actor_ip: str | None,
+    reason: str | None = None,
+) -> bool:
+    """Revoke now. Returns False (and changes nothing) when already revoked.
+
+    Revoked by anyone but the owner (an administrator), the key remembers who and the
+    reason, which the owner is shown; the event names the administrator as actor. The
+    admin page requires a reason; a reason given must be non-empty text.
+    """
+    by_admin = actor.id != key.user_id
+    if reason is not None:
+        reason = _safe(reason, "the reason").strip()
+        if not reason:
+            raise KeyRequestError("give the reason the owner will be shown")
+        if len(reason) > MAX_REASON:
+            raise KeyRequestError(f"the reason has at most {MAX_REASON} characters")
     if key.revoked_at is not None:
         return False
     key.revoked_at = utcnow()
+    details: dict[str, Any] = {"name": key.name, "owner": _actor(key.owner)}
+    if by_admin:
+        key.revoked_by_id, key.revoked_reason = actor.id, reason
+        details["by_admin"] = True
+    if reason is not None:
+        details["reason"] = reason
     trail.record(
         session,
         "key.revoked",
         actor=_actor(actor),
         actor_ip=actor_ip,
         target=f"key:{key.public_id}",
-        details={"name": key.name, "owner": _actor(key.owner)},
+        sensitivity="high",
+        details=details,
     )
     session.commit()
     return True
+
+
+def update_key(
+    session: Session,
+    key: ApiKey,
+    *,
+    name: str,
+    note: str | None,
+    actor: User,
+    actor_ip: str | None,
+) -> bool:
+    """Rename a key and/or change its note (audited). False when nothing changed."""
+    name, note = clean_name(name), clean_note(note)
+    changes: dict[str, Any] = {}
+    if name != key.name:
+        changes["name"] = {"from": key.name, "to": name}
+        key.name = name
+    if note != key.note:
+        # The note's text stays out of the trail: only that it changed, and its length.
+        changes["note"] = {"length": len(note or "")}
+        key.note = note
+    if not changes:
+        return False
+    trail.record(
+        session,
+        "key.updated",
+        actor=_actor(actor),
+        actor_ip=actor_ip,
+        target=f"key:{key.public_id}",
+        details={**changes, "owner": _actor(key.owner)},
+    )
+    session.commit()
+    return True
+
+
+def successor(session: Session, key: ApiKey) -> ApiKey | None:
+    """The key issued when `key` was rotated, if it was."""
+    return session.scalar(
+        select(ApiKey).where(ApiKey.rotated_from_id == key.id).order_by(ApiKey.id).limit(1)
+    )
+
+
+def superseded_ids(session: Session, key_ids: Iterable[int]) -> set[int]:
+    """Which of these keys have a successor (one query for a list page)."""
+    ids = list(key_ids)
+    if not ids:
+        return set()
+    rows = session.scalars(
+        select(ApiKey.rotated_from_id).where(ApiKey.rotated_from_id.in_(ids)).distinct()
+    )
+    return {i for i in rows if i is not None}
 
 
 def rotate_key(
@@ -192,9 +301,18 @@ def rotate_key(
     """Issue a successor with the same name and scopes; the old key ends after `grace`."""
     if grace not in GRACE_PERIODS:
         raise KeyRequestError("choose a grace period: now, 1 hour, 24 hours or 7 days")
+    # A no-op write first takes the row lock (PostgreSQL) or the write lock (SQLite),
+    # so of two rotations at once the second looks for a successor after the first
+    # committed one.
+    session.execute(
+        update(ApiKey).where(ApiKey.id == key.id).values(rotated_from_id=ApiKey.rotated_from_id)
+    )
     now = utcnow()
     if status(key, policy, now) in ("revoked", "expired"):
         raise KeyRequestError("only a live key can be rotated")
+    later = successor(session, key)
+    if later is not None:
+        raise AlreadyRotated(later.public_id)
     lifetime = key.expires_at - key.created_at
     cap = timedelta(days=policy.max_lifetime(key.owner.tier))
     new = _mint(

@@ -31,8 +31,13 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     rotated_from_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id"), nullable=True)
+    # The owner's free-text note about the key (shown on the key page only).
+    note: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    # Set when an administrator, not the owner, revoked the key: the owner is told why.
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
-    owner = relationship("User", back_populates="keys")
+    owner = relationship("User", back_populates="keys", foreign_keys=[user_id])
 
     @property
     def tier(self) -> str:

@@ -24,7 +24,9 @@ class User(UserMixin, db.Model):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    keys = relationship("ApiKey", back_populates="owner", lazy="dynamic")
+    keys = relationship(
+        "ApiKey", back_populates="owner", lazy="dynamic", foreign_keys="ApiKey.user_id"
+    )
 
     @property
     def is_active(self) -> bool:  # Flask-Login: an inactive user cannot log in

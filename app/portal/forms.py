@@ -8,6 +8,7 @@ from wtforms import (
     SelectMultipleField,
     StringField,
     SubmitField,
+    TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
@@ -15,7 +16,6 @@ from wtforms.validators import (
     InputRequired,
     Length,
     NumberRange,
-    Regexp,
     ValidationError,
 )
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -38,9 +38,6 @@ class NewKeyForm(Form):
         validators=[
             DataRequired(message="Give the key a name."),
             Length(max=100, message="Use at most 100 characters."),
-            # Control characters (NUL above all, which PostgreSQL refuses) have no place
-            # in a name shown on every page.
-            Regexp(r"^[^\x00-\x1f\x7f]*$", message="Use letters, digits and punctuation."),
         ],
         description="Where the key is used, e.g. “billing worker (prod)”.",
     )
@@ -53,6 +50,9 @@ class NewKeyForm(Form):
     lifetime_days = IntegerField(
         "Lifetime (days)", validators=[InputRequired(message="Enter a number of days.")]
     )
+    # Asked only when no scope is chosen: such a key can validate but do nothing, which
+    # is more often a slip than the intent.
+    no_scope_ok = BooleanField("Yes, create a key with no scope")
     submit = SubmitField("Create key")
 
     def set_cap(self, cap: int) -> None:
@@ -93,3 +93,19 @@ class RevokeForm(Form):
         validators=[_ticked],
     )
     submit = SubmitField("Revoke key")
+
+
+class EditKeyForm(Form):
+    name = StringField(
+        "Name",
+        validators=[
+            DataRequired(message="Give the key a name."),
+            Length(max=100, message="Use at most 100 characters."),
+        ],
+    )
+    note = TextAreaField(
+        "Note",
+        validators=[Length(max=1000, message="Use at most 1000 characters.")],
+        description="Only you see it: what uses the key, who to ask before revoking it.",
+    )
+    submit = SubmitField("Save")

@@ -1,16 +1,25 @@
 import re
 
-from flask import abort, flash, make_response, redirect, render_template, session, url_for
+from flask import (
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from app.extensions import db
-from app.keys import lifecycle
+from app.keys import history, lifecycle
 from app.keys.lifecycle import NewKey
-from app.models import ApiKey, AuditEvent
+from app.models import ApiKey
 from app.portal import bp
-from app.portal.forms import NewKeyForm, RevokeForm, RotateForm
+from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
 from app.web import client_ip, key_policy
 
 _SPLIT = re.compile(r"[\s,]+")
@@ -29,8 +38,18 @@ def keys() -> ResponseReturnValue:
         select(ApiKey).where(ApiKey.user_id == current_user.id).order_by(ApiKey.created_at.desc())
     ).all()
     policy = key_policy()
+    live_only = request.args.get("show") == "live"
+    hidden = 0
+    if live_only:
+        shown = [k for k in rows if lifecycle.status(k, policy) in ("active", "expiring")]
+        rows, hidden = shown, len(rows) - len(shown)
     return render_template(
-        "portal/keys.html", keys=rows, status=lambda k: lifecycle.status(k, policy)
+        "portal/keys.html",
+        keys=rows,
+        status=lambda k: lifecycle.status(k, policy),
+        superseded=lifecycle.superseded_ids(db.session, (k.id for k in rows)),
+        live_only=live_only,
+        hidden_count=hidden,
     )
 
 
@@ -64,6 +83,12 @@ def new_key() -> ResponseReturnValue:
         return seen
     if form.validate_on_submit():
         custom = _SPLIT.split(form.custom_scopes.data or "")
+        if not [*(form.scopes.data or []), *filter(None, custom)] and not form.no_scope_ok.data:
+            form.scopes.errors = [
+                "A key with no scope can be validated but allows nothing. "
+                "Pick a scope, or tick the box below to create it anyway."
+            ]
+            return render_template("portal/new.html", form=form, ask_no_scope=True), 400
         try:
             new = lifecycle.create_key(
                 db.session,
@@ -93,21 +118,42 @@ def _own_key_or_404(public_id: str) -> ApiKey:
 @login_required
 def key_detail(public_id: str) -> ResponseReturnValue:
     key = _own_key_or_404(public_id)
-    events = db.session.scalars(
-        select(AuditEvent)
-        .where(AuditEvent.target == f"key:{key.public_id}")
-        # Insertion order: seq stays empty until the sealer places the event.
-        .order_by(AuditEvent.id.desc())
-        .limit(20)
-    ).all()
     return render_template(
         "portal/key.html",
         key=key,
         status=lifecycle.status(key, key_policy()),
-        events=events,
+        activity=history.recent_activity(db.session, key),
+        lineage=history.lineage(db.session, key),
+        edit_form=EditKeyForm(obj=key),
         rotate_form=RotateForm(),
         revoke_form=RevokeForm(),
     )
+
+
+@bp.route("/keys/<public_id>/edit", methods=["POST"])
+@login_required
+def edit(public_id: str) -> ResponseReturnValue:
+    key = _own_key_or_404(public_id)
+    form = EditKeyForm()
+    if form.validate_on_submit():
+        try:
+            changed = lifecycle.update_key(
+                db.session,
+                key,
+                name=form.name.data or "",
+                note=form.note.data,
+                actor=current_user,
+                actor_ip=client_ip(),
+            )
+        except lifecycle.KeyRequestError as exc:
+            db.session.rollback()
+            form.name.errors = [*form.name.errors, str(exc)]
+        else:
+            flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
+            return redirect(url_for("portal.key_detail", public_id=public_id))
+    problems = " ".join(f"{form[n].label.text}: {' '.join(e)}" for n, e in form.errors.items())
+    flash(f"Not saved. {problems}", "error")
+    return redirect(url_for("portal.key_detail", public_id=public_id))
 
 
 @bp.route("/keys/<public_id>/revoke", methods=["POST"])
@@ -144,6 +190,13 @@ def rotate(public_id: str) -> ResponseReturnValue:
             actor=current_user,
             actor_ip=client_ip(),
         )
+    except lifecycle.AlreadyRotated:
+        db.session.rollback()
+        flash(
+            "This key was already rotated: rotate its successor instead. Nothing was changed.",
+            "error",
+        )
+        return redirect(url_for("portal.key_detail", public_id=public_id))
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
         flash(f"{exc}. Nothing was changed.", "error")

@@ -52,7 +52,7 @@ def test_pages_pass_axe_wcag_aa_in_light_and_dark(visitor):
         found += _violations(page)
     page.context.clear_cookies()
     visitor.login(ADMIN_EMAIL)
-    for path in ("/admin/", "/admin/keys", "/admin/audit"):
+    for path in ("/admin/users", "/admin/keys", "/admin/audit"):
         page.goto(path)
         found += _violations(page)
     assert found == []
