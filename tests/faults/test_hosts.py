@@ -19,10 +19,12 @@ import pytest
 from api.conftest import ALL_SCOPES, Gunicorn, Keys
 from conftest import USE_PG, audit_events
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from app.extensions import db
-from app.models import ApiKey
+from app.models import ApiKey, UsageRecord
+
+from .conftest import ANSWER_WITHIN, through, wait_until
 
 pytestmark = [
     pytest.mark.faults,
@@ -183,3 +185,61 @@ def test_two_app_hosts_share_limits_revocations_and_one_audit_log(
         with app.app_context():
             report = verify_log(db.engine, service.settings(app), anchor_path=anchor, workers=0)
         assert report.ok, (anchor, report.damage)
+
+
+def test_gunicorn_with_the_database_black_holed(app: Flask, tmp_path: Path, pg_proxy: Any) -> None:
+    """The issue's report, end to end: gunicorn's workers on a database that stops
+    answering answer 503 within 2 s (not a 30 s hang and a killed worker), their flush
+    threads keep what they queued, and after recovery and a stop every answered
+    validation is in usage."""
+    keys = Keys(app)
+    key = keys.key(tier="enterprise", name="blackhole")
+    server = Gunicorn(
+        app,
+        tmp_path,
+        2,
+        DATABASE_URL=through(app.config["SQLALCHEMY_DATABASE_URI"], pg_proxy.port),
+        RATELIMIT_STORAGE_URI="memory://",  # one budget per worker: fine for this test
+        USAGE_FLUSH_INTERVAL="1.5",  # so that the outage finds events still queued
+    ).__enter__()
+    body = {"key": key.plaintext, "request": {"method": "GET", "path": "/v1/hole"}}
+    answered_ok = 0
+    try:
+        for _ in range(10):
+            assert _call(server, VALIDATE, body)[0] == 200
+            answered_ok += 1
+        pg_proxy.blackhole()
+        time.sleep(0.6)  # past the key cache's TTL: validations need the database now
+        slowest = 0.0
+        for _ in range(6):
+            started = time.monotonic()
+            status, answer = _call(server, VALIDATE, body)
+            seconds = time.monotonic() - started
+            slowest = max(slowest, seconds)
+            assert status == 503 and answer["error"] == "unavailable", (status, answer)
+            assert seconds < ANSWER_WITHIN, seconds
+        pg_proxy.forward()
+
+        def ok() -> bool:
+            nonlocal answered_ok
+            if _call(server, VALIDATE, body)[0] == 200:
+                answered_ok += 1
+                return True
+            return False
+
+        recovery = wait_until(ok, within=10)
+        time.sleep(2.0)  # the flush threads' next tick writes what waited
+    finally:
+        server.__exit__(None, None, None)
+    print(f"\n[gunicorn blackhole] slowest 503 {slowest:.2f} s, recovery {recovery:.2f} s")
+    log = server.output()
+    assert "WORKER TIMEOUT" not in log
+    assert "database unavailable, keeping" in log  # the flush threads met the outage
+    assert "could not be written" not in log
+    with app.app_context():
+        counted = db.session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.key_id == key.id, UsageRecord.status == 200)
+        )
+    assert counted == answered_ok
