@@ -37,9 +37,9 @@ workers = default_workers()
 
 
 def control_socket_path(instance: str, bind: str) -> str:
-    """`<instance>/gunicorn-<bind>.ctl`; a Unix socket path must fit in 108 bytes, so a
-    long instance path falls back to a short per-instance name in gunicorn's default
-    directory."""
+    """`<instance>/gunicorn-<bind>.ctl`. A Unix socket path must fit in 108 bytes, so a
+    long instance path falls back to a short name derived from it and the bind, in
+    $XDG_RUNTIME_DIR or the temporary directory."""
     import hashlib
     import re
     import tempfile

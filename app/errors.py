@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis.exceptions
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, g, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
@@ -47,7 +48,7 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def _render(code: int, title: str, message: str) -> ResponseReturnValue:
+def _render(code: int, title: str, message: str) -> tuple[Any, int]:
     if wants_json():
         return jsonify({"error": API_CODES.get(code, "error"), "message": message}), code
     try:
@@ -82,11 +83,7 @@ def unavailable_page(message: str, title: str = "Temporarily unavailable") -> Re
     """The 503 answer, rendered without the database: the page's header would load the
     signed-in user (a query), so it is drawn for an anonymous visitor."""
     _forget_user()
-    response = _render(503, title, message)
-    body, code = response if isinstance(response, tuple) else (response, 503)
-    from flask import make_response
-
-    answer = make_response(body, code)
+    answer = make_response(*_render(503, title, message))
     answer.headers["Retry-After"] = "1"
     return answer
 
