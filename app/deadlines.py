@@ -62,8 +62,6 @@ def connection_class(connect_s: float, statement_s: float) -> type:
     import psycopg
 
     class DeadlineConnection(psycopg.Connection):  # type: ignore[type-arg]
-        bounded = True
-
         @classmethod
         def _connect_gen(cls, conninfo: str = "") -> Any:
             def expired() -> None:
@@ -74,15 +72,13 @@ def connection_class(connect_s: float, statement_s: float) -> type:
             return _until(super()._connect_gen(conninfo), time.monotonic() + connect_s, expired)
 
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            if self.bounded:
-                conn = self
+            def expired() -> None:
+                self.pgconn.finish()  # mid-protocol: unusable, and the pool knows it
+                raise DatabaseTimeout(f"the database did not answer within {statement_s:g} s")
 
-                def expired() -> None:
-                    conn.pgconn.finish()  # mid-protocol: unusable, and the pool knows it
-                    raise DatabaseTimeout(f"the database did not answer within {statement_s:g} s")
-
-                gen = _until(gen, time.monotonic() + statement_s, expired)
-            return super().wait(gen, interval, timeout)
+            return super().wait(
+                _until(gen, time.monotonic() + statement_s, expired), interval, timeout
+            )
 
     return DeadlineConnection
 
