@@ -41,11 +41,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _no_hang() -> Iterator[None]:
-    """A fault test that hangs (an unbounded wait: the very bug) fails after 90 s with
+    """A fault test that hangs (an unbounded wait: the very bug) fails after 300 s with
     every thread's stack, instead of stalling CI."""
     import faulthandler
 
-    faulthandler.dump_traceback_later(90, exit=True)
+    faulthandler.dump_traceback_later(300, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 
