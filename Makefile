@@ -1,4 +1,4 @@
-# Two commands matter: `make serve` and `make test`. Each creates .venv when missing.
+# Two commands matter: `make serve` and `make test` (`make dev` for development). Each creates .venv when missing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 export FLASK_APP := app
 
-.PHONY: serve test e2e lint format bench clean
+.PHONY: serve dev test e2e lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-serve: $(VENV)/.installed  ## migrate and serve the portal on http://127.0.0.1:5000
+serve: $(VENV)/.installed  ## migrate and serve the portal on http://127.0.0.1:5000 (gunicorn)
 	$(BIN)/flask db upgrade
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+	exec $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'app:create_app()'
+
+dev: $(VENV)/.installed  ## the same with Flask's reloading development server
+	$(BIN)/flask db upgrade
+	$(BIN)/flask run --debug --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev  ## the whole suite (SQLite unless DATABASE_URL says otherwise)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,6 +6,11 @@ per core leaves the CPU idle), one with memory:// (its counters live in each pro
 so more workers would grant more than the limits). WEB_CONCURRENCY or -w overrides it.
 Bind and timeouts stay command-line choices.
 
+Several instances on one machine (two ports, or a blue/green pair) must not share
+gunicorn's control socket, whose default is one path per user: each instance's goes
+into its instance folder, named after its bind (see control_socket_path()). gunicorn
+writes no pid file unless --pidfile names one; give each instance its own.
+
 The hooks: usage events and validation audit events wait in each worker's memory for up
 to USAGE_FLUSH_INTERVAL; a graceful stop (SIGTERM, SIGINT, SIGQUIT, HUP reloads,
 max-requests recycling) must write them before the worker process ends. See
@@ -37,6 +42,40 @@ def post_worker_init(worker: Any) -> None:
     from app.webhooks.service import start_in_worker
 
     start_in_worker(worker.wsgi)
+
+
+def control_socket_path(instance: str, bind: str) -> str:
+    """`<instance>/gunicorn-<bind>.ctl`. A Unix socket path must fit in 108 bytes, so a
+    long instance path falls back to a short name derived from it and the bind, in
+    $XDG_RUNTIME_DIR or the temporary directory."""
+    import hashlib
+    import re
+    import tempfile
+
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", bind).strip("_") or "default"
+    path = os.path.join(os.path.abspath(instance), f"gunicorn-{name}.ctl")
+    if len(path.encode()) < 100:
+        return path
+    digest = hashlib.sha256(f"{os.path.abspath(instance)}|{bind}".encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"keyledger-{digest}.ctl")
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before the control socket opens: give this instance its own one,
+    unless --control-socket chose a path."""
+    if "control_socket" not in server.cfg.settings:  # gunicorn before 25.1 has none
+        return
+    from gunicorn.config import ControlSocket
+
+    if server.cfg.control_socket != ControlSocket.default:
+        return
+    from app.config import PROJECT_ROOT
+
+    instance = os.environ.get("KEYLEDGER_INSTANCE") or str(PROJECT_ROOT / "instance")
+    os.makedirs(instance, exist_ok=True)
+    bind = ",".join(server.cfg.bind or ["default"])
+    server.cfg.set("control_socket", control_socket_path(instance, bind))
 
 
 def worker_exit(server: Any, worker: Any) -> None:

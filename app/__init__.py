@@ -43,6 +43,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     _bound_waits(app)
     db.init_app(app)
+    with app.app_context():
+        from app import deadlines
+
+        deadlines.install(db.engine, app.config)
     from app.models._types import render_item
 
     migrate.init_app(
@@ -120,9 +124,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _bound_waits(app: Flask) -> None:
     """An unreachable database or Redis must give the API a quick 503, not a hang."""
     uri = str(app.config["SQLALCHEMY_DATABASE_URI"])
-    if uri.startswith("postgresql") and "connect_timeout" not in uri:
+    if uri.startswith("postgresql"):
+        from app.deadlines import postgresql_connect_args
+
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-        options["connect_args"] = {"connect_timeout": 2, **options.get("connect_args", {})}
+        options["connect_args"] = {
+            **postgresql_connect_args(app.config),
+            **options.get("connect_args", {}),
+        }
+        options.setdefault("pool_timeout", float(app.config["DATABASE_CONNECT_TIMEOUT"]))
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if settings.is_redis(app.config.get("RATELIMIT_STORAGE_URI")):
         app.config.setdefault(
@@ -132,11 +142,10 @@ def _bound_waits(app: Flask) -> None:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """Foreign keys on and a wait instead of 'database is locked' on SQLite."""
+    """Foreign keys and WAL on SQLite (the lock wait is app/deadlines.py's)."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()

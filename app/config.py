@@ -119,6 +119,10 @@ def from_env() -> dict[str, Any]:
         "FAILED_VALIDATION_LIMIT": os.environ.get("FAILED_VALIDATION_LIMIT", "30/minute"),
         "RATELIMIT_STRATEGY": os.environ.get("RATELIMIT_STRATEGY", "moving-window"),
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),
+        # Bounded waits (docs/reliability.md): seconds a request waits on the database
+        # (a statement, or SQLite's write lock) and on a new connection before its 503.
+        "DATABASE_TIMEOUT": _env_float("DATABASE_TIMEOUT", 1.2),
+        "DATABASE_CONNECT_TIMEOUT": _env_float("DATABASE_CONNECT_TIMEOUT", 1.0),
         # Usage recording (docs/usage.md): a crash loses at most one flush interval.
         "USAGE_FLUSH_INTERVAL": _env_float("USAGE_FLUSH_INTERVAL", 1.0),
         "USAGE_RETENTION_DAYS": _env_int("USAGE_RETENTION_DAYS", 30),

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+import redis.exceptions
+from flask import Flask, g, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
+from limits.errors import StorageError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
+
+# What "the database or the limit storage is unreachable" looks like (TimeoutError
+# includes app.deadlines.DatabaseTimeout). The API answers these in its own shape
+# (app/api/hooks.py); everywhere else they get the 503 page below.
+UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    StorageError,
+    ConnectionError,
+    TimeoutError,
+)
 
 API_CODES = {
     400: "bad_request",
@@ -30,10 +48,44 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def _render(code: int, title: str, message: str) -> ResponseReturnValue:
+def _render(code: int, title: str, message: str) -> tuple[Any, int]:
     if wants_json():
         return jsonify({"error": API_CODES.get(code, "error"), "message": message}), code
-    return render_template("errors/error.html", code=code, title=title, message=message), code
+    try:
+        page = render_template("errors/error.html", code=code, title=title, message=message)
+    except UNAVAILABLE:
+        # The page's header loads the signed-in user; with the database gone, any error
+        # page (a 400, a 404) is drawn as for an anonymous visitor instead.
+        _forget_user()
+        page = render_template("errors/error.html", code=code, title=title, message=message)
+    return page, code
+
+
+def _forget_user() -> None:
+    from app.extensions import login_manager
+
+    _rollback_quietly()
+    g._login_user = login_manager.anonymous_user()  # Flask-Login's per-request user slot
+
+
+def _rollback_quietly() -> None:
+    """Undo the request's transaction; on a dead connection that fails too, and the
+    pool discards the connection when the session ends."""
+    from app.extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:
+        log.debug("rollback failed on an unreachable database", exc_info=True)
+
+
+def unavailable_page(message: str, title: str = "Temporarily unavailable") -> ResponseReturnValue:
+    """The 503 answer, rendered without the database: the page's header would load the
+    signed-in user (a query), so it is drawn for an anonymous visitor."""
+    _forget_user()
+    answer = make_response(*_render(503, title, message))
+    answer.headers["Retry-After"] = "1"
+    return answer
 
 
 def http_error_page(exc: HTTPException) -> ResponseReturnValue:
@@ -63,15 +115,31 @@ def register(app: Flask) -> None:
     def database_error(exc: SQLAlchemyError) -> ResponseReturnValue:
         """The database refused a write (the audit trail's included): the whole
         transaction is undone, so the change never happened without its record."""
+        if isinstance(exc, UNAVAILABLE):
+            return dependency_down(exc)
         log.exception("database error on %s %s", request.method, request.path)
-        from app.extensions import db
-
-        db.session.rollback()
-        return _render(
-            503,
-            "Not saved",
+        _rollback_quietly()
+        return unavailable_page(
             "The change could not be recorded, so nothing was changed. Try again in a moment.",
+            "Not saved",
         )
+
+    def dependency_down(exc: Exception) -> ResponseReturnValue:
+        """The database or the limit storage did not answer (app/deadlines.py bounds the
+        wait): a clear 503, and nothing changed. Limit-storage errors from any
+        Flask-Limiter decorator (login, registration) land here too: they fail closed."""
+        log.error(
+            "unavailable on %s %s: %s: %s", request.method, request.path, type(exc).__name__, exc
+        )
+        _rollback_quietly()
+        return unavailable_page(
+            "Keyledger cannot reach one of its services right now, so nothing was changed. "
+            "Try again in a moment."
+        )
+
+    for exc_class in UNAVAILABLE:
+        if not issubclass(exc_class, SQLAlchemyError):
+            app.register_error_handler(exc_class, dependency_down)
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> ResponseReturnValue:

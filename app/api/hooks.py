@@ -7,32 +7,18 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.exceptions
 from flask import current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
-from limits.errors import StorageError
-from sqlalchemy import exc as sa_exc
 
 from app.api import bp
 from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
+from app.errors import UNAVAILABLE
 from app.extensions import db
 from app.models._types import utcnow
 from app.usage import UsageEvent
 
 log = logging.getLogger(__name__)
-
-# What "the database or the limit storage is unreachable" looks like.
-UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    StorageError,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 @bp.after_request
