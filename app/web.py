@@ -47,11 +47,18 @@ class ServerSession(SecureCookieSession):
     """A logged-in browser's session: its contents live in its record (app/sessions.py)."""
 
     def __init__(
-        self, initial: Any = None, *, live: sessions.Live | None = None, keep_cookie: bool = False
+        self,
+        initial: Any = None,
+        *,
+        live: sessions.Live | None = None,
+        keep_cookie: bool = False,
+        lookup_error: SQLAlchemyError | None = None,
     ) -> None:
         super().__init__(initial)
         self.live = live
         self.keep_cookie = keep_cookie  # never saved: the browser's cookie stays as it is
+        # Set when the record could not be read: the request answers 503 (see register).
+        self.lookup_error = lookup_error
 
 
 def _skips_sessions(app: Flask, path: str) -> bool:
@@ -98,12 +105,13 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         try:
             live = sessions.load(db.session, loaded, session_lifetimes(app))
-        except SQLAlchemyError:
-            # The database is unreachable: the page will say so (errors.py); the cookie
-            # is left alone (this session is never saved), so a blip logs no one out.
-            log.warning("session lookup failed; answering as anonymous", exc_info=True)
+        except SQLAlchemyError as exc:
+            # The database is unreachable: the request answers the 503 page (errors.py),
+            # not a login form that would look like a logout; the cookie is left alone
+            # (this session is never saved), so a blip logs no one out.
+            log.warning("session lookup failed; answering 503", exc_info=True)
             db.session.rollback()
-            return ServerSession(keep_cookie=True)
+            return ServerSession(keep_cookie=True, lookup_error=exc)
         if live is None:
             gone = self.session_class()
             gone.modified = True  # ended or expired: the stale cookie is deleted
@@ -196,6 +204,17 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 def register(app: Flask) -> None:
     app.session_interface = PortalSessionInterface()
+
+    def session_lookup_failed() -> None:
+        # open_session runs before any error handler can answer; raise its failure here
+        # so the portal's own 503 page (no database needed) is what the browser gets.
+        error = getattr(session, "lookup_error", None)
+        if error is not None:
+            raise error
+
+    # The portal's blueprints only (registered on this app): the API pays nothing.
+    for blueprint in ("auth", "portal", "admin"):
+        app.before_request_funcs.setdefault(blueprint, []).append(session_lookup_failed)
     always_hsts = bool(app.config.get("SESSION_COOKIE_SECURE"))
 
     @app.after_request

@@ -185,9 +185,9 @@ def test_password_is_never_in_a_session_record(app, user):
 
 
 def test_a_failing_session_lookup_logs_no_one_out(app, user, client):
-    """The sessions table unreadable for a moment (renamed away): pages answer as to an
-    anonymous visitor without a 500, the browser's cookie is not replaced, and once the
-    table is back the same cookie is logged in again."""
+    """The sessions table unreadable for a moment (renamed away): pages answer the 503
+    page (not a 500, not a login form that looks like a logout), the browser's cookie is
+    not replaced, and once the table is back the same cookie is logged in again."""
     from sqlalchemy import text
 
     before = cookie(client)
@@ -195,9 +195,11 @@ def test_a_failing_session_lookup_logs_no_one_out(app, user, client):
         db.session.execute(text("ALTER TABLE user_session RENAME TO user_session_away"))
         db.session.commit()
     try:
-        resp = client.get("/login")
-        assert resp.status_code == 200
-        assert "Set-Cookie" not in resp.headers
+        for path in ("/login", "/keys"):
+            resp = client.get(path)
+            assert resp.status_code == 503, path
+            assert "Set-Cookie" not in resp.headers
+            assert resp.headers["Content-Security-Policy"]
     finally:
         with app.app_context():
             db.session.execute(text("ALTER TABLE user_session_away RENAME TO user_session"))
