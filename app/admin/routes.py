@@ -82,4 +82,4 @@ def all_keys() -> ResponseReturnValue:
 
 
 # The audit browser lives in its own module; importing it registers its routes.
-from app.admin import audit_views  # noqa: E402, F401
+from app.admin import audit_views, key_limits  # noqa: E402, F401

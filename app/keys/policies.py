@@ -34,8 +34,6 @@ def clean_allowlist(ranges: object) -> list[str] | None:
     deduplicated; None or an empty list means "from anywhere". Raises KeyRequestError."""
     if ranges is None:
         return None
-    if isinstance(ranges, str):
-        ranges = [r for r in ranges.replace(",", " ").split() if r]
     if not isinstance(ranges, list) or not all(isinstance(r, str) for r in ranges):
         raise KeyRequestError('"ip_allowlist" must be a list of CIDR ranges (strings)')
     if len(ranges) > MAX_RANGES:
