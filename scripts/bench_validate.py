@@ -112,7 +112,22 @@ def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
     return done.stdout
 
 
-def setup_database(env: dict[str, str], n: int) -> list[str]:
+# --policies: what issue 12 lets a key carry, set on every key (the worst case for the
+# hot path): an IP allowlist the load generator's address is in (last of three ranges),
+# ~200 bytes of metadata, a per-key limit of its own; and MONTHLY_QUOTAS for the tier.
+POLICIES = (
+    "        from app.keys import policies\n"
+    "        policies.set_policies(db.session, k.key, actor=u, actor_ip=None,\n"
+    "            ip_allowlist=['10.0.0.0/8', '2001:db8::/32', '127.0.0.0/8'],\n"
+    "            meta={'customer': f'cus_{i:06d}', 'plan': 'enterprise-annual',\n"
+    "                  'region': 'eu-west-1', 'features': ['export', 'sso', 'audit'],\n"
+    "                  'contact': 'ops@example.com', 'seats': 250, 'trial': False})\n"
+    "        policies.set_rate_limit(db.session, k.key, 100000, actor=u, actor_ip=None)\n"
+)
+POLICY_QUOTA = "enterprise=1000000000"
+
+
+def setup_database(env: dict[str, str], n: int, with_policies: bool = False) -> list[str]:
     """Migrate, create an enterprise user and `n` keys through the app; return them."""
     run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], env)
     code = (
@@ -126,7 +141,8 @@ def setup_database(env: dict[str, str], n: int) -> list[str]:
         f"    for i in range({n}):\n"
         "        k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'],\n"
         "            u, name=f'bench{i}', scopes=['keys:read'], lifetime_days=30)\n"
-        "        print(k.plaintext)\n"
+        + (POLICIES if with_policies else "")
+        + "        print(k.plaintext)\n"
     )
     return run([sys.executable, "-c", code], env).strip().splitlines()[-n:]
 
@@ -425,6 +441,11 @@ def main() -> None:
     parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
     parser.add_argument("--memory", action="store_true", help="also memory:// with 1 worker")
     parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="every key with an IP allowlist, metadata, its own limit and a monthly quota",
+    )
+    parser.add_argument(
         "--limit-probe",
         action="store_true",
         help="only the per-key limit, Flask-Limiter's decorator vs charge (Redis)",
@@ -460,7 +481,9 @@ def main() -> None:
             engine.dispose()
         # Generate the instance secrets once, before several workers race to.
         run([sys.executable, "-c", "from app import create_app; create_app()"], env)
-        keys = setup_database(env, args.keys)
+        if args.policies:
+            env["MONTHLY_QUOTAS"] = POLICY_QUOTA
+        keys = setup_database(env, args.keys, args.policies)
         print(
             json.dumps(
                 {
@@ -470,6 +493,7 @@ def main() -> None:
                     "connections": args.connections,
                     "load": "wrk" if shutil.which("wrk") else "python",
                     "database": env["DATABASE_URL"].split("@")[-1],
+                    "policies": args.policies,
                 }
             ),
             flush=True,
