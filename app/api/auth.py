@@ -97,7 +97,11 @@ def _resolve() -> ApiAuth:
     result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
     if _refused_ip(auth, result):
         # Not charged: someone holding a leaked key outside the allowlist cannot spend
-        # its owner's minute or month (audited as key.validation_failed).
+        # its owner's minute or month (audited as key.validation_failed). An address
+        # whose guesses are spent still gets the guessers' 429, right key or wrong.
+        retry = ratelimit.failures_exhausted(ip)
+        if retry is not None:
+            return _blocked(auth, retry)
         auth.public_id = result.public_id
         return auth.fail(403, "ip_not_allowed", _MESSAGES["ip_not_allowed"])
     if result.key is not None:  # identified: one storage round trip for both limits

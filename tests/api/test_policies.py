@@ -370,3 +370,20 @@ def test_the_quota_counter_lives_in_the_limit_storage(
         assert limiter.storage.get(counter) == 4
         # Next month's counter is another key: the quota starts afresh at the month's start.
         assert limiter.storage.get(re.sub(r"\d\d$", "13", counter)) == 0
+
+
+def test_a_blocked_guesser_gets_429_even_for_a_right_key_outside_its_allowlist(
+    client: FlaskClient, keys: Keys, make_app: Any
+) -> None:
+    """The failed-guess block answers every key alike; a 403 would tell a right guess."""
+    from .conftest import forged_key
+
+    key = keys.key()
+    _policies(client, key, {"ip_allowlist": ["192.0.2.0/24"]})
+    other_worker = make_app(FAILED_VALIDATION_LIMIT="3/minute").test_client()
+    guesser = make_app(FAILED_VALIDATION_LIMIT="3/minute").test_client()
+    for _ in range(3):
+        assert guesser.post(URL, json={"key": forged_key()}).status_code == 401
+    # A worker that has not seen the block itself asks the storage.
+    resp = other_worker.post(URL, json={"key": key.plaintext})
+    assert (resp.status_code, resp.json["error"]) == (429, "rate_limited")
