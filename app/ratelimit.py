@@ -115,8 +115,14 @@ class Charge:
         """Whole seconds until a slot frees (at least 1, at most the window), or until
         the next month when the quota is spent."""
         if self.quota_exceeded and self.quota_reset is not None:
-            return max(1, math.ceil(self.quota_reset - time.time()))
-        return max(1, math.ceil(self.reset_at - time.time()))
+            return seconds_until(self.quota_reset)
+        return seconds_until(self.reset_at)
+
+
+def seconds_until(at: float) -> int:
+    """Retry-After for a budget that frees at unix time `at`: whole seconds, at least 1,
+    never past `at` by a second or more."""
+    return max(1, math.ceil(at - time.time()))
 
 
 def _blocked() -> dict[str, float]:
@@ -427,7 +433,7 @@ def failures_exhausted(ip: str | None) -> int | None:
     if strategy.test(item, *ids):
         return None
     reset_at, _ = strategy.get_window_stats(item, *ids)
-    retry = max(1, int(reset_at - time.time()) + 1)
+    retry = seconds_until(reset_at)
     _remember_block(ip or "unknown", retry)
     return retry
 
@@ -495,4 +501,4 @@ def spend_ip_budget(ip: str | None, limit: str, scope: str) -> int | None:
     if strategy.hit(item, *ids):
         return None
     reset_at, _ = strategy.get_window_stats(item, *ids)
-    return max(1, math.ceil(reset_at - time.time()))
+    return seconds_until(reset_at)
