@@ -8,6 +8,9 @@ host shares them:
 - Per key, by its owner's tier (TIER_RATE_LIMITS, per minute), one budget per key
   across the whole API. Only identified keys (the secret matched) are charged:
   knowing a key's public id is not enough to spend its budget.
+- Per key, an admin's own per-minute limit instead of the tier's (the key's
+  `rate_limit`), and its plan's monthly quota (MONTHLY_QUOTAS), counted with the
+  minute's window in the same round trip; the month is UTC's.
 - Per client IP, failed guesses (FAILED_VALIDATION_LIMIT, default 30/minute): every
   malformed_key or invalid_key answer spends one, atomically and before the answer is
   sent (a guess that finds the budget spent gets 429). Once spent, every
