@@ -101,6 +101,16 @@ def from_env() -> dict[str, Any]:
             "TIER_RATE_LIMITS", {"basic": 60, "premium": 300, "enterprise": 1200}
         ),
         "KEY_EXPIRING_DAYS": _env_int("KEY_EXPIRING_DAYS", 7),
+        # Monthly request quota per tier (e.g. "basic=100000"); a tier not named has none.
+        # Its own key, apart from BILLING_PLANS (docs/api.md, "Monthly quota").
+        "MONTHLY_QUOTAS": _tier_map("MONTHLY_QUOTAS", {}),
+        # GitHub secret scanning's public keys: a URL or a file path (docs/operations.md).
+        "GITHUB_SECRET_SCANNING_KEYS": os.environ.get(
+            "GITHUB_SECRET_SCANNING_KEYS",
+            "https://api.github.com/meta/public_keys/secret_scanning",
+        ),
+        # Per client IP, for the unauthenticated POST /api/v1/keys/report-leak.
+        "LEAK_REPORT_LIMIT": os.environ.get("LEAK_REPORT_LIMIT", "10/minute"),
         "ARGON2_TIME_COST": _env_int("ARGON2_TIME_COST", 3),
         "ARGON2_MEMORY_COST": _env_int("ARGON2_MEMORY_COST", 65536),
         "ARGON2_PARALLELISM": _env_int("ARGON2_PARALLELISM", 4),

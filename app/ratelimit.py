@@ -8,6 +8,9 @@ host shares them:
 - Per key, by its owner's tier (TIER_RATE_LIMITS, per minute), one budget per key
   across the whole API. Only identified keys (the secret matched) are charged:
   knowing a key's public id is not enough to spend its budget.
+- Per key, an admin's own per-minute limit instead of the tier's (the key's
+  `rate_limit`), and its plan's monthly quota (MONTHLY_QUOTAS), counted with the
+  minute's window in the same round trip; the month is UTC's.
 - Per client IP, failed guesses (FAILED_VALIDATION_LIMIT, default 30/minute): every
   malformed_key or invalid_key answer spends one, atomically and before the answer is
   sent (a guess that finds the budget spent gets 429). Once spent, every
@@ -28,6 +31,7 @@ closed: 503 `unavailable` (app/api/hooks.py), never an unlimited pass.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import logging
 import math
@@ -53,6 +57,7 @@ from app.web import API_PREFIX
 log = logging.getLogger(__name__)
 
 KEY_SCOPE = "api-key"
+QUOTA_SCOPE = "monthly-quota"
 FAILURE_SCOPE = "failed-validations"
 DEFAULT_FAILURE_LIMIT = "30/minute"
 
@@ -68,6 +73,31 @@ def tier_limit(tier: str, config: dict[str, Any]) -> str:
     return f"{rates.get(tier, min(rates.values()))}/minute"
 
 
+def key_limit(record: KeyRecord, config: dict[str, Any]) -> str:
+    """The key's per-minute limit: an admin's own for this key, else its tier's."""
+    if record.rate_limit:
+        return f"{record.rate_limit}/minute"
+    return tier_limit(record.tier, config)
+
+
+def monthly_quota(tier: str, config: dict[str, Any]) -> int | None:
+    """The tier's monthly request quota (MONTHLY_QUOTAS), or None: unlimited."""
+    return (config.get("MONTHLY_QUOTAS") or {}).get(tier) or None
+
+
+@lru_cache(maxsize=4)
+def _month(year: int, month: int) -> tuple[str, int]:
+    """The quota counter's name part and the unix time the next month starts (UTC)."""
+    following = (year + 1, 1) if month == 12 else (year, month + 1)
+    return f"{year:04d}-{month:02d}", calendar.timegm((*following, 1, 0, 0, 0))
+
+
+def quota_period(now: float) -> tuple[str, int]:
+    """(month name, unix time of the next month's start, UTC): the quota resets there."""
+    tm = time.gmtime(now)
+    return _month(tm.tm_year, tm.tm_mon)
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
     """What charging one request to a key decided."""
@@ -79,10 +109,23 @@ class Charge:
     reset: int  # unix time (rounded up) when the oldest counted request leaves the window
     reset_at: float = 0.0  # the same, unrounded: Retry-After never overshoots the window
     stamp: bytes | None = None  # the key stamp read in the same trip; None: none shared
+    quota: int | None = None  # the monthly quota (MONTHLY_QUOTAS); None: unlimited
+    quota_remaining: int | None = None  # left this month, after this request
+    quota_reset: int | None = None  # unix time the month ends (UTC)
+    quota_exceeded: bool = False  # the month's quota was spent before this request
 
     def retry_after(self) -> int:
-        """Whole seconds until a slot frees (at least 1, at most the window)."""
-        return max(1, math.ceil(self.reset_at - time.time()))
+        """Whole seconds until a slot frees (at least 1, at most the window), or until
+        the next month when the quota is spent."""
+        if self.quota_exceeded and self.quota_reset is not None:
+            return seconds_until(self.quota_reset)
+        return seconds_until(self.reset_at)
+
+
+def seconds_until(at: float) -> int:
+    """Retry-After for a budget that frees at unix time `at`: whole seconds, at least 1,
+    never past `at` by a second or more."""
+    return max(1, math.ceil(at - time.time()))
 
 
 def _blocked() -> dict[str, float]:
@@ -113,43 +156,90 @@ def known_blocked(ip: str | None) -> int | None:
     return int(left) + 1
 
 
-def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...]]:
+def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...], int | None]:
     config = current_app.config
-    item = _item(tier_limit(record.tier, config))
+    item = _item(key_limit(record, config))
     prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
     ids = (prefix, record.public_id, KEY_SCOPE) if prefix else (record.public_id, KEY_SCOPE)
-    return item, ids
+    return item, ids, monthly_quota(record.tier, config)
+
+
+def _quota_key(ids: tuple[str, ...], month: str) -> str:
+    """The month's request counter of a key, next to its window (same prefix)."""
+    return "/".join(("LIMITER", *ids[:-1], QUOTA_SCOPE, month))
 
 
 def charge(ip: str | None, record: KeyRecord) -> Charge:
-    """Check the IP's failed-guess budget and count one request against the key.
+    """Check the IP's failed-guess budget and count one request against the key: its
+    per-minute limit and, where its plan has one, its monthly quota.
 
     On Redis with the moving window (the default) this is one script in one round
-    trip (`CHARGE_LUA`); elsewhere the strategy's own test, hit and window calls.
-    A blocked IP is not charged to the key.
-    Raises the storage's error when it is unreachable (the caller answers 503).
+    trip (`CHARGE_LUA`); elsewhere the strategy's own test, hit and window calls and
+    the storage's counter. A blocked IP is not charged to the key; a request refused
+    by the minute's limit spends no quota, and one refused by the quota no slot of the
+    minute. Raises the storage's error when it is unreachable (the caller answers 503).
     """
-    key_item, key_ids = _key_args(record)
+    key_item, key_ids, quota = _key_args(record)
+    now = time.time()
     if not limiter.enabled:
-        now = time.time()
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
-    results = _scripted(ip_item, ip_ids, key_item, key_ids)
+    month, month_end = quota_period(now) if quota else ("", 0)
+    quota_key = _quota_key(key_ids, month) if quota else ""
+    results = _scripted(ip_item, ip_ids, key_item, key_ids, now, quota or 0, quota_key, month_end)
     if results is None:
-        strategy = limiter.limiter
-        if strategy.test(ip_item, *ip_ids):
-            allowed = strategy.hit(key_item, *key_ids)
-            reset, remaining = strategy.get_window_stats(key_item, *key_ids)
-            results = True, allowed, reset, remaining, None
-        else:
-            results = False, False, 0.0, 0, None
-    ip_ok, allowed, reset, remaining, stamp = results
+        results = _generic(ip_item, ip_ids, key_item, key_ids, quota or 0, quota_key, month_end)
+    ip_ok, allowed, reset, remaining, stamp, used, quota_ok = results
     ip_retry = None
     if not ip_ok:
         ip_retry = failures_exhausted(ip) or 1
     return Charge(
-        ip_retry, allowed, key_item.amount, max(0, remaining), int(reset) + 1, reset, stamp
+        ip_retry,
+        allowed and quota_ok,
+        key_item.amount,
+        max(0, remaining),
+        int(reset) + 1,
+        reset,
+        stamp,
+        quota,
+        max(0, quota - used) if quota else None,
+        month_end if quota else None,
+        bool(ip_ok) and not quota_ok,
     )
+
+
+_Counted = tuple[bool, bool, float, int, bytes | None, int, bool]
+
+
+def _generic(
+    ip_item: RateLimitItem,
+    ip_ids: tuple[str, ...],
+    key_item: RateLimitItem,
+    key_ids: tuple[str, ...],
+    quota: int,
+    quota_key: str,
+    month_end: int,
+) -> _Counted:
+    """What CHARGE_LUA does, through the limiter's strategy and storage: any storage,
+    any strategy. The quota is taken first with an atomic increment and handed back
+    when it or the minute's limit refuses, so concurrent requests cannot overshoot it."""
+    strategy = limiter.limiter
+    if not strategy.test(ip_item, *ip_ids):
+        return False, False, 0.0, 0, None, 0, True
+    used = 0
+    if quota:
+        storage = limiter.storage
+        expiry = max(1, month_end - int(time.time()) + 3600)
+        used = storage.incr(quota_key, expiry)
+        if used > quota:
+            storage.incr(quota_key, expiry, -1)
+            reset, remaining = strategy.get_window_stats(key_item, *key_ids)
+            return True, False, reset, remaining, None, used - 1, False
+    allowed = strategy.hit(key_item, *key_ids)
+    if quota and not allowed:
+        used = limiter.storage.incr(quota_key, expiry, -1)
+    reset, remaining = strategy.get_window_stats(key_item, *key_ids)
+    return True, allowed, reset, remaining, None, used, True
 
 
 # One round trip, one script: the client IP's failed-guess window, the key's atomic
@@ -159,10 +249,14 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
 # it also trims them to the window, so the count is LLEN, not a binary search.
 # A blocked IP spends nothing of the key's budget. It also returns the key stamp
 # (KEYS[3], see app/keys/cache.py), so a worker learns of key changes in the same trip.
+# With a monthly quota (ARGV[6] > 0) it also reads the month's counter (KEYS[4], which
+# expires after the month, ARGV[7]): a spent quota takes no slot of the minute, and a
+# request the minute refuses spends no quota.
 CHARGE_LUA = """
 local now = tonumber(ARGV[1])
 local ip_limit, ip_expiry = tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, expiry = tonumber(ARGV[4]), tonumber(ARGV[5])
+local quota = tonumber(ARGV[6])
 local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
 if ip_entry and tonumber(ip_entry) >= now - ip_expiry then
     return {0, 0, '0', 0}
@@ -176,6 +270,13 @@ while oldest and tonumber(oldest) < cutoff do
     oldest = redis.call('lindex', KEYS[2], -1)
 end
 local count = redis.call('llen', KEYS[2])
+local used = 0
+if quota > 0 then
+    used = tonumber(redis.call('get', KEYS[4]) or '0')
+    if used >= quota then
+        return {1, 0, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 0}
+    end
+end
 local acquired = 0
 if count < limit then
     redis.call('lpush', KEYS[2], ARGV[1])
@@ -185,8 +286,14 @@ if count < limit then
     if not oldest then
         oldest = ARGV[1]
     end
+    if quota > 0 then
+        used = redis.call('incr', KEYS[4])
+        if used == 1 then
+            redis.call('expireat', KEYS[4], ARGV[7])
+        end
+    end
 end
-return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3])}
+return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 1}
 """
 
 
@@ -204,28 +311,44 @@ def _scripted(
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
     key_ids: tuple[str, ...],
-) -> tuple[bool, bool, float, int, bytes | None] | None:
-    """Both limits in one EVALSHA, or None where that does not apply (other storage or
-    strategy: the generic path)."""
+    now: float,
+    quota: int,
+    quota_key: str,
+    month_end: int,
+) -> _Counted | None:
+    """Both limits and the quota in one EVALSHA, or None where that does not apply
+    (other storage or strategy: the generic path)."""
     storage = _scripted_storage()
     if storage is None:
         return None
-    now = time.time()
     key_exp = key_item.get_expiry()
-    ip_ok, acquired, oldest, count, *stamp = _evalsha(
+    window_key = storage.prefixed_key(key_item.key_for(*key_ids))
+    ip_ok, acquired, oldest, count, *rest = _evalsha(
         storage,
         storage.prefixed_key(ip_item.key_for(*ip_ids)),
-        storage.prefixed_key(key_item.key_for(*key_ids)),
+        window_key,
         _stamp_key(storage),
+        storage.prefixed_key(quota_key) if quota else window_key,
         now,
         ip_item.amount,
         ip_item.get_expiry(),
         key_item.amount,
         key_exp,
+        quota,
+        month_end + 3600,
     )
     # No stamp set yet reads as b"" (not None: None means "no shared stamp here").
-    stamped = (stamp[0] or b"") if stamp else b""
-    return bool(ip_ok), bool(acquired), float(oldest) + key_exp, key_item.amount - count, stamped
+    stamped = (rest[0] or b"") if rest else b""
+    used, quota_ok = (int(rest[1]), bool(rest[2])) if len(rest) > 2 else (0, True)
+    return (
+        bool(ip_ok),
+        bool(acquired),
+        float(oldest) + key_exp,
+        key_item.amount - count,
+        stamped,
+        used,
+        quota_ok,
+    )
 
 
 CHARGE_SHA = hashlib.sha1(CHARGE_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -251,7 +374,7 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
     reloaded = False
     while True:
         try:
-            conn.send_command("EVALSHA", CHARGE_SHA, 3, *args)
+            conn.send_command("EVALSHA", CHARGE_SHA, 4, *args)
             reply = conn.read_response()
         except redis.exceptions.NoScriptError:
             if reloaded:
@@ -310,7 +433,7 @@ def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
     if strategy.test(item, *ids):
         return None
     reset_at, _ = strategy.get_window_stats(item, *ids)
-    return max(1, int(reset_at - time.time()) + 1)
+    return seconds_until(reset_at)
 
 
 def _spend(item: RateLimitItem, ids: tuple[str, ...]) -> bool:
@@ -384,3 +507,20 @@ def memory_storage_warning(storage_uri: str | None, workers: int) -> str | None:
             "(RATELIMIT_STORAGE_URI=redis://...) with more than one worker."
         )
     return None
+
+
+def spend_ip_budget(ip: str | None, limit: str, scope: str) -> int | None:
+    """Count one request of a client IP against `limit` (e.g. "10/minute") under
+    `scope`, atomically in the limiter's storage; seconds to wait when it is spent, else
+    None. For unauthenticated endpoints (report-leak). Raises the storage's error when
+    it is unreachable (the API answers 503)."""
+    if not limiter.enabled:
+        return None
+    item = _item(limit)
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    ids = (prefix, ip or "unknown", scope) if prefix else (ip or "unknown", scope)
+    strategy = limiter.limiter
+    if strategy.hit(item, *ids):
+        return None
+    reset_at, _ = strategy.get_window_stats(item, *ids)
+    return seconds_until(reset_at)

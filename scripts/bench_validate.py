@@ -112,7 +112,22 @@ def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
     return done.stdout
 
 
-def setup_database(env: dict[str, str], n: int) -> list[str]:
+# --policies: what issue 12 lets a key carry, set on every key (the worst case for the
+# hot path): an IP allowlist the load generator's address is in (last of three ranges),
+# ~200 bytes of metadata, a per-key limit of its own; and MONTHLY_QUOTAS for the tier.
+POLICIES = (
+    "        from app.keys import policies\n"
+    "        policies.set_policies(db.session, k.key, actor=u, actor_ip=None,\n"
+    "            ip_allowlist=['10.0.0.0/8', '2001:db8::/32', '127.0.0.0/8'],\n"
+    "            meta={'customer': f'cus_{i:06d}', 'plan': 'enterprise-annual',\n"
+    "                  'region': 'eu-west-1', 'features': ['export', 'sso', 'audit'],\n"
+    "                  'contact': 'ops@example.com', 'seats': 250, 'trial': False})\n"
+    "        policies.set_rate_limit(db.session, k.key, 100000, actor=u, actor_ip=None)\n"
+)
+POLICY_QUOTA = "enterprise=1000000000"
+
+
+def setup_database(env: dict[str, str], n: int, with_policies: bool = False) -> list[str]:
     """Migrate, create an enterprise user and `n` keys through the app; return them."""
     run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], env)
     code = (
@@ -126,7 +141,8 @@ def setup_database(env: dict[str, str], n: int) -> list[str]:
         f"    for i in range({n}):\n"
         "        k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'],\n"
         "            u, name=f'bench{i}', scopes=['keys:read'], lifetime_days=30)\n"
-        "        print(k.plaintext)\n"
+        + (POLICIES if with_policies else "")
+        + "        print(k.plaintext)\n"
     )
     return run([sys.executable, "-c", code], env).strip().splitlines()[-n:]
 
@@ -413,6 +429,44 @@ def limit_probe(
     return result
 
 
+def in_process(env: dict[str, str], keys: list[str], blocks: int, size: int = 400) -> None:
+    """The validation's own CPU per request, in-process (Flask test client, the same app,
+    Redis and database): `blocks` blocks of `size` validations over the keys, each timed
+    with process_time. On a loaded machine this is steadier than requests/s, and two
+    code trees run alternately compare within a few microseconds."""
+    os.environ.update(env)
+    from app import create_app
+
+    app = create_app()
+    client = app.test_client()
+    bodies = [json.dumps({"key": key}).encode() for key in keys]
+    headers = {"Content-Type": "application/json"}
+
+    def block() -> float:
+        started = time.process_time()
+        for i in range(size):
+            resp = client.post(
+                "/api/v1/keys/validate", data=bodies[i % len(bodies)], headers=headers
+            )
+            if resp.status_code != 200:
+                raise SystemExit(f"validation answered {resp.status_code}: {resp.get_data()!r}")
+        return (time.process_time() - started) / size
+
+    block()  # warm: every key cached
+    per_request = [block() for _ in range(blocks)]
+    print(
+        json.dumps(
+            {
+                "config": "in-process",
+                "validate_cpu_us": round(statistics.median(per_request) * 1e6, 1),
+                "blocks_us": [round(x * 1e6) for x in per_request],
+                "load_avg_1m": round(os.getloadavg()[0], 1),
+            }
+        ),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -424,6 +478,18 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--strategies", default="moving-window,sliding-window-counter")
     parser.add_argument("--memory", action="store_true", help="also memory:// with 1 worker")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="BLOCKS",
+        help="only the validation's CPU per request in-process, in this many blocks",
+    )
+    parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="every key with an IP allowlist, metadata, its own limit and a monthly quota",
+    )
     parser.add_argument(
         "--limit-probe",
         action="store_true",
@@ -460,7 +526,9 @@ def main() -> None:
             engine.dispose()
         # Generate the instance secrets once, before several workers race to.
         run([sys.executable, "-c", "from app import create_app; create_app()"], env)
-        keys = setup_database(env, args.keys)
+        if args.policies:
+            env["MONTHLY_QUOTAS"] = POLICY_QUOTA
+        keys = setup_database(env, args.keys, args.policies)
         print(
             json.dumps(
                 {
@@ -470,10 +538,14 @@ def main() -> None:
                     "connections": args.connections,
                     "load": "wrk" if shutil.which("wrk") else "python",
                     "database": env["DATABASE_URL"].split("@")[-1],
+                    "policies": args.policies,
                 }
             ),
             flush=True,
         )
+        if args.in_process:
+            in_process({**env, "RATELIMIT_STORAGE_URI": args.redis}, keys, args.in_process)
+            return
         if args.limit_probe:
             limit_probe({**env, "RATELIMIT_STORAGE_URI": args.redis}, keys, args, tmp)
             return

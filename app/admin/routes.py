@@ -187,4 +187,4 @@ def index() -> ResponseReturnValue:
 
 
 # The audit browser lives in its own module; importing it registers its routes.
-from app.admin import account_views, audit_views  # noqa: E402, F401
+from app.admin import account_views, audit_views, key_limits  # noqa: E402, F401

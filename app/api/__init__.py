@@ -16,4 +16,4 @@ def _counted_by_charge() -> bool:
     return request.blueprint == "api"
 
 
-from app.api import hooks, routes  # noqa: E402, F401
+from app.api import hooks, key_policies, leaks, routes  # noqa: E402, F401

@@ -20,7 +20,7 @@ from werkzeug.sansio.utils import get_content_length
 
 from app import ratelimit
 from app.extensions import db
-from app.keys import lifecycle
+from app.keys import lifecycle, policies
 from app.keys.cache import KeyCache, KeyRecord
 from app.web import client_ip, key_policy
 
@@ -48,6 +48,9 @@ class ApiAuth:
     ip: str | None = None  # the client's address (after ProxyFix)
     validating: bool = False  # POST /keys/validate, not a management call
     missing: list[str] | None = None  # insufficient_scope: what was asked and not held
+    # The address the key's IP allowlist is checked against: `request.client_ip` as the
+    # calling service reports it (validation), else the caller's own.
+    client: policies.Address | None = None
 
     def fail(self, status: int, error: str, message: str | None = None) -> ApiAuth:
         self.status, self.error, self.message = status, error, message
@@ -93,6 +96,15 @@ def _resolve() -> ApiAuth:
         return _blocked(auth, retry)
     cache = key_cache()
     result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
+    if _refused_ip(auth, result):
+        # Not charged: someone holding a leaked key outside the allowlist cannot spend
+        # its owner's minute or month (audited as key.validation_failed). An address
+        # whose guesses are spent still gets the guessers' 429, right key or wrong.
+        retry = ratelimit.failures_exhausted(ip)
+        if retry is not None:
+            return _blocked(auth, retry)
+        auth.public_id = result.public_id
+        return auth.fail(403, "ip_not_allowed", _MESSAGES["ip_not_allowed"])
     if result.key is not None:  # identified: one storage round trip for both limits
         charged = ratelimit.charge(ip, result.key)
         if charged.ip_retry is not None:
@@ -105,10 +117,15 @@ def _resolve() -> ApiAuth:
             if result.key is None:  # deleted meanwhile
                 auth.public_id = result.public_id
                 return auth.fail(401, "invalid_key", _MESSAGES["invalid_key"])
+            if _refused_ip(auth, result):  # its allowlist changed meanwhile
+                auth.public_id = result.public_id
+                return auth.fail(403, "ip_not_allowed", _MESSAGES["ip_not_allowed"])
         auth.key, auth.public_id, auth.charge = result.key, result.public_id, charged
         if not charged.allowed:
             auth.retry_after = charged.retry_after()
-            return auth.fail(429, "rate_limited", "this key is over its tier's rate limit")
+            if charged.quota_exceeded:
+                return auth.fail(429, "quota_exceeded", _MESSAGES["quota_exceeded"])
+            return auth.fail(429, "rate_limited", "this key is over its rate limit")
     else:
         retry = ratelimit.failures_exhausted(ip)
         if retry is not None:
@@ -136,7 +153,21 @@ _MESSAGES = {
     "invalid_key": "no live key matches",
     "revoked": "this key was revoked",
     "expired": "this key has expired",
+    "ip_not_allowed": "this key does not work from this address (its IP allowlist)",
+    "quota_exceeded": "this key's monthly request quota is spent; it resets at the month's "
+    "start (UTC)",
 }
+
+
+def _refused_ip(auth: ApiAuth, result: lifecycle.Validation) -> bool:
+    """A live key with an IP allowlist, asked from (or for) an address outside it."""
+    record = result.key
+    if not result.valid or record is None or not record.ip_networks:
+        return False
+    client = auth.client
+    if client is None:
+        client = auth.client = policies.client_address(auth.ip)
+    return not policies.ip_allowed(record.ip_networks, client)
 
 
 def _read_body(auth: ApiAuth) -> bool:
@@ -208,8 +239,14 @@ def _check_fields(auth: ApiAuth) -> bool:
     if served is None:
         return True
     if not isinstance(served, dict):
-        auth.fail(400, "bad_request", '"request" must be an object {"method", "path"}')
+        auth.fail(400, "bad_request", '"request" must be an object {"method", "path", "client_ip"}')
         return False
+    reported = served.get("client_ip")
+    if reported is not None:
+        auth.client = policies.client_address(reported)
+        if auth.client is None:
+            auth.fail(400, "bad_request", '"request.client_ip" must be an IPv4 or IPv6 address')
+            return False
     method, path = served.get("method"), served.get("path")
     if method is not None and not (isinstance(method, str) and 0 < len(method) <= MAX_METHOD_LEN):
         auth.fail(400, "bad_request", f'"request.method" must be a string of 1-{MAX_METHOD_LEN}')

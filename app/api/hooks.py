@@ -21,6 +21,11 @@ from app.usage import UsageEvent
 log = logging.getLogger(__name__)
 
 
+AUDITED_FAILURES = frozenset(
+    {"malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope", "ip_not_allowed"}
+)
+
+
 @bp.after_request
 def account(response: Response) -> Response:
     auth: ApiAuth | None = g.get("kl_auth")
@@ -66,17 +71,21 @@ def account(response: Response) -> Response:
                 details={"recorded": "first per key, client IP and minute; all in usage"},
                 at=now,
             )
-    elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):
+    elif auth.error in AUDITED_FAILURES:
         actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
         details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
         if auth.missing:
             details["missing"] = auth.missing  # the owner's key page shows them
+        if auth.error == "ip_not_allowed":
+            details["client_ip"] = str(auth.client) if auth.client is not None else None
         recorder.audit(
             "key.validation_failed",
             actor=actor,
             actor_ip=ip,
             target=actor if auth.public_id else None,
-            outcome="denied" if auth.error == "insufficient_scope" else "failure",
+            outcome="denied"
+            if auth.error in ("insufficient_scope", "ip_not_allowed")
+            else "failure",
             details=details,
             at=now,
         )

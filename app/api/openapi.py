@@ -46,12 +46,17 @@ def _management_errors(scope: str) -> dict[str, Any]:
             "No key, or the key is malformed, unknown, revoked or expired.",
             ["WWW-Authenticate"],
         ),
-        "403": _error(["insufficient_scope"], f"The key lacks `{scope}` (see `missing`).", _RL),
+        "403": _error(
+            ["insufficient_scope", "ip_not_allowed"],
+            f"The key lacks `{scope}` (see `missing`), or the caller's address is outside "
+            "the key's IP allowlist (no X-RateLimit-*: not charged).",
+        ),
         "413": _error(["payload_too_large"], "Body over 16 KiB."),
         "429": _error(
-            ["rate_limited"],
-            "Over the key's tier limit (with X-RateLimit-*), or too many failed guesses "
-            "from this address.",
+            ["rate_limited", "quota_exceeded"],
+            "Over the key's limit (with X-RateLimit-*), too many failed guesses from this "
+            "address, or the key's monthly quota is spent (quota_exceeded; Retry-After: "
+            "until the month's start, UTC).",
             ["Retry-After"],
         ),
         "503": _error(["unavailable"], "Database or limit storage unreachable; retry."),
@@ -101,12 +106,19 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "or wrong secret, indistinguishable), revoked or expired. "
                             "Rate-limit headers only when the key was identified.",
                         ),
-                        "403": _json(_ref("ValidateError"), "insufficient_scope.", _RL),
+                        "403": _json(
+                            _ref("ValidateError"),
+                            "insufficient_scope (with X-RateLimit-*), or ip_not_allowed: "
+                            "the client IP is outside the key's allowlist (not charged, no "
+                            "X-RateLimit-*).",
+                        ),
                         "413": _json(_ref("ValidateError"), "Body over 16 KiB."),
                         "429": _json(
                             _ref("ValidateError"),
-                            "rate_limited: over the key's tier limit (with X-RateLimit-*), "
-                            "or too many failed guesses from this address.",
+                            "rate_limited: over the key's limit (with X-RateLimit-*), or too "
+                            "many failed guesses from this address; quota_exceeded: the "
+                            "key's monthly quota is spent (Retry-After until the month's "
+                            "start, UTC).",
                             ["Retry-After"],
                         ),
                         "503": _json(_ref("ValidateError"), "unavailable.", ["Retry-After"]),
@@ -173,6 +185,93 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "(`already_rotated` names the `successor`).",
                         ),
                         **_management_errors("keys:write"),
+                    },
+                }
+            },
+            "/keys/{key_id}/policies": {
+                "patch": {
+                    "operationId": "setKeyPolicies",
+                    "summary": "Set a key's IP allowlist and metadata (scope keys:write).",
+                    "description": (
+                        "Fields given replace the key's (null clears), fields left out stay. "
+                        "A bad range, a `meta` that is not an object or is over 1 KiB: 400, "
+                        "nothing changed. Audited as key.policy_changed."
+                    ),
+                    "security": security,
+                    "parameters": [key_path],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Policies")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("PoliciesSet"), "Set (changed: false if equal).", _RL),
+                        "404": _error(["not_found"], "No such key of this owner."),
+                        **_management_errors("keys:write"),
+                    },
+                }
+            },
+            "/keys/report-leak": {
+                "post": {
+                    "operationId": "reportLeak",
+                    "summary": "Report strings found in public; every live key among them "
+                    "is revoked at once.",
+                    "description": (
+                        "No authentication; limited per client IP "
+                        f"({config.get('LEAK_REPORT_LIMIT', '10/minute')}). The answer "
+                        "depends only on what was sent, never on what was found."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("LeakReport")}},
+                    },
+                    "responses": {
+                        "202": _json(_ref("LeakReceived"), "Received; nothing is told."),
+                        "400": _error(["bad_request"], "Not 1-1,000 strings; nothing changed."),
+                        "413": _error(["payload_too_large"], "Body over 128 KiB."),
+                        "429": _error(
+                            ["rate_limited"], "Too many reports from this address.", ["Retry-After"]
+                        ),
+                        "503": _error(["unavailable"], "Database or limit storage unreachable."),
+                    },
+                }
+            },
+            "/secret-scanning/github": {
+                "post": {
+                    "operationId": "githubSecretScanning",
+                    "summary": "GitHub secret scanning's partner alert (signed by GitHub).",
+                    "description": (
+                        "Github-Public-Key-Identifier and Github-Public-Key-Signature (ECDSA "
+                        "P-256, SHA-256, over the raw body) must verify against GitHub's "
+                        "meta/public_keys/secret_scanning keys (GITHUB_SECRET_SCANNING_KEYS). "
+                        "Every live key among the tokens is revoked; a repeated alert "
+                        "changes nothing more."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "Github-Public-Key-Identifier",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "Github-Public-Key-Signature",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("GitHubAlert")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("GitHubFeedback"), "One label per token, in order."),
+                        "400": _error(["bad_request"], "Signed, but not GitHub's alert format."),
+                        "401": _error(
+                            ["invalid_signature"], "Missing or bad signature; nothing changed."
+                        ),
+                        "413": _error(["payload_too_large"], "Body over 1 MiB."),
+                        "503": _error(["unavailable"], "Database unreachable."),
                     },
                 }
             },
@@ -267,6 +366,12 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "properties": {
                                 "method": {"type": "string", "minLength": 1, "maxLength": 16},
                                 "path": {"type": "string", "minLength": 1, "maxLength": 1024},
+                                "client_ip": {
+                                    "type": "string",
+                                    "description": "The end client's address (IPv4 or IPv6), "
+                                    "checked against the key's IP allowlist instead of the "
+                                    "caller's.",
+                                },
                             },
                         },
                     },
@@ -281,6 +386,19 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "reset": {"type": ["integer", "null"]},
                     },
                 },
+                "Quota": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["limit", "remaining", "reset"],
+                    "properties": {
+                        "limit": {"type": "integer", "description": "Requests per month."},
+                        "remaining": {"type": "integer"},
+                        "reset": {
+                            "type": "integer",
+                            "description": "Unix time of the next month's start (UTC).",
+                        },
+                    },
+                },
                 "Validated": {
                     "type": "object",
                     "additionalProperties": False,
@@ -292,7 +410,10 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "tier",
                         "scopes",
                         "expires_at",
+                        "meta",
                         "ratelimit",
+                        "remaining",
+                        "quota",
                     ],
                     "properties": {
                         "valid": {"const": True},
@@ -302,7 +423,17 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "tier": {"enum": list(TIERS)},
                         "scopes": {"type": "array", "items": {"type": "string"}},
                         "expires_at": _TIME,
+                        "meta": {
+                            "type": ["object", "null"],
+                            "description": "The owner's metadata for this key (at most 1 KiB).",
+                        },
                         "ratelimit": _ref("RateLimit"),
+                        "remaining": {
+                            "type": ["integer", "null"],
+                            "description": "Requests left this month under the plan's quota "
+                            "(null: no quota).",
+                        },
+                        "quota": {"oneOf": [_ref("Quota"), {"type": "null"}]},
                     },
                 },
                 "ValidateError": {
@@ -320,7 +451,9 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                                 "revoked",
                                 "expired",
                                 "insufficient_scope",
+                                "ip_not_allowed",
                                 "rate_limited",
+                                "quota_exceeded",
                                 "unavailable",
                             ]
                         },
@@ -352,6 +485,9 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "revoked_at",
                         "last_used_at",
                         "rotated_from",
+                        "ip_allowlist",
+                        "meta",
+                        "rate_limit",
                     ],
                     "properties": {
                         "key_id": {"type": "string"},
@@ -364,6 +500,16 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "revoked_at": _NULLABLE_TIME,
                         "last_used_at": _NULLABLE_TIME,
                         "rotated_from": {"type": ["string", "null"]},
+                        "ip_allowlist": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "CIDR ranges the key works from; empty: anywhere.",
+                        },
+                        "meta": {"type": ["object", "null"]},
+                        "rate_limit": {
+                            "type": ["integer", "null"],
+                            "description": "An admin's own per-minute limit (null: the tier's).",
+                        },
                     },
                 },
                 "KeyList": {
@@ -380,7 +526,84 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "name": {"type": "string", "minLength": 1, "maxLength": 100},
                         "scopes": {"type": "array", "items": {"type": "string"}},
                         "lifetime_days": {"type": "integer", "minimum": 1, "default": 30},
+                        "ip_allowlist": _ref("IpAllowlist"),
+                        "meta": _ref("Meta"),
                     },
+                },
+                "IpAllowlist": {
+                    "type": ["array", "null"],
+                    "maxItems": 100,
+                    "items": {"type": "string", "maxLength": 49},
+                    "description": "CIDR ranges, IPv4 or IPv6 (a bare address is one host); "
+                    "null or empty: from anywhere.",
+                },
+                "Meta": {
+                    "type": ["object", "null"],
+                    "description": "Any JSON object of at most 1 KiB (compact UTF-8); null "
+                    "clears it. Returned by validation as `meta`.",
+                },
+                "Policies": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "ip_allowlist": _ref("IpAllowlist"),
+                        "meta": _ref("Meta"),
+                    },
+                },
+                "PoliciesSet": {
+                    "allOf": [
+                        _ref("Key"),
+                        {"required": ["changed"], "properties": {"changed": {"type": "boolean"}}},
+                    ]
+                },
+                "GitHubAlert": {
+                    "type": "array",
+                    "maxItems": 1000,
+                    "items": {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {
+                            "token": {"type": "string"},
+                            "type": {"type": "string"},
+                            "url": {"type": "string"},
+                            "source": {"type": "string"},
+                        },
+                    },
+                },
+                "GitHubFeedback": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["token_hash", "token_type", "label"],
+                        "properties": {
+                            "token_hash": {
+                                "type": "string",
+                                "description": "SHA-256 of the token, hex.",
+                            },
+                            "token_type": {"type": "string"},
+                            "label": {"enum": ["true_positive", "false_positive"]},
+                        },
+                    },
+                },
+                "LeakReport": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["credentials"],
+                    "properties": {
+                        "credentials": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1000,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        }
+                    },
+                },
+                "LeakReceived": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["received"],
+                    "properties": {"received": {"type": "integer"}},
                 },
                 "NewKey": {
                     "allOf": [

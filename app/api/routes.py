@@ -21,7 +21,7 @@ from app import text
 from app.api import bp
 from app.api.auth import ApiAuth, current_auth, key_cache
 from app.extensions import db, limiter
-from app.keys import lifecycle
+from app.keys import lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.models import ApiKey, User
 from app.web import client_ip, key_policy
@@ -76,9 +76,16 @@ def validate() -> ResponseReturnValue:
         return jsonify(body), 403
     charged = auth.charge
     assert charged is not None  # every identified key was charged
+    if charged.quota is None:
+        quota = '"remaining":null,"quota":null'
+    else:
+        quota = (
+            f'"remaining":{charged.quota_remaining},"quota":{{"limit":{charged.quota},'
+            f'"remaining":{charged.quota_remaining},"reset":{charged.quota_reset}}}'
+        )
     body = (
         f'{_valid_head(record)},"ratelimit":{{"limit":{charged.limit},'
-        f'"remaining":{charged.remaining},"reset":{charged.reset}}}}}\n'
+        f'"remaining":{charged.remaining},"reset":{charged.reset}}},{quota}}}\n'
     )
     return current_app.response_class(body, mimetype="application/json")
 
@@ -101,6 +108,7 @@ def _valid_head(record: KeyRecord) -> str:
         "tier": record.tier,
         "scopes": list(record.scopes),
         "expires_at": iso(record.expires_at),
+        "meta": record.meta,
     }
     head = json.dumps(fixed, separators=(",", ":"))[:-1]  # open: "ratelimit" follows
     if len(_heads) > 10_000:
@@ -173,6 +181,7 @@ def key_json(key: ApiKey, public_ids: dict[int, str] | None = None) -> dict[str,
         "revoked_at": iso(key.revoked_at),
         "last_used_at": iso(key.last_used_at),
         "rotated_from": rotated_from,
+        **policies.describe(key),
     }
 
 
@@ -204,7 +213,7 @@ def list_keys(record: KeyRecord) -> ResponseReturnValue:
     return jsonify({"keys": [key_json(k, public_ids) for k in keys]})
 
 
-CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days"})
+CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days", "ip_allowlist", "meta"})
 
 
 @bp.route("/keys", methods=["POST"])
@@ -231,6 +240,11 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
         scopes = lifecycle.clean_scopes(scopes)
     except lifecycle.KeyRequestError as exc:
         return api_error(400, "bad_request", str(exc))
+    try:  # checked before anything is made: a bad policy creates no key
+        allowlist = policies.clean_allowlist(body.get("ip_allowlist"))
+        meta = policies.clean_meta(body.get("meta"))
+    except lifecycle.KeyRequestError as exc:
+        return api_error(400, "bad_request", str(exc))
     missing = [s for s in scopes if s not in record.scopes]
     if missing:
         return api_error(
@@ -253,6 +267,15 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
         return api_error(400, "bad_request", str(exc))
+    if allowlist or meta is not None:
+        policies.set_policies(
+            db.session,
+            new.key,
+            ip_allowlist=allowlist,
+            meta=meta,
+            actor=owner,
+            actor_ip=client_ip(),
+        )
     return _secret_response(new, 201)
 
 

@@ -24,12 +24,14 @@ entries at commit, so the worker that made a change sees it at once.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import bindparam, event, exists, literal, select, union_all
@@ -38,6 +40,13 @@ from sqlalchemy.orm import Session
 from app.models import ApiKey, User
 
 log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allowlist(ranges: list[str] | None) -> tuple[Network, ...]:
+    """Stored ranges (normalised by app/keys/policies.py) as network objects."""
+    return tuple(ipaddress.ip_network(r) for r in ranges or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,11 @@ class KeyRecord:
     expires_at: datetime
     revoked_at: datetime | None
     secret_hash: bytes
+    # Per-key policies (app/keys/policies.py), parsed once here: the hot path only
+    # tests membership. Empty: from anywhere.
+    ip_networks: tuple[Network, ...] = ()
+    meta: dict[str, Any] | None = None
+    rate_limit: int | None = None  # an admin's own per-minute limit; None: the tier's
 
 
 # Built once; SQLAlchemy caches its compiled form, so a miss costs one indexed query.
@@ -71,6 +85,9 @@ _FOUND = (
         ApiKey.expires_at,
         ApiKey.revoked_at,
         ApiKey.secret_hash,
+        ApiKey.ip_allowlist,
+        ApiKey.meta,
+        ApiKey.rate_limit,
     )
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.public_id == bindparam("public_id"))
@@ -84,6 +101,11 @@ _STAND_IN = select(
     literal(datetime(2000, 1, 1, tzinfo=UTC), ApiKey.expires_at.type),
     literal(None, ApiKey.revoked_at.type),
     literal(bytes(32), ApiKey.secret_hash.type),
+    # As a key without policies (most keys) decodes: docs/security.md on what keys with
+    # policies cost a cold lookup.
+    literal(None, ApiKey.ip_allowlist.type),
+    literal(None, ApiKey.meta.type),
+    literal(0, ApiKey.rate_limit.type),
 ).where(~exists().where(ApiKey.public_id == bindparam("public_id")))
 _QUERY = union_all(_FOUND, _STAND_IN)
 
@@ -106,6 +128,9 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         secret_hash=bytes(row.secret_hash),
+        ip_networks=parse_allowlist(row.ip_allowlist),
+        meta=row.meta,
+        rate_limit=row.rate_limit,
     )
     return None if record.id == _STAND_IN_ID else record
 
@@ -227,6 +252,12 @@ def _app_cache() -> KeyCache | None:
     if not has_app_context():
         return None
     return current_app.extensions.get("keyledger.key_cache")
+
+
+def note_changed(session: Session, public_id: str) -> None:
+    """A key changed by a Core UPDATE (the ORM hook below does not see it): drop it from
+    this process's cache and announce it to the others when the session commits."""
+    session.info.setdefault("keyledger.changed_keys", set()).add(public_id)
 
 
 @event.listens_for(Session, "after_flush")

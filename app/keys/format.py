@@ -31,6 +31,15 @@ _KEY_RE = re.compile(
 _PUBLIC_ID_RE = re.compile(rf"^[0-9A-Za-z]{{{ID_LEN}}}$")
 
 
+def scan_pattern(prefix: str) -> str:
+    """The regular expression a secret scanner (GitHub's partner programme, gitleaks)
+    finds our keys with. RE2 syntax (no lookaround), so both accept it; docs/operations.md
+    shows it and a test checks the two agree. The checksum cannot be checked by a regular
+    expression: the scanner's matches are checked by the endpoints it reports to."""
+    tail = SECRET_LEN + CHECKSUM_LEN
+    return rf"\b{re.escape(prefix)}\.[0-9A-Za-z]{{{ID_LEN}}}\.[0-9A-Za-z]{{{tail}}}\b"
+
+
 def is_public_id(value: object) -> bool:
     """Could this be a key's public id? Lets callers answer 404 without a query."""
     return isinstance(value, str) and _PUBLIC_ID_RE.match(value) is not None

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -36,6 +37,15 @@ class ApiKey(db.Model):
     # Set when an administrator, not the owner, revoked the key: the owner is told why.
     revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Per-key policies (app/keys/policies.py): CIDR ranges the key works from (None: any),
+    # the owner's JSON object returned by validation, an admin's own per-minute limit.
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Found in public (app/keys/leaks.py): when, where, and when the owner was told.
+    leaked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    leak_location: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    leak_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     owner = relationship("User", back_populates="keys", foreign_keys=[user_id])
 

@@ -150,7 +150,8 @@ def _scan_audit(session: Session, subs: dict[int, list[Endpoint]], now: datetime
             data["successor_key_id"] = str(details.get("successor", "")).removeprefix("key:")
             data["old_key_expires_at"] = details.get("old_expires_at")
         elif event_type == "key.leaked":
-            data["found_at"] = details.get("url") or details.get("source")
+            data["found_at"] = details.get("found_at")
+            data["revoked"] = True  # by the report itself, or before it
         body = message(event_type, e.created_at, data)
         for endpoint in subs[key.user_id]:
             if event_type in endpoint.events and e.created_at >= endpoint.created_at:

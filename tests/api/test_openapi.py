@@ -91,6 +91,9 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
         "/keys",
         "/keys/{key_id}/revoke",
         "/keys/{key_id}/rotate",
+        "/keys/{key_id}/policies",
+        "/keys/report-leak",
+        "/secret-scanning/github",
         "/usage",
         "/openapi.json",
     }
@@ -136,6 +139,20 @@ def test_real_answers_match_the_document(
     call("GET", "/api/v1/keys")
     call("GET", "/api/v1/usage", headers=reader.bearer)
 
+    # per-key policies (issue 12)
+    policies = f"/api/v1/keys/{live.public_id}/policies"
+    call("PATCH", policies, headers=live.bearer, json={"meta": {"customer": "c-1"}})
+    call("PATCH", policies, headers=live.bearer, json={"ip_allowlist": ["nope"]})
+    call("PATCH", policies, headers=reader.bearer, json={"meta": {}})
+    call("POST", v, json={"key": live.plaintext})  # 200 with meta
+    call("PATCH", policies, headers=live.bearer, json={"ip_allowlist": ["192.0.2.0/24"]})
+    call("POST", v, json={"key": live.plaintext})  # 403 ip_not_allowed
+    call("POST", v, json={"key": live.plaintext, "request": {"client_ip": "192.0.2.7"}})
+    call("GET", "/api/v1/keys", headers=live.bearer)  # 403 ip_not_allowed (the caller's)
+    call("POST", "/api/v1/keys/report-leak", json={"credentials": [forged_key()]})
+    call("POST", "/api/v1/keys/report-leak", json={"credentials": "x"})
+    call("POST", "/api/v1/secret-scanning/github", json=[{"token": forged_key()}])  # 401
+
     # the limits
     client.application.config["TIER_RATE_LIMITS"] = {"basic": 25, "premium": 1, "enterprise": 1}
     for _ in range(30):
@@ -150,6 +167,13 @@ def test_real_answers_match_the_document(
     statuses = {(m, t, s) for m, t, s in checker.seen}
     for expected in ["200", "400", "401", "403", "413", "429"]:
         assert ("post", "/keys/validate", expected) in statuses
+    assert {
+        ("patch", "/keys/{key_id}/policies", "200"),
+        ("patch", "/keys/{key_id}/policies", "400"),
+        ("post", "/keys/report-leak", "202"),
+        ("post", "/keys/report-leak", "400"),
+        ("post", "/secret-scanning/github", "401"),
+    } <= statuses
     assert {("get", "/keys", "200"), ("post", "/keys", "201"), ("get", "/usage", "200")} <= statuses
     assert ("post", "/keys/{key_id}/rotate", "201") in statuses
     assert ("post", "/keys/{key_id}/rotate", "409") in statuses

@@ -17,7 +17,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.audit import log as auditlog
 from app.audit import service as audit_service
-from app.audit import trail
 from app.extensions import db
 from app.models import ApiKey, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
@@ -277,37 +276,31 @@ def test_rotation_expiry_and_rate_limits_are_announced(app, user, receiver):
     assert [b["data"]["key_id"] for b in limited] == [new_id]
 
 
-def test_a_leak_and_an_admin_revocation_are_announced(app, user, receiver):
-    _, plaintext = user.create_key("pushed")
+def test_a_leak_and_an_admin_revocation_are_announced(app, user, admin, receiver):
+    _, leaked = user.create_key("pushed")
+    _, other = user.create_key("staging")
     secret = registered(user, receiver.url, ("key.leaked", "key.revoked"))
-    key_id = public_id_of(plaintext)
+    # Someone reports the key through the public revocation endpoint...
+    resp = user.client.post("/api/v1/keys/report-leak", json={"credentials": [leaked]})
+    assert resp.status_code == 202
+    # ...and an admin revokes the other with a reason.
+    other_id = public_id_of(other)
     with app.app_context():
-        trail.record(
-            db.session,
-            "key.leaked",
-            actor="system:github",
-            target=f"key:{key_id}",
-            sensitivity="critical",
-            details={"url": "https://github.com/acme/app/blob/main/.env", "owner": "user:1"},
-        )
-        trail.record(
-            db.session,
-            "key.revoked",
-            actor="user:999",
-            target=f"key:{key_id}",
-            details={"reason": "found in a public repository"},
-        )
-        db.session.commit()
+        owner_id = db.session.scalar(select(ApiKey.user_id).where(ApiKey.public_id == other_id))
+    page = admin.client.get(f"/admin/users/{owner_id}").get_data(as_text=True)
+    resp = admin.client.post(
+        f"/admin/keys/{other_id}/revoke",
+        data={"csrf_token": csrf_token(page), "reason": "found in a CI log"},
+    )
+    assert resp.status_code == 302, resp.get_data(as_text=True)
     seal(app)
     dispatch(app)
-    leaked, revoked = verified(receiver, secret)
-    assert leaked["type"] == "key.leaked"
-    assert leaked["data"]["found_at"] == "https://github.com/acme/app/blob/main/.env"
-    assert revoked["data"] == {
-        **revoked["data"],
-        "by": "administrator",
-        "reason": "found in a public repository",
-    }
+    by_type = {b["type"]: b["data"] for b in verified(receiver, secret)}
+    assert by_type["key.leaked"]["key_id"] == public_id_of(leaked)
+    assert by_type["key.leaked"]["found_at"]
+    assert by_type["key.revoked"]["key_id"] == other_id
+    assert by_type["key.revoked"]["by"] == "administrator"
+    assert by_type["key.revoked"]["reason"] == "found in a CI log"
 
 
 def test_only_chosen_events_are_sent(app, user, receiver):
