@@ -165,7 +165,8 @@ def test_policies_at_creation(client: FlaskClient, keys: Keys) -> None:
 BAD = [
     ({"ip_allowlist": ["10.0.0.0/33"]}, "not an IP range"),
     ({"ip_allowlist": ["not-an-ip"]}, "not an IP range"),
-    ({"ip_allowlist": ["10.0.0.0/8\x00"]}, "not an IP range"),
+    # NUL is refused by the one text check (app/text.py) before the range is parsed.
+    ({"ip_allowlist": ["10.0.0.0/8\x00"]}, "control character"),
     ({"ip_allowlist": "10.0.0.0/8"}, "list"),
     ({"ip_allowlist": [5]}, "list"),
     ({"ip_allowlist": ["10.0.0.1"] * 101}, "at most 100"),
@@ -174,7 +175,7 @@ BAD = [
     ({"meta": ["a", "list"]}, "JSON object"),
     ({"meta": "text"}, "JSON object"),
     ({"meta": 5}, "JSON object"),
-    ({"meta": {"nul": "a\x00b"}}, "NUL"),
+    ({"meta": {"nul": "a\x00b"}}, "control character"),
     ({"rate_limit": 5}, "set by an admin"),
     ({"ip_allowlist": ["10.0.0.0/8"], "meta": []}, "JSON object"),  # all or nothing
 ]
