@@ -18,7 +18,7 @@ def _safe_next(target: str | None) -> str:
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and "\\" not in target:
             return target
-    return url_for("portal.keys")
+    return url_for("portal.dashboard")
 
 
 def _login_limit() -> str:
@@ -56,7 +56,7 @@ def register() -> ResponseReturnValue:
 @limiter.limit(_login_limit, methods=["POST"])
 def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
-        return redirect(url_for("portal.keys"))
+        return redirect(url_for("portal.dashboard"))
     form = LoginForm()
     if form.validate_on_submit():
         user = accounts.authenticate(

@@ -8,7 +8,7 @@ from app.models.audit import (
     AuditState,
     AuditVerification,
 )
-from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
+from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",
+    "UsageTopRollup",
     "User",
 ]

@@ -54,6 +54,9 @@ class UsageRollup(db.Model):
     status_5xx: Mapped[int] = mapped_column(BigInteger, default=0)
     # Anything outside 200-599 (a service reporting 1xx or nonsense) counts here.
     status_other: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Parts of status_4xx the dashboards split out: refused credentials and rate limits.
+    status_401_403: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status_429: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
 
@@ -67,3 +70,22 @@ class UsageLatencyBin(db.Model):
     bucket: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     bin: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageTopRollup(db.Model):
+    """Requests per key per hour by endpoint and by client IP, for the "top" tables.
+
+    `dim` is "endpoint" or "ip"; `value` the endpoint (cut like the raw event's) or the
+    address. Hour buckets only: the top lists of a range are sums of its hours.
+    """
+
+    __tablename__ = "usage_top_rollup"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id"), primary_key=True)
+    dim: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Answers of 400 and above among them.
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,48 @@
+"""usage analytics: 401/403 and 429 counts in the roll-ups, hourly top endpoints and IPs
+
+Revision ID: 0007
+Revises: 0003
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0007"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("usage_rollup", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("status_401_403", sa.BigInteger(), server_default="0", nullable=False)
+        )
+        batch_op.add_column(
+            sa.Column("status_429", sa.BigInteger(), server_default="0", nullable=False)
+        )
+
+    op.create_table(
+        "usage_top_rollup",
+        sa.Column("key_id", sa.Integer(), nullable=False),
+        sa.Column("dim", sa.String(length=8), nullable=False),
+        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["key_id"], ["api_key.id"], name=op.f("fk_usage_top_rollup_key_id_api_key")
+        ),
+        sa.PrimaryKeyConstraint("key_id", "dim", "bucket", "value", name=op.f("pk_usage_top_rollup")),
+    )
+    with op.batch_alter_table("usage_top_rollup", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_usage_top_rollup_owner_id"), ["owner_id"], unique=False)
+
+
+def downgrade():
+    with op.batch_alter_table("usage_top_rollup", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_usage_top_rollup_owner_id"))
+    op.drop_table("usage_top_rollup")
+    with op.batch_alter_table("usage_rollup", schema=None) as batch_op:
+        batch_op.drop_column("status_429")
+        batch_op.drop_column("status_401_403")
