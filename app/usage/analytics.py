@@ -11,6 +11,7 @@ limit. Every function takes a session and plain values; `key_ids=None` means eve
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,9 +95,16 @@ class Window:
         }
 
 
+_TIME_TEXT = re.compile(
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?"
+)
+
+
 def _parse_time(text: str, name: str) -> datetime:
     try:
-        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if not _TIME_TEXT.fullmatch(text):
+            raise ValueError
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageQueryError(f"'{name}' must be a date and time, e.g. 2026-11-25T10:00") from None
     # A datetime-local field sends no zone; the pages say times are UTC.
