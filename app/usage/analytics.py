@@ -54,7 +54,7 @@ MAX_CUSTOM = timedelta(days=400)
 TOP_N = 10
 EXPIRING_DAYS = 14
 UNUSED_DAYS = 30
-LOG_PAGE = 50
+LOG_PAGE = 25
 # Filters of the request log: a status class, or one exact status.
 LOG_FILTERS: dict[str, tuple[int, int]] = {
     "2xx": (200, 299),

@@ -59,7 +59,9 @@
     table.append(el("caption", { class: "visually-hidden" }, title ? title.textContent.trim() : "Data"));
     const head = el("tr");
     spec.header.forEach((h) => head.append(el("th", { scope: "col" }, h)));
-    table.append(el("thead")).append(head);
+    const thead = el("thead");
+    thead.append(head);
+    table.append(thead);
     const body = el("tbody");
     spec.rows.forEach((row) => {
       const tr = el("tr");
@@ -117,7 +119,11 @@
   }
 
   function topConfig(rows, name) {
-    const labels = rows.map((r) => (name === "keys" ? r.name : r.value));
+    // Keys may share a name (a rotated key keeps it): add the key ID where they do.
+    const names = rows.map((r) => r.name);
+    const labels = rows.map((r) =>
+      name !== "keys" ? r.value : names.filter((n) => n === r.name).length > 1 ? `${r.name} (${r.key_id})` : r.name,
+    );
     return {
       type: "bar",
       data: {
