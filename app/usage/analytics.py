@@ -21,7 +21,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, AuditEvent, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
-from app.usage.histogram import quantile
+from app.usage.histogram import quantile, upper_edge
 from app.usage.queries import SOURCE, STEP, UsageQueryError, bucket_range, floor
 
 # The outcome split every chart shows. "4xx" is the rest of 4xx once refused
@@ -149,15 +149,14 @@ class OutcomeBucket:
     count: int = 0
     outcome: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     latency_sum_ms: float = 0.0
-    bins: dict[int, int] = field(default_factory=dict)
+    latency_p95_ms: float | None = None  # per bucket, read in SQL from the histogram
+    bins: dict[int, int] = field(default_factory=dict)  # only for a total
 
     def add(self, other: OutcomeBucket) -> None:
         self.count += other.count
         self.latency_sum_ms += other.latency_sum_ms
         for k, n in other.outcome.items():
             self.outcome[k] += n
-        for b, n in other.bins.items():
-            self.bins[b] = self.bins.get(b, 0) + n
 
     @property
     def errors(self) -> int:
@@ -171,10 +170,12 @@ class OutcomeBucket:
             "outcome": dict(self.outcome),
         }
         if latency:
-            p50, p95 = quantile(self.bins, 0.5), quantile(self.bins, 0.95)
             avg = self.latency_sum_ms / self.count if self.count else None
+            p95 = quantile(self.bins, 0.95) if self.bins else self.latency_p95_ms
             out["latency_avg_ms"] = None if avg is None else round(avg, 3)
-            out["latency_p50_ms"] = None if p50 is None else round(p50, 3)
+            if self.bins:
+                p50 = quantile(self.bins, 0.5)
+                out["latency_p50_ms"] = None if p50 is None else round(p50, 3)
             out["latency_p95_ms"] = None if p95 is None else round(p95, 3)
         return out
 
@@ -183,10 +184,34 @@ def _key_filter(column: Any, key_ids: Sequence[int] | None) -> Any:
     return True if key_ids is None else column.in_(list(key_ids))
 
 
+def _bucket_expr(session: Session, column: Any, granularity: str) -> Any:
+    """What to GROUP BY so the database returns one row per chart bucket.
+
+    Minute and hour buckets are the stored ones. A day sums 24 hour roll-ups: grouping
+    by the UTC date in SQL returns 30 rows for a month instead of 720 (and, for the
+    latency histogram, instead of 720 x bins), which Python would have to fold.
+    """
+    if granularity != "day":
+        return column
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.substr(column, 1, 10)  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+
+
+def _bucket_start(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return _utc(value)
+
+
 def outcome_series(
     session: Session, win: Window, key_ids: Sequence[int] | None, *, latency: bool = False
 ) -> list[OutcomeBucket]:
-    """Every bucket of the window, empty ones included, summed over `key_ids`."""
+    """Every bucket of the window, empty ones included, summed over `key_ids`.
+
+    With `latency`, each bucket's p95 comes from its summed histogram (window
+    functions: the first bin whose running count reaches 95 % of the bucket's total).
+    """
     source = SOURCE[win.granularity]
     buckets: dict[datetime, OutcomeBucket] = {}
     t = win.start
@@ -196,9 +221,10 @@ def outcome_series(
     if key_ids is not None and not key_ids:
         return list(buckets.values())
     r = UsageRollup
+    key = _bucket_expr(session, r.bucket, win.granularity)
     rows = session.execute(
         select(
-            r.bucket,
+            key,
             func.sum(r.count),
             func.sum(r.status_2xx),
             func.sum(r.status_3xx),
@@ -215,10 +241,10 @@ def outcome_series(
             r.bucket >= win.start,
             r.bucket < win.end,
         )
-        .group_by(r.bucket)
+        .group_by(key)
     )
     for at, n, s2, s3, s4, s4a, s429, s5, other, lat in rows:
-        b = buckets[floor(_utc(at), win.granularity)]
+        b = buckets[_bucket_start(at)]
         b.count += int(n or 0)
         o = b.outcome
         o["2xx"] += int(s2 or 0)
@@ -230,21 +256,55 @@ def outcome_series(
         o["other"] += int(other or 0)
         b.latency_sum_ms += float(lat or 0.0)
     if latency:
-        lb = UsageLatencyBin
-        bins = session.execute(
-            select(lb.bucket, lb.bin, func.sum(lb.count))
-            .where(
-                _key_filter(lb.key_id, key_ids),
-                lb.granularity == source,
-                lb.bucket >= win.start,
-                lb.bucket < win.end,
-            )
-            .group_by(lb.bucket, lb.bin)
-        )
-        for at, b_index, n in bins:
-            hist = buckets[floor(_utc(at), win.granularity)].bins
-            hist[b_index] = hist.get(b_index, 0) + int(n or 0)
+        for at, b_index in _p95_bins(session, win, key_ids):
+            buckets[_bucket_start(at)].latency_p95_ms = upper_edge(int(b_index))
     return list(buckets.values())
+
+
+def _p95_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -> Any:
+    lb = UsageLatencyBin
+    key = _bucket_expr(session, lb.bucket, win.granularity)
+    hist = (
+        select(key.label("b"), lb.bin.label("bin"), func.sum(lb.count).label("n"))
+        .where(
+            _key_filter(lb.key_id, key_ids),
+            lb.granularity == SOURCE[win.granularity],
+            lb.bucket >= win.start,
+            lb.bucket < win.end,
+        )
+        .group_by(key, lb.bin)
+        .subquery()
+    )
+    running = select(
+        hist.c.b,
+        hist.c.bin,
+        func.sum(hist.c.n).over(partition_by=hist.c.b, order_by=hist.c.bin).label("seen"),
+        func.sum(hist.c.n).over(partition_by=hist.c.b).label("total"),
+    ).subquery()
+    # Nearest rank: the first bin where seen >= ceil(0.95 total), i.e. 20 seen >= 19 total.
+    return session.execute(
+        select(running.c.b, func.min(running.c.bin))
+        .where(running.c.seen * 20 >= running.c.total * 19)
+        .group_by(running.c.b)
+    ).all()
+
+
+def latency_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -> dict[int, int]:
+    """The window's whole latency histogram (for its p50 and p95)."""
+    if key_ids is not None and not key_ids:
+        return {}
+    lb = UsageLatencyBin
+    rows = session.execute(
+        select(lb.bin, func.sum(lb.count))
+        .where(
+            _key_filter(lb.key_id, key_ids),
+            lb.granularity == SOURCE[win.granularity],
+            lb.bucket >= win.start,
+            lb.bucket < win.end,
+        )
+        .group_by(lb.bin)
+    )
+    return {int(b): int(n or 0) for b, n in rows}
 
 
 def _utc(at: datetime) -> datetime:
@@ -361,7 +421,9 @@ def dashboard_usage(session: Session, key_ids: Sequence[int], win: Window) -> di
 def key_usage(session: Session, key_id: int, win: Window, limit_per_minute: int) -> dict[str, Any]:
     """One key: outcome series with latency, p50/p95, peak minute vs limit, top lists."""
     buckets = outcome_series(session, win, [key_id], latency=True)
-    tot = total(buckets, win.start).to_dict(latency=True)
+    summed = total(buckets, win.start)
+    summed.bins = latency_bins(session, win, [key_id])
+    tot = summed.to_dict(latency=True)
     del tot["start"]
     peak = peak_minute(session, win, [key_id])
     return {
@@ -385,12 +447,12 @@ def table(payload: dict[str, Any], chart: str) -> tuple[list[str], list[list[Any
         latency = "latency_p95_ms" in payload["buckets"][0] if payload["buckets"] else False
         header = ["start_utc", "requests", *OUTCOMES]
         if latency:
-            header += ["latency_p50_ms", "latency_p95_ms"]
+            header += ["latency_avg_ms", "latency_p95_ms"]
         rows = []
         for b in payload["buckets"]:
             row = [b["start"], b["count"], *(b["outcome"][o] for o in OUTCOMES)]
             if latency:
-                row += [b["latency_p50_ms"], b["latency_p95_ms"]]
+                row += [b["latency_avg_ms"], b["latency_p95_ms"]]
             rows.append(row)
         return header, rows
     if chart == "keys" and "top_keys" in payload:
