@@ -221,6 +221,9 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--reuse", action="store_true", help="measure an already filled --db")
+    parser.add_argument(
+        "--fill-only", action="store_true", help="only fill: the recorder's flush rate"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
     url = args.db or f"sqlite:///{tmp / 'bench.db'}"
@@ -230,6 +233,8 @@ def main() -> None:
         started = time.perf_counter()
         fill(app, args)
         print(f"  filled in {time.perf_counter() - started:.0f} s")
+    if args.fill_only:
+        return
     print(f"  load average {os.getloadavg()[0]:.1f} before measuring")
     print(f"{'answer':<62} {'median ms':>9} {'max ms':>8} {'bytes':>8}")
     for url, med, worst, size in measure(app, args.rounds):

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import ApiKey
 from app.portal import bp
 from app.portal import routes as portal_routes
+from app.ratelimit import tier_rate
 from app.usage import analytics
 from app.usage.queries import UsageQueryError
 
@@ -38,8 +39,7 @@ def _json(payload: dict[str, Any]) -> ResponseReturnValue:
 
 
 def _limit(key: ApiKey) -> int:
-    rates: dict[str, int] = current_app.config["TIER_RATE_LIMITS"]
-    return int(rates.get(key.tier, min(rates.values())))
+    return tier_rate(key.tier, current_app.config)
 
 
 def _own_key_ids() -> list[int]:
@@ -54,7 +54,7 @@ def _dashboard_payload() -> dict[str, Any]:
 @login_required
 def dashboard() -> ResponseReturnValue:
     now = datetime.now(UTC)
-    keys = analytics.live_keys(db.session, current_user.id)
+    keys = analytics.user_keys(db.session, current_user.id)
     return render_template(
         "portal/dashboard.html",
         keys=keys,

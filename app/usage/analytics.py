@@ -482,7 +482,8 @@ def tables(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # -- the dashboard's lists --------------------------------------------------------------
 
 
-def live_keys(session: Session, user_id: int) -> list[ApiKey]:
+def user_keys(session: Session, user_id: int) -> list[ApiKey]:
+    """All of a user's keys, newest first (the dashboard's lists filter them)."""
     return list(
         session.scalars(
             select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at.desc())
@@ -571,6 +572,51 @@ def parse_status_filter(text: str | None) -> tuple[int, int] | None:
     raise UsageQueryError("status must be 2xx, 3xx, 4xx, 5xx, 401/403 or a status such as 429")
 
 
+def _rollup_column(lo: int, hi: int) -> Any:
+    """The hour roll-up column that counts exactly the statuses lo..hi, or None."""
+    r = UsageRollup
+    exact = {
+        (200, 299): r.status_2xx,
+        (300, 399): r.status_3xx,
+        (400, 499): r.status_4xx,
+        (500, 599): r.status_5xx,
+        (401, 403): r.status_401_403,
+        (429, 429): r.status_429,
+    }
+    return exact.get((lo, hi))
+
+
+_SINCE_HOURS = 500
+
+
+def _since(
+    session: Session, key_id: int, column: Any, anchor_hour: datetime | None, need: int
+) -> tuple[bool, datetime | None]:
+    """Where a filtered page can start looking: (anything to find, oldest hour needed).
+
+    The hour roll-ups say which hours hold matching requests, so a rare status is found
+    by reading those hours' events, not by walking every event of a busy key. Hours
+    before the cursor's own are counted (its hour also holds newer events).
+    """
+    r = UsageRollup
+    q = select(r.bucket, column).where(r.key_id == key_id, r.granularity == "hour", column > 0)
+    if anchor_hour is not None:
+        q = q.where(r.bucket < anchor_hour)
+    rows = session.execute(q.order_by(r.bucket.desc()).limit(_SINCE_HOURS)).all()
+    seen = 0
+    for bucket, n in rows:
+        seen += int(n)
+        if seen >= need:
+            return True, _utc(bucket)
+    if len(rows) == _SINCE_HOURS:
+        return True, None
+    if rows:
+        return True, _utc(rows[-1][0])
+    if anchor_hour is not None:
+        return True, anchor_hour
+    return False, None
+
+
 def request_log(
     session: Session,
     key_id: int,
@@ -581,17 +627,26 @@ def request_log(
     """The newest raw events of one key, `limit` at a time, newest first."""
     e = UsageRecord
     conds: list[Any] = [e.key_id == key_id]
+    anchor = None
+    if before is not None:
+        anchor = session.get(e, before)
+        if anchor is None or anchor.key_id != key_id:
+            return LogPage([], None)
+        conds.append(or_(e.at < anchor.at, and_(e.at == anchor.at, e.id < anchor.id)))
     if status is not None:
         lo, hi = status
         if (lo, hi) == (401, 403):
             conds.append(e.status.in_((401, 403)))
         else:
             conds.append(e.status.between(lo, hi))
-    if before is not None:
-        anchor = session.get(e, before)
-        if anchor is None or anchor.key_id != key_id:
-            return LogPage([], None)
-        conds.append(or_(e.at < anchor.at, and_(e.at == anchor.at, e.id < anchor.id)))
+        column = _rollup_column(lo, hi)
+        if column is not None:
+            anchor_hour = floor(anchor.at, "hour") if anchor is not None else None
+            found, since = _since(session, key_id, column, anchor_hour, limit + 1)
+            if not found:
+                return LogPage([], None)
+            if since is not None:
+                conds.append(e.at >= since)
     rows = list(
         session.scalars(
             select(e).where(*conds).order_by(e.at.desc(), e.id.desc()).limit(limit + 1)

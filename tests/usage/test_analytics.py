@@ -318,3 +318,32 @@ def test_login_lands_on_the_dashboard(portal: Portal) -> None:
     assert page.status_code == 200 and 'aria-current="page">Dashboard' in page.get_data(
         as_text=True
     )
+
+
+def test_filtered_request_log_pages_through_every_match_across_hours(
+    app: Flask, user: Portal, key: Key
+) -> None:
+    """The roll-ups narrow where a filtered page looks; no match may be skipped."""
+    now = datetime.now(UTC)
+    rec = recorder(app)
+    expected = []
+    for i in range(120):
+        at = now - timedelta(minutes=37 * i)
+        status = 503 if i % 2 == 0 else 200
+        rec.record(key.event(status=status, endpoint=f"/v1/e/{i}", at=at))
+        if status == 503:
+            expected.append(f"/v1/e/{i}")
+    rec.flush()
+    seen: list[str] = []
+    url = f"/keys/{key.public_id}?log_status=5xx"
+    for _ in range(5):
+        html = user.client.get(url).get_data(as_text=True)
+        log = html.split('id="request-log-title"')[1]
+        seen += [p.split("<")[0] for p in log.split('<code class="wrap">')[1:]]
+        if 'rel="next"' not in log:
+            break
+        url = log.split('rel="next" href="')[1].split('"')[0].replace("&amp;", "&")
+    assert seen == expected  # all 60, newest first, none twice
+    assert "/v1/e/" not in user.client.get(f"/keys/{key.public_id}?log_status=3xx").get_data(
+        as_text=True
+    )
