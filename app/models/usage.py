@@ -61,7 +61,11 @@ class UsageRollup(db.Model):
 
 
 class UsageLatencyBin(db.Model):
-    """How many requests of one roll-up fell into one latency bin (sparse histogram)."""
+    """How many requests of one roll-up fell into one latency bin (sparse histogram).
+
+    Granularity minute, hour, and day (a day's histogram for month charts; there is no
+    day row in usage_rollup, whose day views sum hours).
+    """
 
     __tablename__ = "usage_latency_bin"
 
@@ -73,16 +77,18 @@ class UsageLatencyBin(db.Model):
 
 
 class UsageTopRollup(db.Model):
-    """Requests per key per hour by endpoint and by client IP, for the "top" tables.
+    """Requests per key per hour and per day by endpoint and by client IP ("top" lists).
 
     `dim` is "endpoint" or "ip"; `value` the endpoint (cut like the raw event's) or the
-    address. Hour buckets only: the top lists of a range are sums of its hours.
+    address; `granularity` "hour" or "day". A range's top list sums its whole days and
+    the hours at its edges.
     """
 
     __tablename__ = "usage_top_rollup"
 
     key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id"), primary_key=True)
     dim: Mapped[str] = mapped_column(String(8), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     value: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner_id: Mapped[int] = mapped_column(Integer, index=True)

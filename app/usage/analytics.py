@@ -263,16 +263,16 @@ def outcome_series(
 
 def _p95_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -> Any:
     lb = UsageLatencyBin
-    key = _bucket_expr(session, lb.bucket, win.granularity)
+    # Day charts read the day histograms; minute and hour charts their own.
     hist = (
-        select(key.label("b"), lb.bin.label("bin"), func.sum(lb.count).label("n"))
+        select(lb.bucket.label("b"), lb.bin.label("bin"), func.sum(lb.count).label("n"))
         .where(
             _key_filter(lb.key_id, key_ids),
-            lb.granularity == SOURCE[win.granularity],
+            lb.granularity == win.granularity,
             lb.bucket >= win.start,
             lb.bucket < win.end,
         )
-        .group_by(key, lb.bin)
+        .group_by(lb.bucket, lb.bin)
         .subquery()
     )
     running = select(
@@ -289,6 +289,25 @@ def _p95_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -> A
     ).all()
 
 
+def _parts(win: Window) -> list[tuple[str, datetime, datetime]]:
+    """The window as (granularity, start, end) pieces: its whole UTC days as day rows,
+    the hours at its edges as hour rows (a minute window: its minutes)."""
+    if win.granularity == "minute":
+        return [("minute", win.start, win.end)]
+    lo = floor(win.start, "hour")
+    hi = win.end if floor(win.end, "hour") == win.end else floor(win.end, "hour") + STEP["hour"]
+    d0 = floor(lo, "day") if floor(lo, "day") == lo else floor(lo, "day") + STEP["day"]
+    d1 = floor(hi, "day")
+    if d1 <= d0:
+        return [("hour", lo, hi)]
+    parts = [("hour", lo, d0), ("day", d0, d1), ("hour", d1, hi)]
+    return [(g, a, b) for g, a, b in parts if a < b]
+
+
+def _in_parts(granularity: Any, bucket: Any, parts: list[tuple[str, datetime, datetime]]) -> Any:
+    return or_(*(and_(granularity == g, bucket >= a, bucket < b) for g, a, b in parts))
+
+
 def latency_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -> dict[int, int]:
     """The window's whole latency histogram (for its p50 and p95)."""
     if key_ids is not None and not key_ids:
@@ -296,12 +315,7 @@ def latency_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -
     lb = UsageLatencyBin
     rows = session.execute(
         select(lb.bin, func.sum(lb.count))
-        .where(
-            _key_filter(lb.key_id, key_ids),
-            lb.granularity == SOURCE[win.granularity],
-            lb.bucket >= win.start,
-            lb.bucket < win.end,
-        )
+        .where(_key_filter(lb.key_id, key_ids), _in_parts(lb.granularity, lb.bucket, _parts(win)))
         .group_by(lb.bin)
     )
     return {int(b): int(n or 0) for b, n in rows}
@@ -359,18 +373,27 @@ def top_values(
 ) -> list[dict[str, Any]]:
     """Top endpoints (dim="endpoint") or client IPs (dim="ip") by requests.
 
-    Read from hour roll-ups, so a minute window counts the whole hours it touches.
+    Read from day and hour roll-ups, so a window shorter than an hour counts the whole
+    hours it touches.
     """
     if key_ids is not None and not key_ids:
         return []
     t = UsageTopRollup
-    lo, hi = floor(win.start, "hour"), win.end
-    if floor(hi, "hour") != hi:
-        hi = floor(hi, "hour") + STEP["hour"]
+    parts = [
+        ("hour", floor(a, "hour"), b) if g == "minute" else (g, a, b) for g, a, b in _parts(win)
+    ]
+    if parts[0][0] == "hour" and len(parts) == 1:  # a minute window: whole hours
+        g, a, b = parts[0]
+        b = b if floor(b, "hour") == b else floor(b, "hour") + STEP["hour"]
+        parts = [(g, a, b)]
     n = func.sum(t.count)
     rows = session.execute(
         select(t.value, n, func.sum(t.errors))
-        .where(_key_filter(t.key_id, key_ids), t.dim == dim, t.bucket >= lo, t.bucket < hi)
+        .where(
+            _key_filter(t.key_id, key_ids),
+            t.dim == dim,
+            _in_parts(t.granularity, t.bucket, parts),
+        )
         .group_by(t.value)
         .order_by(n.desc(), t.value)
         .limit(limit)

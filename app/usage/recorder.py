@@ -83,6 +83,8 @@ def _floor(at: datetime, granularity: str) -> datetime:
     at = at.astimezone(UTC)
     if granularity == "minute":
         return at.replace(second=0, microsecond=0)
+    if granularity == "day":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
     return at.replace(minute=0, second=0, microsecond=0)
 
 
@@ -422,20 +424,25 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
     """Aggregate the batch in memory, then add it to the stored roll-ups atomically."""
     rollups: dict[tuple[int, str, datetime], dict[str, Any]] = {}
     bins: dict[tuple[int, str, datetime, int], int] = {}
-    tops: dict[tuple[int, str, datetime, str], list[int]] = {}
+    tops: dict[tuple[int, str, str, datetime, str], list[int]] = {}
     for e in events:
         cls = f"status_{status_class(e.status)}"
         part = _FOUR_XX_PARTS.get(e.status)
         ms = _ms(e.response_ms)
         b = bin_of(ms)
         failed = 1 if e.status >= 400 else 0
-        hour = _floor(e.at, "hour")
+        hour, day = _floor(e.at, "hour"), _floor(e.at, "day")
+        # Day rows too (histogram and top lists): a month's chart reads 30 rows per
+        # bin or value instead of 720.
+        day_bin = (e.key_id, "day", day, b)
+        bins[day_bin] = bins.get(day_bin, 0) + 1
         for dim, value in (("endpoint", _text(e.endpoint, ENDPOINT_MAX)), ("ip", e.client_ip)):
             if value:
-                pk = (e.key_id, dim, hour, value[:ENDPOINT_MAX])
-                top = tops.setdefault(pk, [e.owner_id, 0, 0])
-                top[1] += 1
-                top[2] += failed
+                for granularity, bucket in (("hour", hour), ("day", day)):
+                    pk = (e.key_id, dim, granularity, bucket, value[:ENDPOINT_MAX])
+                    top = tops.setdefault(pk, [e.owner_id, 0, 0])
+                    top[1] += 1
+                    top[2] += failed
         for granularity in ("minute", "hour"):
             bucket = _floor(e.at, granularity)
             pk = (e.key_id, granularity, bucket)
@@ -471,7 +478,10 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
     ]
     top_rows = [
         dict(
-            zip(("key_id", "dim", "bucket", "value"), k, strict=True), owner_id=o, count=n, errors=f
+            zip(("key_id", "dim", "granularity", "bucket", "value"), k, strict=True),
+            owner_id=o,
+            count=n,
+            errors=f,
         )
         for k, (o, n, f) in sorted(tops.items())
     ]

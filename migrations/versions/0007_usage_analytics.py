@@ -25,6 +25,7 @@ def upgrade():
         "usage_top_rollup",
         sa.Column("key_id", sa.Integer(), nullable=False),
         sa.Column("dim", sa.String(length=8), nullable=False),
+        sa.Column("granularity", sa.String(length=8), nullable=False),
         sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
         sa.Column("value", sa.String(length=200), nullable=False),
         sa.Column("owner_id", sa.Integer(), nullable=False),
@@ -33,13 +34,32 @@ def upgrade():
         sa.ForeignKeyConstraint(
             ["key_id"], ["api_key.id"], name=op.f("fk_usage_top_rollup_key_id_api_key")
         ),
-        sa.PrimaryKeyConstraint("key_id", "dim", "bucket", "value", name=op.f("pk_usage_top_rollup")),
+        sa.PrimaryKeyConstraint(
+            "key_id", "dim", "granularity", "bucket", "value", name=op.f("pk_usage_top_rollup")
+        ),
     )
     with op.batch_alter_table("usage_top_rollup", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_usage_top_rollup_owner_id"), ["owner_id"], unique=False)
+    backfill_day_bins(op.get_bind())
+
+
+def backfill_day_bins(conn):
+    """Day histograms from the hour ones already stored (the recorder writes them from now on)."""
+    if conn.dialect.name == "postgresql":
+        day = "date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    else:  # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+        day = "substr(bucket, 1, 10) || ' 00:00:00.000000'"
+    conn.execute(
+        sa.text(
+            "INSERT INTO usage_latency_bin (key_id, granularity, bucket, bin, count) "
+            f"SELECT key_id, 'day', {day}, bin, SUM(count) FROM usage_latency_bin "
+            f"WHERE granularity = 'hour' GROUP BY key_id, {day}, bin"
+        )
+    )
 
 
 def downgrade():
+    op.execute("DELETE FROM usage_latency_bin WHERE granularity = 'day'")
     with op.batch_alter_table("usage_top_rollup", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_usage_top_rollup_owner_id"))
     op.drop_table("usage_top_rollup")

@@ -114,6 +114,24 @@ def test_key_usage_has_latency_peak_against_the_limit_and_top_lists(
     ]
     # Every chart's table travels with the data, for the page's accessible tables.
     assert set(data["tables"]) == {"series", "endpoints", "ips"}
+    # Longer ranges read day rows for whole days and hour rows at the edges: same lists.
+    for range_name in ("day", "week", "month"):
+        longer = user.client.get(f"/keys/{a.public_id}/usage.json?range={range_name}").get_json()
+        assert longer["top_endpoints"] == data["top_endpoints"], range_name
+        assert longer["top_ips"] == data["top_ips"], range_name
+        assert longer["total"]["latency_p95_ms"] == total["latency_p95_ms"], range_name
+        assert longer["buckets"][-1]["latency_p95_ms"] == total["latency_p95_ms"], range_name
+
+
+def test_top_lists_count_whole_days_and_edge_hours(
+    user: Portal, traffic: tuple[Key, Key, datetime]
+) -> None:
+    _, b, _ = traffic
+    week = user.client.get(f"/keys/{b.public_id}/usage.json?range=week").get_json()
+    assert week["top_endpoints"] == [{"value": "/v1/things", "count": 4, "errors": 1}]
+    day = user.client.get(f"/keys/{b.public_id}/usage.json?range=day").get_json()
+    assert day["top_endpoints"] == [{"value": "/v1/things", "count": 3, "errors": 0}]
+    assert 5.0 <= week["total"]["latency_p95_ms"] <= 5.0 * 2**0.25
 
 
 def test_custom_range_picks_a_granularity_and_counts_only_its_buckets(
