@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--failures", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--reuse", action="store_true", help="measure an already filled --db")
