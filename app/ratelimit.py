@@ -67,10 +67,15 @@ def _item(text: str) -> RateLimitItem:
     return parse(text)
 
 
-def tier_limit(tier: str, config: dict[str, Any]) -> str:
-    """The per-key limit string for a tier; an unknown tier gets the smallest."""
+def tier_rate(tier: str, config: dict[str, Any]) -> int:
+    """Requests a minute a key of this tier may make; an unknown tier gets the smallest."""
     rates: dict[str, int] = config["TIER_RATE_LIMITS"]
-    return f"{rates.get(tier, min(rates.values()))}/minute"
+    return rates.get(tier, min(rates.values()))
+
+
+def tier_limit(tier: str, config: dict[str, Any]) -> str:
+    """The per-key limit string for a tier."""
+    return f"{tier_rate(tier, config)}/minute"
 
 
 def key_limit(record: KeyRecord, config: dict[str, Any]) -> str:

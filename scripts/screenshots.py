@@ -40,7 +40,7 @@ def login(page: Page, base: str, email: str) -> None:
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
     page.click("main button[type=submit], main input[type=submit]")
-    page.wait_for_url("**/keys")
+    page.wait_for_url("**/dashboard")
 
 
 def create_key(
@@ -97,15 +97,93 @@ def demo_keys(page: Page, base: str) -> dict[str, str]:
     return ids
 
 
+def seed_history(server: LiveServer, email: str, events: int = 6000) -> None:
+    """A week of plausible traffic for the user's keys, through the usage recorder.
+
+    Validations through the server can only happen now; the charts want history, so
+    the events go through the same recorder the API uses, with past times.
+    """
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app import create_app
+    from app.extensions import db
+    from app.models import ApiKey, User
+    from app.usage import UsageEvent, recorder
+
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": server.env["DATABASE_URL"],
+            "INSTANCE_PATH": server.env["KEYLEDGER_INSTANCE"],
+            "SECRET_KEY": server.env["SECRET_KEY"],
+            "KEY_PEPPER": server.env["KEY_PEPPER"],
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "USAGE_MODE": "manual",
+        }
+    )
+    rng = random.Random(10)
+    now = datetime.now(UTC)
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        keys = db.session.scalars(
+            select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+        ).all()
+        weights = [5, 2, 1, 1, 1][: len(keys)]
+        paths = ["/v1/orders", "/v1/orders/{id}", "/v1/invoices", "/v1/customers", "/v1/refunds"]
+        ips = ["203.0.113.10", "203.0.113.11", "198.51.100.23", "192.0.2.200", "2001:db8::7"]
+        rec = recorder(app)
+        for _ in range(events):
+            key = rng.choices(keys, weights)[0]
+            ago = timedelta(minutes=rng.triangular(0, 7 * 24 * 60, 0))
+            roll = rng.random()
+            status = (
+                200
+                if roll < 0.86
+                else 201
+                if roll < 0.9
+                else 404
+                if roll < 0.93
+                else 401
+                if roll < 0.95
+                else 429
+                if roll < 0.98
+                else 503
+            )
+            rec.record(
+                UsageEvent(
+                    key_id=key.id,
+                    owner_id=user.id,
+                    endpoint=rng.choices(paths, [6, 3, 2, 2, 1])[0],
+                    method=rng.choice(["GET", "GET", "POST"]),
+                    status=status,
+                    response_ms=rng.lognormvariate(3.0, 0.6),
+                    client_ip=rng.choices(ips, [6, 4, 2, 1, 1])[0],
+                    at=now - ago,
+                )
+            )
+        rec.flush()
+        db.engine.dispose()
+
+
 def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     base = server.url
     register(page, base, DEMO_EMAIL)
     server.flask("users", "set-tier", DEMO_EMAIL, "premium")
-    demo_keys(page, base)
+    ids = demo_keys(page, base)
     create_key(page, base, "analytics export", ["usage:read"], "reports.export", days=180)
     page.screenshot(path=str(out / "key-once.png"))
     page.goto(f"{base}/keys")
     page.screenshot(path=str(out / "keys.png"))
+    seed_history(server, DEMO_EMAIL)
+    page.goto(f"{base}/dashboard")
+    page.get_by_role("button", name="Last 7 days").click()
+    page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
+    page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+    page.goto(f"{base}/keys/{ids['billing']}")
+    page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
+    page.locator("#usage").screenshot(path=str(out / "key-usage.png"))
     account_shot(page, base, out / "account.png")
     admin_user_shot(page, base, out / "admin-user.png")
 
@@ -167,8 +245,14 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     shot("created")
     page.goto(f"{base}/keys")
     shot("keys")
+    seed_history(server, email, events=2000)
+    page.goto(f"{base}/dashboard")
+    page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
+    shot("dashboard")
     page.goto(f"{base}/keys/{ids['billing']}")
+    page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
     shot("key-active")
+    page.locator("#usage").screenshot(path=str(out / f"{tag}-key-usage.png"))
     page.goto(f"{base}/keys/{ids['laptop']}")
     shot("key-revoked")
     page.goto(f"{base}/account")

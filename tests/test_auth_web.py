@@ -17,7 +17,7 @@ def test_login_and_logout_round_trip(app, user, client):
     assert resp.status_code == 302 and resp.headers["Location"] == "/login"
     assert client.get("/keys").status_code == 302
     resp = user.login("alice@example.com")
-    assert resp.status_code == 302 and resp.headers["Location"] == "/keys"
+    assert resp.status_code == 302 and resp.headers["Location"] == "/dashboard"
     page = client.get("/keys").get_data(as_text=True)
     assert "Signed in as <strong>alice@example.com</strong>" in page
 
@@ -170,11 +170,11 @@ def test_next_only_accepts_same_site_paths(app, portal, target):
         action=f"/login?next={quote(target, safe='')}",
     )
     assert resp.status_code == 302
-    assert resp.headers["Location"] == "/keys"
+    assert resp.headers["Location"] == "/dashboard"
 
 
 def test_logged_in_users_skip_login_and_register(user, client):
-    assert client.get("/login").headers["Location"] == "/keys"
+    assert client.get("/login").headers["Location"] == "/dashboard"
     assert client.get("/register").headers["Location"] == "/keys"
 
 

@@ -30,7 +30,7 @@ def _safe_next(target: str | None) -> str:
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and "\\" not in target:
             return target
-    return url_for("portal.keys")
+    return url_for("portal.dashboard")
 
 
 def _login_limit() -> str:
@@ -114,7 +114,7 @@ def _tell_failures(user: User) -> None:
 @limiter.limit(_login_limit, methods=["POST"], on_breach=_ip_breach)
 def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
-        return redirect(url_for("portal.keys"))
+        return redirect(url_for("portal.dashboard"))
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data or ""

@@ -9,7 +9,7 @@ from app.models.audit import (
     AuditVerification,
 )
 from app.models.session import UserSession
-from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup
+from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
 from app.models.webhook import WebhookCursor, WebhookDelivery, WebhookEndpoint
 
@@ -23,6 +23,7 @@ __all__ = [
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",
+    "UsageTopRollup",
     "User",
     "UserSession",
     "WebhookCursor",

@@ -54,11 +54,18 @@ class UsageRollup(db.Model):
     status_5xx: Mapped[int] = mapped_column(BigInteger, default=0)
     # Anything outside 200-599 (a service reporting 1xx or nonsense) counts here.
     status_other: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Parts of status_4xx the dashboards split out: refused credentials and rate limits.
+    status_401_403: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status_429: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class UsageLatencyBin(db.Model):
-    """How many requests of one roll-up fell into one latency bin (sparse histogram)."""
+    """How many requests of one roll-up fell into one latency bin (sparse histogram).
+
+    Granularity minute, hour, and day (a day's histogram for month charts; there is no
+    day row in usage_rollup, whose day views sum hours).
+    """
 
     __tablename__ = "usage_latency_bin"
 
@@ -67,3 +74,24 @@ class UsageLatencyBin(db.Model):
     bucket: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     bin: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageTopRollup(db.Model):
+    """Requests per key per hour and per day by endpoint and by client IP ("top" lists).
+
+    `dim` is "endpoint" or "ip"; `value` the endpoint (cut like the raw event's) or the
+    address; `granularity` "hour" or "day". A range's top list sums its whole days and
+    the hours at its edges.
+    """
+
+    __tablename__ = "usage_top_rollup"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id"), primary_key=True)
+    dim: Mapped[str] = mapped_column(String(8), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Answers of 400 and above among them.
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -18,7 +18,7 @@ from app.extensions import db
 from app.keys import history, lifecycle
 from app.keys.lifecycle import NewKey
 from app.models import ApiKey
-from app.portal import bp
+from app.portal import bp, usage_views
 from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
 from app.web import client_ip, key_policy
 
@@ -28,7 +28,7 @@ _SEEN = "minted_forms"
 
 @bp.route("/")
 def index() -> ResponseReturnValue:
-    return redirect(url_for("portal.keys" if current_user.is_authenticated else "auth.login"))
+    return redirect(url_for("portal.dashboard" if current_user.is_authenticated else "auth.login"))
 
 
 @bp.route("/keys")
@@ -127,6 +127,7 @@ def key_detail(public_id: str) -> ResponseReturnValue:
         edit_form=EditKeyForm(obj=key),
         rotate_form=RotateForm(),
         revoke_form=RevokeForm(),
+        **usage_views.key_page_usage(key),
     )
 
 
@@ -202,24 +203,3 @@ def rotate(public_id: str) -> ResponseReturnValue:
         flash(f"{exc}. Nothing was changed.", "error")
         return redirect(url_for("portal.key_detail", public_id=public_id))
     return _show_once(form.form_token.data, new, "Your rotated API key")
-
-
-@bp.route("/keys/<public_id>/usage.json")
-@login_required
-def key_usage(public_id: str) -> ResponseReturnValue:
-    """The key page's usage chart data: the owner's only (anyone else: 404, audited)."""
-    from datetime import UTC, datetime
-
-    from flask import jsonify, request
-
-    from app.usage import queries
-
-    key = _own_key_or_404(public_id)
-    range_name = request.args.get("range", "day")
-    try:
-        payload = queries.chart(db.session, key, range_name, datetime.now(UTC))
-    except queries.UsageQueryError as exc:
-        return jsonify({"error": "bad_request", "message": str(exc)}), 400
-    response = jsonify({"key_id": key.public_id, **payload})
-    response.headers["Cache-Control"] = "private, no-store"
-    return response

@@ -180,27 +180,3 @@ def billing(session: Session, start: datetime, end: datetime) -> list[BillingLin
         lines[(owner_id, key_id)][0] += int(n or 0)
         lines[(owner_id, key_id)][1] += int(n5 or 0)
     return [BillingLine(o, k, n, n5) for (o, k), (n, n5) in lines.items()]
-
-
-# The key page's chart: range name -> (granularity, number of buckets ending now).
-CHART_RANGES = {"hour": ("minute", 60), "day": ("hour", 24), "month": ("day", 30)}
-
-
-def chart(session: Session, key: ApiKey | int, range_name: str, now: datetime) -> dict[str, Any]:
-    """The chart payload for one of CHART_RANGES, the current bucket last."""
-    if range_name not in CHART_RANGES:
-        raise UsageQueryError(f"range must be one of {', '.join(CHART_RANGES)}")
-    granularity, n = CHART_RANGES[range_name]
-    end = floor(now, granularity) + STEP[granularity]
-    start = end - n * STEP[granularity]
-    buckets = series(session, key, start, end, granularity)
-    total = summary(buckets).to_dict()
-    del total["start"]
-    return {
-        "range": range_name,
-        "granularity": granularity,
-        "from": start.isoformat().replace("+00:00", "Z"),
-        "to": end.isoformat().replace("+00:00", "Z"),
-        "total": total,
-        "buckets": [b.to_dict() for b in buckets],
-    }

@@ -44,7 +44,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.extensions import db
-from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup
+from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.usage import UsageEvent
 from app.usage.histogram import bin_of
 
@@ -83,6 +83,8 @@ def _floor(at: datetime, granularity: str) -> datetime:
     at = at.astimezone(UTC)
     if granularity == "minute":
         return at.replace(second=0, microsecond=0)
+    if granularity == "day":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
     return at.replace(minute=0, second=0, microsecond=0)
 
 
@@ -414,14 +416,33 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
             copy.write_row(tuple(row.values()))
 
 
+# The 4xx answers the dashboards count apart (they stay in status_4xx as well).
+_FOUR_XX_PARTS = {401: "status_401_403", 403: "status_401_403", 429: "status_429"}
+
+
 def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) -> None:
     """Aggregate the batch in memory, then add it to the stored roll-ups atomically."""
     rollups: dict[tuple[int, str, datetime], dict[str, Any]] = {}
     bins: dict[tuple[int, str, datetime, int], int] = {}
+    tops: dict[tuple[int, str, str, datetime, str], list[int]] = {}
     for e in events:
         cls = f"status_{status_class(e.status)}"
+        part = _FOUR_XX_PARTS.get(e.status)
         ms = _ms(e.response_ms)
         b = bin_of(ms)
+        failed = 1 if e.status >= 400 else 0
+        hour, day = _floor(e.at, "hour"), _floor(e.at, "day")
+        # Day rows too (histogram and top lists): a month's chart reads 30 rows per
+        # bin or value instead of 720.
+        day_bin = (e.key_id, "day", day, b)
+        bins[day_bin] = bins.get(day_bin, 0) + 1
+        for dim, value in (("endpoint", _text(e.endpoint, ENDPOINT_MAX)), ("ip", e.client_ip)):
+            if value:
+                for granularity, bucket in (("hour", hour), ("day", day)):
+                    pk = (e.key_id, dim, granularity, bucket, value[:ENDPOINT_MAX])
+                    top = tops.setdefault(pk, [e.owner_id, 0, 0])
+                    top[1] += 1
+                    top[2] += failed
         for granularity in ("minute", "hour"):
             bucket = _floor(e.at, granularity)
             pk = (e.key_id, granularity, bucket)
@@ -438,10 +459,14 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
                     "status_4xx": 0,
                     "status_5xx": 0,
                     "status_other": 0,
+                    "status_401_403": 0,
+                    "status_429": 0,
                     "latency_sum_ms": 0.0,
                 }
             row["count"] += 1
             row[cls] += 1
+            if part:
+                row[part] += 1
             row["latency_sum_ms"] += ms
             bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
 
@@ -451,9 +476,24 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
         {"key_id": k[0], "granularity": k[1], "bucket": k[2], "bin": k[3], "count": n}
         for k, n in sorted(bins.items())
     ]
+    top_rows = [
+        dict(
+            zip(("key_id", "dim", "granularity", "bucket", "value"), k, strict=True),
+            owner_id=o,
+            count=n,
+            errors=f,
+        )
+        for k, (o, n, f) in sorted(tops.items())
+    ]
     conn = session.connection()
     dialect = engine.dialect.name
-    for table, batch in ((UsageRollup.__table__, rows), (UsageLatencyBin.__table__, bin_rows)):
+    for table, batch in (
+        (UsageRollup.__table__, rows),
+        (UsageLatencyBin.__table__, bin_rows),
+        (UsageTopRollup.__table__, top_rows),
+    ):
+        if not batch:
+            continue
         if dialect == "postgresql":  # one statement: the batch's columns as arrays
             conn.execute(_upsert(dialect, table), {c: [r[c] for r in batch] for c in batch[0]})
         else:

@@ -129,7 +129,7 @@ class Browser:
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password", exact=True).fill(PASSWORD)
         page.locator("main").get_by_role("button", name="Log in").click()
-        page.wait_for_url("**/keys")
+        page.wait_for_url("**/dashboard")
 
     def create_key(
         self,
@@ -160,13 +160,42 @@ def _context(browser, server: LiveServer, **kw):
     return context
 
 
+# Where a failed browser test leaves a screenshot of each of its pages.
+SHOTS = Path(
+    os.environ.get("KEYLEDGER_E2E_SHOTS", Path(__file__).resolve().parents[2] / "e2e-failures")
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.kl_failed = report.failed
+
+
+def _shoot_if_failed(request: pytest.FixtureRequest, context) -> None:
+    if not getattr(request.node, "kl_failed", False):
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+    for i, page in enumerate(context.pages):
+        try:
+            path = SHOTS / f"{name}-{i}.png"
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot of the failed page: {path}")
+        except Exception as exc:  # a crashed page: the failure itself says more
+            print(f"no screenshot of page {i}: {exc}")
+
+
 @pytest.fixture
-def visitor(browser, live_server: LiveServer) -> Iterator[Browser]:
+def visitor(browser, live_server: LiveServer, request: pytest.FixtureRequest) -> Iterator[Browser]:
     """A person at a 1280x800 desktop browser, not logged in."""
     console = Console()
     context = _context(browser, live_server, viewport={"width": 1280, "height": 800})
     person = Browser(live_server, context, console)
     yield person
+    _shoot_if_failed(request, context)
     context.close()
     assert person.console.unexpected() == [], "browser console errors / CSP violations"
 
@@ -179,7 +208,7 @@ def person(visitor: Browser) -> Browser:
 
 
 @pytest.fixture
-def phone(browser, live_server: LiveServer) -> Iterator[Browser]:
+def phone(browser, live_server: LiveServer, request: pytest.FixtureRequest) -> Iterator[Browser]:
     """A registered person on a 390px-wide phone."""
     console = Console()
     context = _context(
@@ -193,5 +222,6 @@ def phone(browser, live_server: LiveServer) -> Iterator[Browser]:
     person = Browser(live_server, context, console)
     person.register()
     yield person
+    _shoot_if_failed(request, context)
     context.close()
     assert person.console.unexpected() == [], "browser console errors / CSP violations"

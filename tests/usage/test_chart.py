@@ -18,7 +18,7 @@ def test_key_page_has_a_usage_section_wired_without_inline_script(user: Portal, 
     page = user.client.get(f"/keys/{key.public_id}")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert 'id="usage-chart"' in html
+    assert 'data-chart="series"' in html
     assert f'data-usage-url="/keys/{key.public_id}/usage.json"' in html
     assert "/static/vendor/chart.js/chart.umd.min.js" in html
     assert "/static/js/usage-chart.js" in html
@@ -29,7 +29,12 @@ def test_key_page_has_a_usage_section_wired_without_inline_script(user: Portal, 
 
 
 def test_empty_key_has_zero_buckets_and_a_total_of_nothing(user: Portal, key: Key) -> None:
-    expected = (("hour", 60, "minute"), ("day", 24, "hour"), ("month", 30, "day"))
+    expected = (
+        ("hour", 60, "minute"),
+        ("day", 24, "hour"),
+        ("week", 168, "hour"),
+        ("month", 30, "day"),
+    )
     for range_name, n, granularity in expected:
         resp = user.client.get(f"/keys/{key.public_id}/usage.json?range={range_name}")
         assert resp.status_code == 200
@@ -51,7 +56,15 @@ def test_owner_sees_their_usage_by_status_class(app: Flask, user: Portal, key: K
     hour = user.client.get(f"/keys/{key.public_id}/usage.json?range=hour").get_json()
     last = hour["buckets"][-1]
     assert last["count"] == 5
-    assert last["status"] == {"2xx": 3, "3xx": 0, "4xx": 1, "5xx": 1, "other": 0}
+    assert last["outcome"] == {
+        "2xx": 3,
+        "3xx": 0,
+        "4xx": 0,
+        "401/403": 1,
+        "429": 0,
+        "5xx": 1,
+        "other": 0,
+    }
     assert last["latency_avg_ms"] == round(93.0 / 5, 3)
     # p95 of five requests is the slowest (80 ms), read from a bin at most 19 % high.
     assert 80.0 <= last["latency_p95_ms"] <= 80.0 * 2**0.25

@@ -99,6 +99,6 @@ def test_the_owner_sees_real_validations_on_the_chart(app: Flask, user: Portal, 
     recorder(app).flush()
     data = user.client.get(f"/keys/{key.public_id}/usage.json?range=hour").get_json()
     assert data["total"]["count"] == 3
-    assert data["total"]["status"]["2xx"] == 3
+    assert data["total"]["outcome"]["2xx"] == 3
     page = user.client.get(f"/keys/{key.public_id}").get_data(as_text=True)
     assert "192.0.2.44" in page  # last used from
