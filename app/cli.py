@@ -67,3 +67,8 @@ def register(app: Flask) -> None:
     from app.usage.cli import usage
 
     app.cli.add_command(usage)
+    from app.billing.cli import billing
+    from app.demo import demo
+
+    app.cli.add_command(billing)
+    app.cli.add_command(demo)

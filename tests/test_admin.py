@@ -21,7 +21,7 @@ def _tier(app, email: str) -> str:
 
 def test_admin_sees_users_and_keys(app, admin, user):
     user.create_key(name="alice-key")
-    users = admin.client.get("/admin/")
+    users = admin.client.get("/admin/users")
     assert users.status_code == 200
     assert "alice@example.com" in users.get_data(as_text=True)
     keys = admin.client.get("/admin/keys").get_data(as_text=True)
@@ -65,7 +65,7 @@ def test_unknown_tier_is_rejected(app, admin, user):
 
 
 def test_tier_change_on_a_missing_user_is_404(app, admin):
-    page = admin.client.get("/admin/").get_data(as_text=True)
+    page = admin.client.get("/admin/users").get_data(as_text=True)
     before = snapshot(app)
     for path in (
         "/admin/users/999999",

@@ -31,7 +31,7 @@ def admins_only() -> ResponseReturnValue | None:
     return None
 
 
-@bp.route("/")
+@bp.route("/users")
 def users() -> ResponseReturnValue:
     counts = (
         select(ApiKey.user_id, func.count(ApiKey.id).label("n")).group_by(ApiKey.user_id).subquery()

@@ -67,6 +67,7 @@ def account(response: Response) -> Response:
                 response_ms=(time.perf_counter() - auth.started) * 1000.0,
                 client_ip=ip,
                 at=now,
+                tier=record.tier,
             )
         )
     if auth.validating and status == 200:
@@ -78,6 +79,23 @@ def account(response: Response) -> Response:
                 actor_ip=ip,
                 target=actor,
                 details={"recorded": "first per key, client IP and minute; all in usage"},
+                at=now,
+            )
+    elif auth.error == "rate_limited":
+        # A refusal per key (or per guessing IP) and minute: every 429 of a key is in
+        # usage (status_429); the trail keeps who was throttled, from where, and when.
+        actor = f"key:{auth.public_id}" if record is not None else "anonymous"
+        if _first_this_minute(f"429 {actor}", ip, now.timestamp()):
+            recorder.audit(
+                "key.rate_limited",
+                actor=actor,
+                actor_ip=ip,
+                target=actor if record is not None else None,
+                outcome="denied",
+                details={
+                    "limit": "key" if record is not None else "failed_validations",
+                    "recorded": "first per key (or IP) and minute; all 429s in usage",
+                },
                 at=now,
             )
     elif auth.error in ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope"):

@@ -83,6 +83,8 @@ def _floor(at: datetime, granularity: str) -> datetime:
     at = at.astimezone(UTC)
     if granularity == "minute":
         return at.replace(second=0, microsecond=0)
+    if granularity == "day":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
     return at.replace(minute=0, second=0, microsecond=0)
 
 
@@ -422,7 +424,8 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
         cls = f"status_{status_class(e.status)}"
         ms = _ms(e.response_ms)
         b = bin_of(ms)
-        for granularity in ("minute", "hour"):
+        refused = 1 if e.status == 429 else 0
+        for granularity in ("minute", "hour", "day"):
             bucket = _floor(e.at, granularity)
             pk = (e.key_id, granularity, bucket)
             row = rollups.get(pk)
@@ -439,11 +442,15 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
                     "status_5xx": 0,
                     "status_other": 0,
                     "latency_sum_ms": 0.0,
+                    "status_429": 0,
+                    "tier": e.tier,
                 }
             row["count"] += 1
             row[cls] += 1
             row["latency_sum_ms"] += ms
-            bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
+            row["status_429"] += refused
+            if granularity != "day":  # day rows feed totals, never a percentile
+                bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
 
     # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
     rows = [rollups[k] for k in sorted(rollups)]
@@ -477,7 +484,9 @@ def _upsert(dialect: str, table: Any) -> Any:
     if built is not None:
         return built
     keys = [c.name for c in table.primary_key.columns]
-    added = [c.name for c in table.columns if c.name not in keys and c.name != "owner_id"]
+    # owner_id and tier stay as the period's first write set them; the rest are sums.
+    kept = ("owner_id", "tier")
+    added = [c.name for c in table.columns if c.name not in keys and c.name not in kept]
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
