@@ -1,6 +1,6 @@
 """Regenerate the README screenshots from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img/keys.png, docs/img/key-once.png
+    .venv/bin/python scripts/screenshots.py            # docs/img/: keys, key-once, admin, security
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
@@ -106,6 +106,22 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.screenshot(path=str(out / "key-once.png"))
     page.goto(f"{base}/keys")
     page.screenshot(path=str(out / "keys.png"))
+    admin_shots(server, page, out)
+
+
+def admin_shots(server: LiveServer, page: Page, out: Path) -> None:
+    """The admin overview and security view over a month of demo traffic."""
+    base = server.url
+    server.flask("demo", "seed", "--users", "25", "--keys", "120", "--events", "40000")
+    page.context.clear_cookies()
+    login(page, base, ADMIN_EMAIL)
+    for path, name in (("/admin/", "admin-overview.png"), ("/admin/security", "security.png")):
+        page.goto(f"{base}{path}")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-chart]')].every("
+            "(s) => s.dataset.drawn === 'true' || s.querySelector('[data-chart-box]').hidden)"
+        )
+        page.screenshot(path=str(out / name), full_page=True)
 
 
 def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
@@ -189,7 +205,7 @@ def main() -> None:
                 )
                 readme_shots(server, context.new_page(), out)
                 context.close()
-                print(f"wrote {out / 'keys.png'} and {out / 'key-once.png'}")
+                print(f"wrote keys.png, key-once.png, admin-overview.png, security.png in {out}")
         finally:
             browser.close()
 

@@ -89,7 +89,7 @@ def _filtered() -> tuple[Any, dict[str, str], dict[str, str]]:
         if not error.replace("_", "").isalpha() or len(error) > 40:
             abort(400, description="error must be a reason such as invalid_key.")
         active["error"] = error
-        query = query.where(AuditEvent.details.contains(f'"error":"{error}"'))
+        query = query.where(AuditEvent.details.contains(f'"error":"{error}"', autoescape=True))
     owner = request.args.get("owner", "").strip()
     if owner:
         owner_id = owner.removeprefix("user:")
