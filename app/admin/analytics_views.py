@@ -6,9 +6,6 @@ blueprint's before_request (admins only; anyone else gets 403 and an audit event
 
 from __future__ import annotations
 
-import csv
-import io
-
 from flask import Response, abort, jsonify, render_template, request, stream_with_context, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
@@ -17,6 +14,7 @@ from app.admin import analytics, bp
 from app.audit import trail
 from app.billing import lines, month_of, month_range, plans, recent_months, totals
 from app.billing.export import EXTENSIONS, FORMATS, MIMETYPES, render
+from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
 from app.usage import recorder
@@ -75,16 +73,8 @@ def chart_json(name: str) -> ResponseReturnValue:
 @bp.route("/charts/<name>.csv")
 def chart_csv(name: str) -> ResponseReturnValue:
     chart = _chart()
-    buf = io.StringIO()
-    csv.writer(buf).writerows(chart.rows())
-    return Response(
-        buf.getvalue(),
-        mimetype="text/csv",
-        headers={
-            "Content-Disposition": f'attachment; filename="{chart.name}.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    head, *rows = chart.rows()
+    return csv_response(f"{chart.name}.csv", head, rows)
 
 
 def _month() -> tuple[str, object, object]:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.billing import COLUMNS, Plans, cloudevents, lines, totals
+from app.billing import COLUMNS, Line, Plans, cloudevents, lines, totals
+from app.csvexport import to_csv
 
 FORMATS = ("csv", "json", "cloudevents")
 MIMETYPES = {"csv": "text/csv", "json": "application/json", "cloudevents": "application/x-ndjson"}
 EXTENSIONS = {"csv": "csv", "json": "json", "cloudevents": "jsonl"}
-
-
-def _cell(value: object) -> str:
-    """Plain text in every spreadsheet: a leading = + - @ would run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def render(
@@ -47,10 +40,9 @@ def render(
         }
         yield json.dumps(body, indent=2, ensure_ascii=False) + "\n"
         return
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
-    for x in priced:
-        row = x.to_dict()
-        writer.writerow([_cell(row[c]) for c in COLUMNS])
-    yield buf.getvalue()
+    yield csv_text(priced)
+
+
+def csv_text(priced: list[Line]) -> str:
+    """The lines as CSV (a key name that looks like a formula is quoted as text)."""
+    return to_csv(COLUMNS, ([x.to_dict()[c] for c in COLUMNS] for x in priced))

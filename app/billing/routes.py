@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
 from app.billing import COLUMNS, lines, month_range, plans, project, recent_months, totals
+from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
 
@@ -51,17 +49,5 @@ def export_csv() -> ResponseReturnValue:
         abort(400, description=str(exc))
     plan_set = plans()
     priced = lines(db.session, plan_set, start, end, owner_id=current_user.id)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
-    for x in priced:
-        row = x.to_dict()
-        writer.writerow([row[c] for c in COLUMNS])
-    return Response(
-        buf.getvalue(),
-        mimetype="text/csv",
-        headers={
-            "Content-Disposition": f'attachment; filename="keyledger-billing-{month}.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    rows = ([x.to_dict()[c] for c in COLUMNS] for x in priced)
+    return csv_response(f"keyledger-billing-{month}.csv", COLUMNS, rows)

@@ -288,3 +288,16 @@ def test_only_admins_reach_admin_billing(app: Flask, user: Portal, two_accounts:
         assert user.client.get(path).status_code == 403
     assert len(audit_events(app, "access.unauthorized")) == 2
     assert audit_events(app, "billing.exported") == []
+
+
+def test_a_key_name_that_looks_like_a_formula_stays_text_in_the_csv(
+    app: Flask, user: Portal
+) -> None:
+    key = make_key(app, user, "=HYPERLINK(1)")
+    now = datetime.now(UTC)
+    recorder(app).record(key.event(at=now))
+    recorder(app).flush()
+    rows = list(
+        csv.DictReader(io.StringIO(user.client.get("/billing/export.csv").get_data(as_text=True)))
+    )
+    assert [r["key_name"] for r in rows] == ["'=HYPERLINK(1)"]
