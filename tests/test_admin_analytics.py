@@ -87,9 +87,10 @@ def test_overview_charts_count_what_was_recorded(
     assert users["labels"][0].startswith("alice@example.com")
 
     mix = admin.client.get("/admin/charts/tier_mix.json").get_json()
-    m = dict(zip(mix["labels"], _series(mix)["accounts"], strict=True))
-    assert m == {"basic": 2, "premium": 0, "enterprise": 1}  # the admin is enterprise
-    assert dict(zip(mix["labels"], _series(mix)["requests"], strict=True))["basic"] == 9
+    m = dict(zip(mix["labels"], _series(mix)["accounts %"], strict=True))
+    assert m == {"basic": 66.7, "premium": 0, "enterprise": 33.3}  # the admin is enterprise
+    assert dict(zip(mix["labels"], _series(mix)["requests %"], strict=True))["basic"] == 100
+    assert mix["note"] == "3 accounts, 9 requests."
 
     page = admin.client.get("/admin/?days=30").get_data(as_text=True)
     assert 'data-total="requests">9<' in page

@@ -76,6 +76,10 @@ class Window:
         end += timedelta(days=1)
         return cls(end - timedelta(days=days), end, days)
 
+    @property
+    def last_day(self) -> datetime:
+        return self.end - timedelta(days=1)
+
     def day_labels(self) -> list[str]:
         return [(self.start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(self.days)]
 
@@ -246,7 +250,7 @@ def top_keys_chart(session: Session, window: Window) -> Chart:
         "top_keys",
         f"Top {TOP} keys by requests",
         "hbar",
-        [f"{name} ({pid}, {email})" for pid, name, email, _ in rows],
+        [f"{name} ({pid})" for pid, name, _email, _ in rows],
         [{"name": "requests", "data": [int(r[3]) for r in rows]}],
     )
 
@@ -276,7 +280,8 @@ def top_users_chart(session: Session, window: Window) -> Chart:
 
 
 def tier_mix_chart(session: Session, window: Window) -> Chart:
-    """Accounts and requests per tier (requests at the tier they were made under)."""
+    """Each tier's share of the accounts and of the requests (at the tier they were
+    made under), in percent: two quantities of different size on one axis."""
     accounts = dict.fromkeys(TIERS, 0)
     for tier, n in session.execute(select(User.tier, func.count()).group_by(User.tier)):
         accounts[tier] = int(n)
@@ -288,16 +293,24 @@ def tier_mix_chart(session: Session, window: Window) -> Chart:
     for t, n in rows:
         requests[t] = requests.get(t, 0) + int(n or 0)
     labels = list(requests)
+    n_accounts, n_requests = sum(accounts.values()) or 1, sum(requests.values()) or 1
     return Chart(
         "tier_mix",
-        "Tier mix: accounts and requests",
+        "Tier mix: share of accounts and of requests (%)",
         "bar",
         labels,
         [
-            {"name": "accounts", "data": [accounts.get(t, 0) for t in labels]},
-            {"name": "requests", "data": [requests[t] for t in labels]},
+            {
+                "name": "accounts %",
+                "data": [round(100 * accounts.get(t, 0) / n_accounts, 1) for t in labels],
+            },
+            {
+                "name": "requests %",
+                "data": [round(100 * requests[t] / n_requests, 1) for t in labels],
+            },
         ],
-        unit="",
+        unit="%",
+        note=f"{sum(accounts.values()):,} accounts, {sum(requests.values()):,} requests.",
     )
 
 

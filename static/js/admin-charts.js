@@ -117,7 +117,8 @@
       box.hidden = true;
       return;
     }
-    status.textContent = data.note || `${data.labels.length} ${data.kind === "hbar" ? "entries" : "days"}; times in UTC.`;
+    const days = data.kind === "hbar" || data.kind === "bar" ? "" : `${data.labels.length} days; `;
+    status.textContent = data.note || `${days}times in UTC.`;
     box.style.height = data.kind === "hbar" ? `${Math.max(160, 28 * data.labels.length + 40)}px` : "260px";
     if (!window.Chart) {
       status.textContent = "The chart library did not load; the data table below has the figures.";
