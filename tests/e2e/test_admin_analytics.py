@@ -133,3 +133,16 @@ def test_billing_pages_download_a_csv_whose_total_matches_the_page(visitor, seed
         assert sum(Decimal(r["amount"]) for r in rows) == total
     else:
         expect(page.locator("main")).to_contain_text("No billable use this month yet")
+
+
+def test_the_audit_table_fits_a_1280px_window(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/audit?action=key.validation_failed")
+    expect(page.locator("table.audit tbody tr").first).to_be_visible()
+    overflow = page.evaluate(
+        """() => { const w = document.querySelector('table.audit').closest('.table-wrap');
+                   return w.scrollWidth - w.clientWidth; }"""
+    )
+    assert overflow <= 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
