@@ -125,11 +125,12 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
                 key.created_at = start - timedelta(days=rng.uniform(0, 60))
             key.expires_at = max(key.expires_at, key.created_at + timedelta(days=cap))
             keys.append(key)
-        session.commit()
     key_facts = [(k.id, k.user_id, k.public_id, k.created_at) for k in keys]
     tier_of = {u.id: u.tier for u in users}
+    session.commit()  # and no transaction left open while the traffic is written
     ips = {
-        k.id: [f"198.51.100.{rng.randint(1, 254)}" for _ in range(rng.randint(1, 3))] for k in keys
+        kid: [f"198.51.100.{rng.randint(1, 254)}" for _ in range(rng.randint(1, 3))]
+        for kid, *_ in key_facts
     }
     noisy = [f"203.0.113.{rng.randint(1, 254)}" for _ in range(8)]
 
