@@ -262,35 +262,53 @@ def lines(
 ) -> list[Line]:
     """Every key's priced use in [start, end) (a month), from hour roll-ups.
 
-    One GROUP BY over the month's hour rows (index on granularity, bucket; or the
-    owner's rows when `owner_id` is given). Ordered by email, key, tier.
+    The month's hour rows (index on granularity, bucket; or the owner's rows when
+    `owner_id` is given) are summed per key and recorded tier in the database first,
+    then joined to their keys and owners: a join per key, not per hour. Ordered by
+    email, key, tier.
     """
-    tier = _tier_expr().label("tier")
-    query = (
+    per_tier = (
         select(
-            UsageRollup.owner_id,
-            User.email,
-            ApiKey.public_id,
-            ApiKey.name,
-            tier,
-            func.count(literal(1)),
-            func.sum(UsageRollup.count),
-            func.sum(BILLABLE),
+            UsageRollup.key_id,
+            UsageRollup.tier,
+            func.count(literal(1)).label("hours"),
+            func.sum(UsageRollup.count).label("n"),
+            func.sum(BILLABLE).label("billable"),
         )
-        .join(ApiKey, ApiKey.id == UsageRollup.key_id)
-        .join(User, User.id == UsageRollup.owner_id)
         .where(
             UsageRollup.granularity == "hour",
             UsageRollup.bucket >= start,
             UsageRollup.bucket < end,
         )
-        .group_by(UsageRollup.owner_id, User.email, ApiKey.public_id, ApiKey.name, tier)
+        .group_by(UsageRollup.key_id, UsageRollup.tier)
     )
     if owner_id is not None:
-        query = query.where(UsageRollup.owner_id == owner_id)
-    per_key: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in session.execute(query):
-        per_key[row[2]].append(tuple(row))
+        per_tier = per_tier.where(UsageRollup.owner_id == owner_id)
+    sub = per_tier.subquery()
+    query = (
+        select(
+            ApiKey.user_id,
+            User.email,
+            ApiKey.public_id,
+            ApiKey.name,
+            # Rows written before the tier was recorded bill at the owner's current tier.
+            func.coalesce(sub.c.tier, User.tier),
+            sub.c.hours,
+            sub.c.n,
+            sub.c.billable,
+        )
+        .join(ApiKey, ApiKey.id == sub.c.key_id)
+        .join(User, User.id == ApiKey.user_id)
+    )
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for owner, email, pid, name, t, hours, n, billable in session.execute(query):
+        row = merged.setdefault((pid, t), [owner, email, pid, name, t, 0, 0, 0])
+        row[5] += int(hours)
+        row[6] += int(n or 0)
+        row[7] += int(billable or 0)
+    per_key: dict[str, list[list[Any]]] = defaultdict(list)
+    for row in merged.values():
+        per_key[row[2]].append(row)
     out: list[Line] = []
     for rows in per_key.values():
         hours_used = sum(int(r[5]) for r in rows)
