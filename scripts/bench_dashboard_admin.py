@@ -77,11 +77,18 @@ def main() -> None:
         session["_fresh"] = True
 
     d = args.days
-    urls = [f"/admin/?days={d}", f"/admin/security?days={d}", "/admin/billing", "/billing"]
+    from app.billing import recent_months
+    from app.models._types import utcnow
+
+    last_month = recent_months(utcnow(), 2)[1]
+    urls = [f"/admin/?days={d}", f"/admin/security?days={d}", "/admin/billing"]
+    urls += [f"/admin/billing?month={last_month}", "/billing"]
     urls += [f"/admin/charts/{c}.json?days={d}" for c in CHARTS]
     urls += [f"/admin/charts/{c}.csv?days={d}" for c in ("requests", "failures")]
     if args.exports:
-        urls += [f"/admin/billing/export.{f}" for f in ("csv", "json", "cloudevents")]
+        urls += [
+            f"/admin/billing/export.{f}?month={last_month}" for f in ("csv", "json", "cloudevents")
+        ]
     print(f"{'url':<44} {'median ms':>10} {'max ms':>9} {'bytes':>9}")
     worst = 0.0
     for url in urls:

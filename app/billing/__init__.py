@@ -283,7 +283,10 @@ def lines(
         .group_by(UsageRollup.key_id, UsageRollup.tier)
     )
     if owner_id is not None:
-        per_tier = per_tier.where(UsageRollup.owner_id == owner_id)
+        # The owner's keys: each a range of the roll-up's primary key (key, granularity,
+        # bucket), where the owner_id index would visit every minute row of the owner.
+        keys = select(ApiKey.id).where(ApiKey.user_id == owner_id)
+        per_tier = per_tier.where(UsageRollup.key_id.in_(keys))
     sub = per_tier.subquery()
     query = (
         select(
