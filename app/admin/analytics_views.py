@@ -20,6 +20,8 @@ from app.models._types import utcnow
 from app.usage import recorder
 from app.web import client_ip
 
+BILLING_PAGE_LINES = 200
+
 
 def _window() -> analytics.Window:
     raw = request.args.get("days", "30").strip()
@@ -91,11 +93,14 @@ def billing() -> ResponseReturnValue:
     month, start, end = _month()
     plan_set = plans()
     priced = lines(db.session, plan_set, start, end)  # type: ignore[arg-type]
+    # The largest amounts on the page; every line is in the downloads.
+    shown = sorted(priced, key=lambda x: (-x.amount, -x.billable, x.email, x.key_id))
     return render_template(
         "admin/billing.html",
         month=month,
         months=recent_months(utcnow(), 12),
-        lines=priced,
+        lines=shown[:BILLING_PAGE_LINES],
+        all_lines=len(priced),
         total=totals(priced, plan_set.currency),
         plans=plan_set,
         formats=FORMATS,
