@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--days", type=int, default=30, choices=(7, 30, 90))
     parser.add_argument("--exports", action="store_true", help="also time the billing downloads")
+    parser.add_argument("--only", default="", help="time only the URLs containing this text")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         sys.exit("set DATABASE_URL to a seeded database (flask demo seed)")
@@ -89,6 +90,7 @@ def main() -> None:
         urls += [
             f"/admin/billing/export.{f}?month={last_month}" for f in ("csv", "json", "cloudevents")
         ]
+    urls = [u for u in urls if args.only in u]
     print(f"{'url':<44} {'median ms':>10} {'max ms':>9} {'bytes':>9}")
     worst = 0.0
     for url in urls:

@@ -20,7 +20,7 @@ from app.models._types import utcnow
 from app.usage import recorder
 from app.web import client_ip
 
-BILLING_PAGE_LINES = 200
+BILLING_PAGE_LINES = 100
 
 
 def _window() -> analytics.Window:
