@@ -176,7 +176,7 @@ def test_security_figures_link_to_exactly_the_events_they_count(
     incidents = _series(admin.client.get("/admin/charts/incidents.json?days=7").get_json())
     assert incidents["unauthorized access"][-1] >= 1
     assert incidents["rate-limit refusals (per key and minute)"][-1] == 1  # two 429s, one minute
-    assert incidents["failed or throttled logins"][-1] == 1
+    assert incidents["failed logins"][-1] == 1 and incidents["throttled logins"][-1] == 0
 
     page = admin.client.get("/admin/security?days=7").get_data(as_text=True)
     figures = re.findall(r'<a href="([^"]+)" data-figure="([^"]+)">([\d,]+)</a>', page)
@@ -197,7 +197,11 @@ def test_security_figures_link_to_exactly_the_events_they_count(
         assert _audit_rows(admin.client, link, actions[label]) == seen[label], label
     assert seen["Failed validations"] == 7 and seen["Keys revoked"] == 1
     assert seen["Rate-limit refusals (key and minute)"] == 1
-    assert "2 429 answers in usage" in page
+    assert "2 answers with status 429 in usage" in page
+    # Each line of the incidents chart links to exactly the action it counts.
+    for s in admin.client.get("/admin/charts/incidents.json?days=7").get_json()["series"]:
+        action = re.search(r"action=([a-z_.]+)", s["link"])[1]
+        assert _audit_rows(admin.client, s["link"], action) == sum(s["data"]), s["name"]
     assert f"key:{doomed.public_id}" in page  # the recent revocation is listed
 
 

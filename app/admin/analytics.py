@@ -417,30 +417,22 @@ def failure_ips_chart(session: Session, window: Window, link: AuditLink) -> Char
 
 
 def incidents_chart(session: Session, window: Window, link: AuditLink) -> Chart:
-    """Unauthorized access, rate-limit refusals and failed or throttled logins a day."""
+    """Unauthorized access, rate-limit refusals, failed and throttled logins a day."""
     actions = ("access.unauthorized", "key.rate_limited", *LOGIN_FAILURES)
     per_day = _audit_per_day(session, window, actions)
-    logins = [a + b for a, b in zip(*(per_day[a] for a in LOGIN_FAILURES), strict=True)]
+    names = {
+        "access.unauthorized": "unauthorized access",
+        "key.rate_limited": "rate-limit refusals (per key and minute)",
+        "user.login_failed": "failed logins",
+        "user.login_throttled": "throttled logins",
+    }
     series = [
-        {
-            "name": "unauthorized access",
-            "data": per_day["access.unauthorized"],
-            "link": link(action="access.unauthorized", **window.audit_args()),
-        },
-        {
-            "name": "rate-limit refusals (per key and minute)",
-            "data": per_day["key.rate_limited"],
-            "link": link(action="key.rate_limited", **window.audit_args()),
-        },
-        {
-            "name": "failed or throttled logins",
-            "data": logins,
-            "link": link(action="user.login_failed", **window.audit_args()),
-        },
+        {"name": names[a], "data": per_day[a], "link": link(action=a, **window.audit_args())}
+        for a in actions
     ]
     return Chart(
         "incidents",
-        "Unauthorized access, rate-limit refusals and failed logins a day",
+        "Unauthorized access, rate-limit refusals, failed and throttled logins a day",
         "line",
         window.day_labels(),
         series,
@@ -525,7 +517,7 @@ def security_figures(session: Session, window: Window, link: AuditLink) -> list[
             "label": "Rate-limit refusals (key and minute)",
             "value": counts["key.rate_limited"],
             "link": link(action="key.rate_limited", **w),
-            "note": f"{int(refused or 0):,} 429 answers in usage",
+            "note": f"{int(refused or 0):,} answers with status 429 in usage",
         },
         {
             "label": "Failed logins",
