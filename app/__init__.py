@@ -83,6 +83,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Lazy: its flush thread starts on first use, in the worker, never before a fork.
     app.extensions["keyledger.usage"] = BatchRecorder.from_app(app)
 
+    from app import billing
+
+    billing.init_app(app)  # BILLING_PLANS, checked once
+
     from app.audit import service as audit_service
 
     # The audit log's signing key and anchor; its sealer thread starts on first request.
@@ -103,11 +107,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp
+    from app.billing.routes import bp as billing_bp
     from app.portal import bp as portal_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(billing_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     csrf.exempt(api_bp)
 

@@ -176,3 +176,8 @@ def register(app: Flask) -> None:
     from app.webhooks.cli import webhooks
 
     app.cli.add_command(webhooks)
+    from app.billing.cli import billing
+    from app.demo import demo
+
+    app.cli.add_command(billing)
+    app.cli.add_command(demo)

@@ -139,6 +139,9 @@ def from_env() -> dict[str, Any]:
         "USAGE_MINUTE_RETENTION_DAYS": _env_int("USAGE_MINUTE_RETENTION_DAYS", 90),
         # thread | manual | sync; empty means thread, or manual under TESTING.
         "USAGE_MODE": os.environ.get("USAGE_MODE", ""),
+        # Billing plans per tier as JSON, merged over app.billing.DEFAULT_PLANS
+        # (docs/usage.md, "Billing"); parsed once by app.billing.init_app.
+        "BILLING_PLANS": os.environ.get("BILLING_PLANS", ""),
         # Audit log (docs/audit.md). Sealer: on/off; unset means on, or off under TESTING.
         "AUDIT_ORIGIN": os.environ.get("AUDIT_ORIGIN", "keyledger/audit"),
         "AUDIT_SEAL_INTERVAL": _env_float("AUDIT_SEAL_INTERVAL", 2.0),

@@ -186,6 +186,7 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.locator("#usage").screenshot(path=str(out / "key-usage.png"))
     account_shot(page, base, out / "account.png")
     admin_user_shot(page, base, out / "admin-user.png")
+    admin_shots(server, page, out)
 
 
 PHONE_UA = (
@@ -215,6 +216,21 @@ def admin_user_shot(page: Page, base: str, path: Path) -> None:
     row.locator("button[type=submit]").click()
     page.wait_for_selector(".flash")
     page.screenshot(path=str(path), full_page=True)
+
+
+def admin_shots(server: LiveServer, page: Page, out: Path) -> None:
+    """The admin overview and security view over a month of demo traffic."""
+    base = server.url
+    server.flask("demo", "seed", "--users", "25", "--keys", "120", "--events", "40000")
+    page.context.clear_cookies()
+    login(page, base, ADMIN_EMAIL)
+    for path, name in (("/admin/", "admin-overview.png"), ("/admin/security", "security.png")):
+        page.goto(f"{base}{path}")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-chart]')].every("
+            "(s) => s.dataset.drawn === 'true' || s.querySelector('[data-chart-box]').hidden)"
+        )
+        page.screenshot(path=str(out / name), full_page=True)
 
 
 def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:

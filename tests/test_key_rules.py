@@ -191,7 +191,7 @@ def test_rate_limited_calls_show_on_the_key_page(app, user, client):
     assert codes[-1] == 429
     failures = [
         e
-        for e in audit_events(app, "key.validation_failed", f"key:{pid}")
+        for e in audit_events(app, "key.rate_limited", f"key:{pid}")
         if "rate_limited" in e.details
     ]
     assert len(failures) == 1  # the first per key, client IP and minute

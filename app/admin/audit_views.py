@@ -28,7 +28,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal, or_, select
 
 from app import accounts
 from app.admin import bp
@@ -38,7 +38,7 @@ from app.audit import log as auditlog
 from app.audit import offline, service, trail
 from app.audit.verify import verify_log
 from app.extensions import db
-from app.models import AuditCheckpoint, AuditEvent, AuditVerification
+from app.models import ApiKey, AuditCheckpoint, AuditEvent, AuditVerification
 from app.models._types import utcnow
 from app.web import client_ip
 
@@ -126,6 +126,21 @@ def _filtered(views_default: str = "hide") -> tuple[Any, dict[str, str], dict[st
     if views == "hide":
         query = query.where(AuditEvent.action != "audit.viewed")
     active["views"] = views
+    # From the security view: a failed validation's reason, and "keys of this user".
+    error = request.args.get("error", "").strip()
+    if error:
+        if not error.replace("_", "").isalpha() or len(error) > 40:
+            abort(400, description="error must be a reason such as invalid_key.")
+        active["error"] = error
+        query = query.where(AuditEvent.details.contains(f'"error":"{error}"', autoescape=True))
+    owner = request.args.get("owner", "").strip()
+    if owner:
+        owner_id = owner.removeprefix("user:")
+        if not owner_id.isdigit() or len(owner_id) > 9:
+            abort(400, description="owner must be user:<id>.")
+        active["owner"] = owner
+        keys = select(literal("key:") + ApiKey.public_id).where(ApiKey.user_id == int(owner_id))
+        query = query.where(AuditEvent.target.in_(keys))
     since, until = _time_arg("since"), _time_arg("until")
     if since:
         query = query.where(AuditEvent.created_at >= since)

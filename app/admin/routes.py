@@ -180,11 +180,5 @@ def page_of(query: Any, **kwargs: Any) -> pager.Page:
         abort(400, description=str(exc))
 
 
-@bp.route("/")
-def index() -> ResponseReturnValue:
-    """i9b's stand-in until the admin overview (i10b) takes /admin/: open on the users."""
-    return redirect(url_for("admin.users"))
-
-
 # The audit browser lives in its own module; importing it registers its routes.
 from app.admin import account_views, audit_views, key_limits  # noqa: E402, F401

@@ -58,6 +58,7 @@ def account(response: Response) -> Response:
                 response_ms=(time.perf_counter() - auth.started) * 1000.0,
                 client_ip=ip,
                 at=now,
+                tier=record.tier,
             )
         )
     if auth.validating and status == 200:
@@ -69,6 +70,25 @@ def account(response: Response) -> Response:
                 actor_ip=ip,
                 target=actor,
                 details={"recorded": "first per key, client IP and minute; all in usage"},
+                at=now,
+            )
+    elif auth.error == "rate_limited":
+        # A refusal per key (or per guessing IP) and minute: every 429 of a key is in
+        # usage (status_429); the trail keeps who was throttled, from where, and when.
+        actor = f"key:{auth.public_id}" if record is not None else "anonymous"
+        if _first_this_minute(f"429 {actor}", ip, now.timestamp()):
+            recorder.audit(
+                "key.rate_limited",
+                actor=actor,
+                actor_ip=ip,
+                target=actor if record is not None else None,
+                outcome="denied",
+                details={
+                    "error": "rate_limited",  # the key page explains it like a failure
+                    "endpoint": _rule(),
+                    "limit": "key" if record is not None else "failed_validations",
+                    "recorded": "first per key (or IP) and minute; all 429s in usage",
+                },
                 at=now,
             )
     elif auth.error in AUDITED_FAILURES:
@@ -87,28 +107,6 @@ def account(response: Response) -> Response:
             if auth.error in ("insufficient_scope", "ip_not_allowed")
             else "failure",
             details=details,
-            at=now,
-        )
-    elif (
-        auth.error == "rate_limited"
-        and auth.public_id
-        and record is not None
-        and _first_this_minute(f"limited:{auth.public_id}", ip, now.timestamp())
-    ):
-        # Over the key's limit: every refusal is in usage (429); the trail and the
-        # owner's key page get the first per key, client IP and minute.
-        actor = f"key:{auth.public_id}"
-        recorder.audit(
-            "key.validation_failed",
-            actor=actor,
-            actor_ip=ip,
-            target=actor,
-            outcome="denied",
-            details={
-                "error": "rate_limited",
-                "endpoint": _rule(),
-                "recorded": "first per key, client IP and minute; all in usage",
-            },
             at=now,
         )
     return response

@@ -35,10 +35,12 @@ DEFAULT_SENSITIVITY = {
     "key.updated": "medium",
     "key.validated": "medium",
     "key.validation_failed": "high",
+    "key.rate_limited": "medium",
     "access.unauthorized": "critical",
     "audit.viewed": "low",
     "audit.exported": "medium",
     "audit.verified": "low",
+    "billing.exported": "medium",
 }
 
 

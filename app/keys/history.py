@@ -54,7 +54,7 @@ def _details(event: AuditEvent) -> dict:
 
 
 def _explain(event: AuditEvent, details: dict) -> tuple[str | None, str | None]:
-    if event.action == "key.validation_failed":
+    if event.action in ("key.validation_failed", "key.rate_limited"):
         error = details.get("error")
         text = FAILURE_TEXT.get(str(error))
         missing = details.get("missing")

@@ -18,7 +18,9 @@ from app.models._types import UTCDateTime
 
 _BIGID = BigInteger().with_variant(Integer, "sqlite")
 
-GRANULARITIES = ("minute", "hour")
+# "day" rows (no latency bins) serve the admin-wide charts: a month across every key
+# is 30 rows a key instead of 720.
+GRANULARITIES = ("minute", "hour", "day")
 
 
 class UsageRecord(db.Model):
@@ -42,6 +44,8 @@ class UsageRollup(db.Model):
     """Counts per key per minute or hour; `bucket` is the start of the period (UTC)."""
 
     __tablename__ = "usage_rollup"
+    # Admin-wide charts and billing read one granularity over a time range, all keys.
+    __table_args__ = (Index("ix_usage_rollup_granularity_bucket", "granularity", "bucket"),)
 
     key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id"), primary_key=True)
     granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
@@ -54,10 +58,14 @@ class UsageRollup(db.Model):
     status_5xx: Mapped[int] = mapped_column(BigInteger, default=0)
     # Anything outside 200-599 (a service reporting 1xx or nonsense) counts here.
     status_other: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Parts of status_4xx the dashboards split out: refused credentials and rate limits.
+    # Parts of status_4xx the dashboards split out: refused credentials and rate limits
+    # (429s are not billable, and a security figure).
     status_401_403: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status_429: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     latency_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # The owner's tier when the period's first events were written: billing prices each
+    # hour at the tier it was used under. NULL for rows written before it was recorded.
+    tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class UsageLatencyBin(db.Model):

@@ -25,6 +25,7 @@ class UsageEvent:
     response_ms: float
     client_ip: str | None
     at: datetime  # timezone-aware UTC
+    tier: str | None = None  # the owner's tier when answered: billing prices hours by it
 
 
 class Recorder(Protocol):

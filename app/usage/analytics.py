@@ -546,7 +546,7 @@ def recent_failures(
     rows = session.scalars(
         select(AuditEvent)
         .where(
-            AuditEvent.action == "key.validation_failed",
+            AuditEvent.action.in_(("key.validation_failed", "key.rate_limited")),
             AuditEvent.target.in_(list(by_target)),
         )
         .order_by(AuditEvent.id.desc())

@@ -443,7 +443,7 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
                     top = tops.setdefault(pk, [e.owner_id, 0, 0])
                     top[1] += 1
                     top[2] += failed
-        for granularity in ("minute", "hour"):
+        for granularity in ("minute", "hour", "day"):
             bucket = _floor(e.at, granularity)
             pk = (e.key_id, granularity, bucket)
             row = rollups.get(pk)
@@ -462,13 +462,15 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
                     "status_401_403": 0,
                     "status_429": 0,
                     "latency_sum_ms": 0.0,
+                    "tier": e.tier,
                 }
             row["count"] += 1
             row[cls] += 1
             if part:
                 row[part] += 1
             row["latency_sum_ms"] += ms
-            bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
+            if granularity != "day":  # the day bin is counted above, once
+                bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
 
     # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
     rows = [rollups[k] for k in sorted(rollups)]
@@ -517,7 +519,9 @@ def _upsert(dialect: str, table: Any) -> Any:
     if built is not None:
         return built
     keys = [c.name for c in table.primary_key.columns]
-    added = [c.name for c in table.columns if c.name not in keys and c.name != "owner_id"]
+    # owner_id and tier stay as the period's first write set them; the rest are sums.
+    kept = ("owner_id", "tier")
+    added = [c.name for c in table.columns if c.name not in keys and c.name not in kept]
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 

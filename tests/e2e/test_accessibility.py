@@ -47,12 +47,16 @@ def test_pages_pass_axe_wcag_aa_in_light_and_dark(visitor):
     key = visitor.create_key("axe check", scopes=("keys:read",), custom="orders:read")
     page.get_by_role("button", name="Copy").click()
     found += _violations(page)  # the once-only page, after copying
-    for path in ("/keys", "/keys/new", f"/keys/{key.split('.')[1]}", "/account"):
+    for path in ("/keys", "/keys/new", f"/keys/{key.split('.')[1]}", "/account", "/billing"):
         page.goto(path)
         found += _violations(page)
     page.context.clear_cookies()
     visitor.login(ADMIN_EMAIL)
-    for path in ("/admin/users", "/admin/keys", "/admin/audit"):
+    for path in ("/admin/", "/admin/users", "/admin/keys", "/admin/audit"):
         page.goto(path)
+        found += _violations(page)
+    for path in ("/admin/security", "/admin/billing"):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")  # the charts have drawn
         found += _violations(page)
     assert found == []

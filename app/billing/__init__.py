@@ -1,0 +1,455 @@
+"""Billing by plan: what each key's use in a month costs, from the hour roll-ups.
+
+The one place that turns usage into money (docs/usage.md, "Billing"):
+
+- a plan per tier (included requests a month, base price, price per 1,000 requests
+  over the allowance, one currency), from BILLING_PLANS, parsed once at start-up;
+- billable = an answered request of an identified key whose status is 200-499 and
+  not 429 (rate-limit refusals and our own 5xx failures are not charged);
+- each hour is priced at the tier recorded with it, so a tier change mid-month splits
+  a key's month into one line per tier; the plan's allowance and base price are shared
+  between those lines in proportion to the hours of use at each tier.
+
+Money is Decimal throughout, rounded once per line (half up, to the currency's cents).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import func, literal, select
+from sqlalchemy.orm import Session
+
+from app.config import TIERS, ConfigError
+from app.models import ApiKey, UsageRollup, User
+
+CENT = Decimal("0.01")
+
+# Documented in docs/usage.md; BILLING_PLANS overrides any part of it.
+DEFAULT_PLANS: dict[str, Any] = {
+    "currency": "USD",
+    "basic": {"included": 100_000, "base": "0.00", "per_1000": "0.50"},
+    "premium": {"included": 1_000_000, "base": "49.00", "per_1000": "0.30"},
+    "enterprise": {"included": 10_000_000, "base": "499.00", "per_1000": "0.10"},
+}
+
+# SQL for "billable" over a roll-up row; the Python twin is `is_billable`.
+BILLABLE = (
+    UsageRollup.status_2xx
+    + UsageRollup.status_3xx
+    + UsageRollup.status_4xx
+    - UsageRollup.status_429
+)
+
+
+def is_billable(status: int) -> bool:
+    """The definition in docs/usage.md, for one answered request of an identified key."""
+    return 200 <= status <= 499 and status != 429
+
+
+@dataclass(frozen=True)
+class Plan:
+    tier: str
+    included: int  # requests a month
+    base: Decimal  # a month
+    per_1000: Decimal  # per 1,000 billable requests over the allowance
+
+
+@dataclass(frozen=True)
+class Plans:
+    currency: str
+    by_tier: dict[str, Plan]
+
+    def __getitem__(self, tier: str) -> Plan:
+        return self.by_tier.get(tier) or self.by_tier["basic"]
+
+    @classmethod
+    def parse(cls, raw: str | Mapping[str, Any] | None) -> Plans:
+        """DEFAULT_PLANS with `raw` (JSON text or a mapping) merged over it, checked."""
+        given: Mapping[str, Any]
+        if raw is None or raw == "":
+            given = {}
+        elif isinstance(raw, str):
+            try:
+                given = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(f"BILLING_PLANS is not valid JSON: {exc}") from exc
+        else:
+            given = raw
+        if not isinstance(given, Mapping):
+            raise ConfigError("BILLING_PLANS must be a JSON object")
+        unknown = set(given) - {"currency", *TIERS}
+        if unknown:
+            raise ConfigError(f"BILLING_PLANS: unknown entries {', '.join(sorted(unknown))}")
+        currency = str(given.get("currency", DEFAULT_PLANS["currency"]))
+        if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+            raise ConfigError("BILLING_PLANS: currency must be a 3-letter code such as USD")
+        plans = {}
+        for tier in TIERS:
+            part = given.get(tier, {})
+            if not isinstance(part, Mapping) or set(part) - {"included", "base", "per_1000"}:
+                raise ConfigError(
+                    f"BILLING_PLANS.{tier}: use an object with included, base, per_1000"
+                )
+            merged = {**DEFAULT_PLANS[tier], **part}
+            try:
+                included = merged["included"]
+                if isinstance(included, bool) or not isinstance(included, int) or included < 0:
+                    raise ValueError
+                base, per_1000 = Decimal(str(merged["base"])), Decimal(str(merged["per_1000"]))
+                if not (base.is_finite() and per_1000.is_finite()) or base < 0 or per_1000 < 0:
+                    raise ValueError
+            except (ValueError, InvalidOperation) as exc:
+                raise ConfigError(
+                    f"BILLING_PLANS.{tier}: included is a whole number >= 0, base and "
+                    'per_1000 are amounts >= 0 (e.g. "49.00")'
+                ) from exc
+            plans[tier] = Plan(tier, included, base, per_1000)
+        return cls(currency.upper(), plans)
+
+
+def init_app(app: Flask) -> None:
+    """Parse BILLING_PLANS once; a malformed value stops start-up with its reason."""
+    app.extensions["keyledger.billing_plans"] = Plans.parse(app.config.get("BILLING_PLANS"))
+
+
+def plans(app: Flask | None = None) -> Plans:
+    return (app or current_app).extensions["keyledger.billing_plans"]
+
+
+# ------------------------------------------------------------------------- months
+
+
+def month_range(value: str) -> tuple[datetime, datetime]:
+    """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; ValueError says the format."""
+    try:
+        if len(value) != 7:
+            raise ValueError
+        start = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError("a month is YYYY-MM, e.g. 2026-11") from exc
+    return start, next_month(start)
+
+
+def next_month(start: datetime) -> datetime:
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def month_of(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+def recent_months(now: datetime, n: int) -> list[str]:
+    """The current month and the n-1 before it, newest first."""
+    y, m = now.year, now.month
+    out = []
+    for _ in range(n):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y - 1, 12) if m == 1 else (y, m - 1)
+    return out
+
+
+# -------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True)
+class Line:
+    """One key's use at one tier in one month, priced."""
+
+    owner_id: int
+    email: str
+    key_id: str  # the key's public id
+    key_name: str
+    tier: str
+    hours: int  # hours with use at this tier
+    requests: int
+    billable: int
+    allowance: int
+    overage: int
+    amount: Decimal
+    currency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.owner_id,
+            "email": self.email,
+            "key_id": self.key_id,
+            "key_name": self.key_name,
+            "tier": self.tier,
+            "hours": self.hours,
+            "requests": self.requests,
+            "billable": self.billable,
+            "allowance": self.allowance,
+            "overage": self.overage,
+            "amount": str(self.amount),
+            "currency": self.currency,
+        }
+
+
+COLUMNS = (
+    "user_id",
+    "email",
+    "key_id",
+    "key_name",
+    "tier",
+    "hours",
+    "requests",
+    "billable",
+    "allowance",
+    "overage",
+    "amount",
+    "currency",
+)
+
+
+@dataclass(frozen=True)
+class Totals:
+    requests: int
+    billable: int
+    overage: int
+    amount: Decimal
+    currency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "billable": self.billable,
+            "overage": self.overage,
+            "amount": str(self.amount),
+            "currency": self.currency,
+        }
+
+
+def totals(lines: list[Line], currency: str) -> Totals:
+    return Totals(
+        sum(x.requests for x in lines),
+        sum(x.billable for x in lines),
+        sum(x.overage for x in lines),
+        sum((x.amount for x in lines), Decimal("0.00")),
+        currency,
+    )
+
+
+def _tier_expr() -> Any:
+    # Rows written before the tier was recorded bill at the owner's current tier.
+    return func.coalesce(UsageRollup.tier, User.tier)
+
+
+def price(plan: Plan, share: Decimal, billable: int) -> tuple[int, int, Decimal]:
+    """(allowance, overage, amount) for `share` of a month of `plan` and its use."""
+    allowance = int((plan.included * share).to_integral_value(ROUND_HALF_UP))
+    overage = max(0, billable - allowance)
+    amount = plan.base * share + plan.per_1000 * overage / 1000
+    return allowance, overage, amount.quantize(CENT, ROUND_HALF_UP)
+
+
+def lines(
+    session: Session,
+    plan_set: Plans,
+    start: datetime,
+    end: datetime,
+    *,
+    owner_id: int | None = None,
+) -> list[Line]:
+    """Every key's priced use in [start, end) (a month), from hour roll-ups.
+
+    The month's hour rows (index on granularity, bucket; or the owner's rows when
+    `owner_id` is given) are summed per key and recorded tier in the database first,
+    then joined to their keys and owners: a join per key, not per hour. Ordered by
+    email, key, tier.
+    """
+    per_tier = (
+        select(
+            UsageRollup.key_id,
+            UsageRollup.tier,
+            func.count(literal(1)).label("hours"),
+            func.sum(UsageRollup.count).label("n"),
+            func.sum(BILLABLE).label("billable"),
+        )
+        .where(
+            UsageRollup.granularity == "hour",
+            UsageRollup.bucket >= start,
+            UsageRollup.bucket < end,
+        )
+        .group_by(UsageRollup.key_id, UsageRollup.tier)
+    )
+    if owner_id is not None:
+        # The owner's keys: each a range of the roll-up's primary key (key, granularity,
+        # bucket), where the owner_id index would visit every minute row of the owner.
+        keys = select(ApiKey.id).where(ApiKey.user_id == owner_id)
+        per_tier = per_tier.where(UsageRollup.key_id.in_(keys))
+    sub = per_tier.subquery()
+    query = (
+        select(
+            ApiKey.user_id,
+            User.email,
+            ApiKey.public_id,
+            ApiKey.name,
+            # Rows written before the tier was recorded bill at the owner's current tier.
+            func.coalesce(sub.c.tier, User.tier),
+            sub.c.hours,
+            sub.c.n,
+            sub.c.billable,
+        )
+        .join(ApiKey, ApiKey.id == sub.c.key_id)
+        .join(User, User.id == ApiKey.user_id)
+    )
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for owner, email, pid, name, t, hours, n, billable in session.execute(query):
+        row = merged.setdefault((pid, t), [owner, email, pid, name, t, 0, 0, 0])
+        row[5] += int(hours)
+        row[6] += int(n or 0)
+        row[7] += int(billable or 0)
+    per_key: dict[str, list[list[Any]]] = defaultdict(list)
+    for row in merged.values():
+        per_key[row[2]].append(row)
+    out: list[Line] = []
+    for rows in per_key.values():
+        hours_used = sum(int(r[5]) for r in rows)
+        for owner, email, pid, name, t, hours, n, billable in rows:
+            share = Decimal(int(hours)) / Decimal(hours_used)
+            allowance, overage, amount = price(plan_set[t], share, int(billable or 0))
+            out.append(
+                Line(
+                    owner_id=int(owner),
+                    email=email,
+                    key_id=pid,
+                    key_name=name,
+                    tier=t,
+                    hours=int(hours),
+                    requests=int(n or 0),
+                    billable=int(billable or 0),
+                    allowance=allowance,
+                    overage=overage,
+                    amount=amount,
+                    currency=plan_set.currency,
+                )
+            )
+    out.sort(key=lambda x: (x.email, x.key_id, x.tier))
+    return out
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The current month for one account: so far, and at this pace by month end."""
+
+    month: str
+    elapsed_hours: float
+    month_hours: int
+    billable: int
+    allowance: int
+    projected_billable: int
+    projected_amount: Decimal
+    amount: Decimal
+    currency: str
+
+    @property
+    def used_share(self) -> float:
+        return self.billable / self.allowance if self.allowance else 0.0
+
+
+def project(
+    session: Session, plan_set: Plans, owner: User, now: datetime
+) -> tuple[Projection, list[Line]]:
+    """This month's lines for `owner` and a straight-line projection to month end.
+
+    The projection assumes the rest of the month goes like the hours so far and is
+    priced at the account's current tier.
+    """
+    start, end = month_range(month_of(now))
+    month_lines = lines(session, plan_set, start, end, owner_id=owner.id)
+    total = totals(month_lines, plan_set.currency)
+    elapsed = max((now - start) / timedelta(hours=1), 1.0)
+    month_hours = int((end - start) / timedelta(hours=1))
+    keys = {x.key_id for x in month_lines}
+    plan = plan_set[owner.tier]
+    projected = round(total.billable * month_hours / elapsed)
+    # Projected per key at the current tier: each key a full month of the plan.
+    projected_amount = Decimal("0.00")
+    for key in keys:
+        billable = sum(x.billable for x in month_lines if x.key_id == key)
+        _, _, amount = price(plan, Decimal(1), round(billable * month_hours / elapsed))
+        projected_amount += amount
+    allowance = plan.included * max(len(keys), 1)
+    return (
+        Projection(
+            month=month_of(now),
+            elapsed_hours=elapsed,
+            month_hours=month_hours,
+            billable=total.billable,
+            allowance=allowance,
+            projected_billable=projected,
+            projected_amount=projected_amount,
+            amount=total.amount,
+            currency=plan_set.currency,
+        ),
+        month_lines,
+    )
+
+
+# ------------------------------------------------------------------ cloud events
+
+EVENT_TYPE = "com.keyledger.api.requests"
+EVENT_SOURCE = "keyledger/usage"
+
+
+def cloudevents(session: Session, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+    """CloudEvents 1.0, one per key and hour of [start, end), oldest first.
+
+    The id is the key's public id and the hour, so a re-export (or an overlapping one)
+    carries the same ids and a metering service that deduplicates on (source, id) as
+    OpenMeter and Lago do counts each hour once. The subject is the account
+    (`user:<id>`): the customer a meter groups by. Export closed hours: an hour still
+    being written would be deduplicated against its earlier, smaller count.
+    """
+    tier = _tier_expr().label("tier")
+    query = (
+        select(
+            UsageRollup.bucket,
+            UsageRollup.owner_id,
+            ApiKey.public_id,
+            tier,
+            UsageRollup.count,
+            BILLABLE.label("billable"),
+            UsageRollup.status_429,
+            UsageRollup.status_5xx,
+        )
+        .join(ApiKey, ApiKey.id == UsageRollup.key_id)
+        .join(User, User.id == UsageRollup.owner_id)
+        .where(
+            UsageRollup.granularity == "hour",
+            UsageRollup.bucket >= start,
+            UsageRollup.bucket < end,
+        )
+        .order_by(UsageRollup.bucket, ApiKey.public_id)
+        .execution_options(yield_per=5000)
+    )
+    for bucket, owner, pid, t, n, billable, n429, n5xx in session.execute(query):
+        hour = bucket.astimezone(UTC)
+        yield {
+            "specversion": "1.0",
+            "type": EVENT_TYPE,
+            "source": EVENT_SOURCE,
+            "subject": f"user:{owner}",
+            "id": f"{pid}-{hour:%Y%m%dT%H}",
+            "time": hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "datacontenttype": "application/json",
+            "data": {
+                "key_id": pid,
+                "tier": t,
+                "period": "PT1H",
+                "requests": int(n),
+                "billable": int(billable),
+                "rate_limited": int(n429),
+                "errors_5xx": int(n5xx),
+            },
+        }

@@ -1,0 +1,135 @@
+// Admin charts (/admin, /admin/security). No inline scripts (CSP): each
+// <section data-chart data-chart-url> fetches its JSON, draws it with the vendored
+// Chart.js, and fills its data table, where every figure that comes from the audit
+// trail links to the audit browser filtered to what it counts.
+(() => {
+  "use strict";
+
+  const PALETTE = {
+    "2xx": "#1a7f46", "3xx": "#2f5fd0", "4xx": "#b7791f", "429": "#7c3aed", "5xx": "#b42318", other: "#6b7280",
+  };
+  const FALLBACK = ["#2f5fd0", "#b42318", "#1a7f46", "#b7791f", "#7c3aed", "#0e7490", "#6b7280"];
+
+  function colour(name, i) {
+    return PALETTE[name] || FALLBACK[i % FALLBACK.length];
+  }
+
+  function cell(tag, text, href) {
+    const el = document.createElement(tag);
+    if (tag === "th") el.scope = "col";
+    if (href) {
+      const a = document.createElement("a");
+      a.href = href;
+      a.textContent = text;
+      el.appendChild(a);
+    } else {
+      el.textContent = text;
+    }
+    return el;
+  }
+
+  function fillTable(table, data) {
+    table.querySelectorAll("thead, tbody").forEach((el) => el.remove());
+    const head = document.createElement("thead");
+    const hr = document.createElement("tr");
+    hr.appendChild(cell("th", data.kind === "hbar" ? "" : "Day"));
+    data.series.forEach((s) => hr.appendChild(cell("th", s.name, s.link)));
+    head.appendChild(hr);
+    const body = document.createElement("tbody");
+    data.labels.forEach((label, i) => {
+      const tr = document.createElement("tr");
+      const first = cell("td", label, data.links[i]);
+      first.className = "name";
+      tr.appendChild(first);
+      data.series.forEach((s) => {
+        const td = cell("td", Number(s.data[i]).toLocaleString());
+        td.className = "num";
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.appendChild(head);
+    table.appendChild(body);
+  }
+
+  function config(data) {
+    const kind = data.kind;
+    const stacked = kind === "stacked";
+    const horizontal = kind === "hbar";
+    const line = kind === "line";
+    const datasets = data.series.map((s, i) => ({
+      label: s.name,
+      data: s.data,
+      backgroundColor: colour(s.name, i),
+      borderColor: colour(s.name, i),
+      borderWidth: line ? 2 : 0,
+      pointRadius: line ? 2 : 0,
+      fill: false,
+      stack: stacked ? "all" : undefined,
+    }));
+    return {
+      type: line ? "line" : "bar",
+      data: { labels: data.labels, datasets },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        indexAxis: horizontal ? "y" : "x",
+        interaction: { mode: "index", intersect: false },
+        plugins: { legend: { display: data.series.length > 1 } },
+        scales: {
+          x: { stacked, beginAtZero: true, ticks: { maxTicksLimit: horizontal ? 6 : 10, autoSkip: true } },
+          y: { stacked, beginAtZero: true, ticks: horizontal ? { autoSkip: false } : { precision: 0 } },
+        },
+        // A bar or point of a figure that comes from the trail opens the audit browser.
+        onClick: (_event, elements) => {
+          if (!elements.length) return;
+          const el = elements[0];
+          const href = data.links[el.index] || (data.series[el.datasetIndex] || {}).link;
+          if (href) window.location.assign(href);
+        },
+      },
+    };
+  }
+
+  async function init(section) {
+    const status = section.querySelector("[data-chart-status]");
+    const title = section.querySelector("[data-chart-title]");
+    const box = section.querySelector("[data-chart-box]");
+    const canvas = section.querySelector("[data-chart-canvas]");
+    const table = section.querySelector("[data-chart-table]");
+    let data;
+    try {
+      const resp = await fetch(section.dataset.chartUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      data = await resp.json();
+    } catch (err) {
+      status.textContent = `This chart could not be loaded (${err.message}).`;
+      box.hidden = true;
+      return;
+    }
+    title.textContent = data.title;
+    fillTable(table, data);
+    const total = data.series.reduce((n, s) => n + s.data.reduce((a, b) => a + Number(b || 0), 0), 0);
+    section.dataset.points = String(data.labels.length);
+    if (!data.labels.length || !total) {
+      status.textContent = "Nothing to show for this range yet.";
+      box.hidden = true;
+      return;
+    }
+    const days = data.kind === "hbar" || data.kind === "bar" ? "" : `${data.labels.length} days; `;
+    status.textContent = data.note || `${days}times in UTC.`;
+    box.style.height = data.kind === "hbar" ? `${Math.max(160, 28 * data.labels.length + 40)}px` : "260px";
+    if (!window.Chart) {
+      status.textContent = "The chart library did not load; the data table below has the figures.";
+      box.hidden = true;
+      return;
+    }
+    new window.Chart(canvas, config(data));
+    section.dataset.drawn = "true";
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-chart]").forEach((section) => init(section));
+  });
+})();

@@ -1,0 +1,148 @@
+"""The admin overview and security view draw their charts from the JSON endpoints;
+an admin follows a security figure into the filtered audit browser; the billing
+pages download a CSV whose total is the page's. Console errors and CSP violations
+fail every test (conftest)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from liveserver import ADMIN_EMAIL
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+DEMO_PASSWORD = "keyledger demo password"
+
+
+@pytest.fixture(scope="module")
+def seeded(live_server) -> None:
+    """A week of demo traffic on the live server's database, through the recorder."""
+    live_server.flask(
+        "demo", "seed", "--users", "4", "--keys", "12", "--events", "3000", "--days", "7"
+    )
+
+
+def _charts_settle(page, count: int) -> None:
+    """Every chart section has either drawn or said there is nothing to show."""
+    page.wait_for_function(
+        """(n) => [...document.querySelectorAll('[data-chart]')].filter(
+             (s) => s.dataset.drawn === 'true' || s.querySelector('[data-chart-box]').hidden
+           ).length === n""",
+        arg=count,
+    )
+
+
+def test_overview_draws_every_chart_with_its_data_table(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Admin").click()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+    _charts_settle(page, 6)
+    requests = page.locator('[data-chart="requests"]')
+    expect(requests).to_have_attribute("data-drawn", "true")
+    assert requests.get_attribute("data-points") == "30"
+    requests.get_by_text("Data table").click()
+    expect(requests.locator("tbody tr")).to_have_count(30)
+    # The page's total is the sum of the chart's table.
+    total = int(page.locator('[data-total="requests"]').inner_text().replace(",", ""))
+    table = 0
+    for row in requests.locator("tbody tr").all():
+        table += sum(int(c.replace(",", "")) for c in row.locator("td.num").all_inner_texts())
+    assert table == total > 0
+    with page.expect_download() as download:
+        requests.get_by_role("link", name="Download CSV").click()
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
+    assert rows[0][:3] == ["label", "2xx", "3xx"] and len(rows) == 31
+
+
+def test_admin_follows_a_security_figure_into_the_filtered_audit_browser(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/security?days=7")
+    expect(page.get_by_role("heading", name="Security", exact=True)).to_be_visible()
+    _charts_settle(page, 4)
+    expect(page.locator('[data-chart="failures"]')).to_have_attribute("data-drawn", "true")
+
+    figure = page.locator('[data-figure="Failed validations"]')
+    counted = int(figure.inner_text().replace(",", ""))
+    assert counted > 0
+    figure.click()
+    page.wait_for_url(re.compile(r"/admin/audit\?.*action=key\.validation_failed"))
+    expect(page.get_by_role("heading", name="Audit trail", exact=True)).to_be_visible()
+    expect(page.get_by_label("Action")).to_have_value("key.validation_failed")
+    actions = page.locator("table.audit tbody td:nth-child(3)").all_inner_texts()
+    assert actions and set(actions) == {"key.validation_failed"}
+    assert len(actions) == min(counted, 50)  # the first page of what the figure counts
+
+    # A bar's data-table link: the noisiest source IP, filtered by IP.
+    page.go_back()
+    ips = page.locator('[data-chart="failure_ips"]')
+    ips.get_by_text("Data table").click()
+    first = ips.locator("tbody tr").first
+    ip = first.locator("td.name").inner_text()
+    n = int(first.locator("td.num").inner_text().replace(",", ""))
+    first.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"actor_ip="))
+    expect(page.get_by_label("IP")).to_have_value(ip)
+    rows = page.locator("table.audit tbody tr")
+    assert rows.count() == min(n, 50)
+    assert set(page.locator("table.audit tbody td:nth-child(6)").all_inner_texts()) == {ip}
+
+
+def _money(text: str) -> Decimal:
+    return Decimal(text.split()[0])
+
+
+def test_billing_pages_download_a_csv_whose_total_matches_the_page(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/billing")
+    month = page.get_by_label("Month", exact=True).input_value()
+    shown = _money(page.locator("[data-billing-total]").inner_text())
+    billable = int(page.locator("[data-billing-billable]").inner_text().replace(",", ""))
+    assert billable > 0
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    assert download.value.suggested_filename == f"keyledger-billing-{month}.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
+    assert sum(Decimal(r["amount"]) for r in rows) == shown
+    assert sum(int(r["billable"]) for r in rows) == billable
+
+    # The same as a demo account on its own /billing page.
+    page.context.clear_cookies()
+    page.goto("/login")
+    page.get_by_label("Email").fill("demo-1@example.com")
+    page.get_by_label("Password", exact=True).fill(DEMO_PASSWORD)
+    page.locator("main").get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/keys")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Billing").click()
+    expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile(r"Download CSV \(")).click()
+    body = Path(download.value.path()).read_text("utf-8")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert {r["email"] for r in rows} <= {"demo-1@example.com"}
+    if rows:
+        total = _money(page.locator("[data-billing-total]").inner_text())
+        assert sum(Decimal(r["amount"]) for r in rows) == total
+    else:
+        expect(page.locator("main")).to_contain_text("No billable use this month yet")
+
+
+def test_the_audit_table_fits_a_1280px_window(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/audit?action=key.validation_failed")
+    expect(page.locator("table.audit tbody tr").first).to_be_visible()
+    overflow = page.evaluate(
+        """() => { const w = document.querySelector('table.audit').closest('.table-wrap');
+                   return w.scrollWidth - w.clientWidth; }"""
+    )
+    assert overflow <= 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
