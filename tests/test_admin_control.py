@@ -31,9 +31,10 @@ def _revoke(admin: Portal, uid: int, pid: str, reason: str):
     )
 
 
-def test_admin_home_redirects_to_users(app, admin):
-    resp = admin.client.get("/admin/")
-    assert resp.status_code == 302 and resp.headers["Location"].endswith("/admin/users")
+def test_admin_home_is_the_overview_and_users_have_their_own_list(app, admin):
+    home = admin.client.get("/admin/")
+    assert home.status_code == 200 and "/admin/users" in home.get_data(as_text=True)
+    assert admin.client.get("/admin/users").status_code == 200
 
 
 def test_user_page_lists_keys_with_a_revoke_action(app, admin, user):
