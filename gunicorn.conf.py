@@ -15,7 +15,18 @@ docs/usage.md.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
+
+# /metrics under several workers: prometheus-client's multi-process mode, each worker
+# writing mmap files into one directory (read at import, so set before the app loads).
+# Unset, each server gets a directory of its own, so two servers on a host never mix.
+_own_metrics_dir: str | None = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="keyledger-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
 
 def default_workers() -> int:
@@ -48,6 +59,8 @@ def on_exit(server: Any) -> None:
     from app.usage.recorder import shutdown_all
 
     shutdown_all()
+    if _own_metrics_dir is not None:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def when_ready(server: Any) -> None:
@@ -58,3 +71,46 @@ def when_ready(server: Any) -> None:
     warning = memory_storage_warning(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)
     if warning:
         server.log.warning(warning)
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker: last run's metric files would be summed with
+    this run's (prometheus-client asks for the directory to be wiped between runs)."""
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, for each worker gone (crashed or stopped): its live gauges (queue
+    depths, pool use) leave the sums; its counters stay, as Prometheus expects."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+# Gunicorn's own lines (errors, and the access log when --access-logfile is given) in
+# the app's format: JSON unless LOG_FORMAT=text; the access line names the request id.
+if os.environ.get("LOG_FORMAT", "json").lower() != "text":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": []},  # the app adds its own (app/observability)
+        "formatters": {"json": {"()": "app.observability.logs.JsonFormatter"}},
+        "handlers": {
+            "error": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'

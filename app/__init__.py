@@ -99,6 +99,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     web.register(app)
     cli.register(app)
+    from app import observability
+
+    observability.init_app(app)  # logs + request ids, /healthz, /readyz, /metrics
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO)
     return app

@@ -133,6 +133,12 @@ def from_env() -> dict[str, Any]:
         "AUDIT_TRUSTED_KEYS": os.environ.get("AUDIT_TRUSTED_KEYS"),
         "AUDIT_SEAL_BATCH": _env_int("AUDIT_SEAL_BATCH", 5000),
         "AUDIT_VERIFY_INLINE_MAX": _env_int("AUDIT_VERIFY_INLINE_MAX", 20000),
+        # Operations (docs/operations.md): log lines as JSON (or text for development),
+        # the bearer token /metrics asks for (unset: open), the readiness lag allowed.
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "json"),
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
+        "READY_AUDIT_MAX_LAG": _env_float("READY_AUDIT_MAX_LAG", 0.0) or None,
     }
 
 

@@ -195,6 +195,13 @@ class BatchRecorder:
         """Items queued or waiting for a retry in this process."""
         return len(self._queue) + len(self._retry)
 
+    def queued(self) -> tuple[int, int]:
+        """(usage events, audit events) queued or waiting for a retry, for /metrics."""
+        items = list(self._queue)  # one C-level copy: no thread can mutate it meanwhile
+        retry = self._retry
+        audits = sum(1 for item in items if isinstance(item, _Audit))
+        return len(items) - audits + len(retry.events), audits + len(retry.audits)
+
     def flush(self) -> None:
         """Write everything queued now, in batches of at most USAGE_BATCH_MAX items.
 
@@ -258,12 +265,18 @@ class BatchRecorder:
                 len(batch),
                 exc_info=True,
             )
+            metrics = self.app.extensions.get("keyledger.metrics")
+            if metrics is not None:
+                metrics.flush_failed()
             return False
         except Exception:
             log.exception("usage flush: dropping a batch of %d items", len(batch))
             return True
         self._last_used.update(touched)
         self.flushed += len(batch)
+        metrics = self.app.extensions.get("keyledger.metrics")
+        if metrics is not None:
+            metrics.flushed(len(batch.events), len(batch.audits), time.perf_counter() - started)
         if self.dropped:
             log.error("usage queue was full: %d events dropped", self.dropped)
             self.dropped = 0
