@@ -118,6 +118,12 @@ def _bound_waits(app: Flask) -> None:
         app.config.setdefault(
             "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
         )
+        if str(app.config["RATELIMIT_STORAGE_URI"]).startswith("redis+sentinel://"):
+            # The same bounds on the sentinels themselves (asked for the master).
+            options = app.config["RATELIMIT_STORAGE_OPTIONS"]
+            options.setdefault(
+                "sentinel_kwargs", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+            )
 
 
 @event.listens_for(Engine, "connect")

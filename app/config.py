@@ -76,7 +76,9 @@ def _tier_map(name: str, default: dict[str, int]) -> dict[str, int]:
 
 def is_redis(uri: str | None) -> bool:
     """A Redis RATELIMIT_STORAGE_URI: counters (and the key stamp) shared by processes."""
-    return str(uri or "").startswith(("redis://", "rediss://", "redis+unix://"))
+    return str(uri or "").startswith(
+        ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+    )
 
 
 def from_env() -> dict[str, Any]:
