@@ -71,7 +71,7 @@ class Metrics:
         )
         self.api_requests = Counter(
             "keyledger_api_requests",
-            "Key-authenticated API answers (validation and management), by status class.",
+            "Key-management API answers by status class (validations: keyledger_validations).",
             ["status"],
             registry=r,
         )
@@ -139,20 +139,21 @@ class Metrics:
     def api_answer(
         self, validating: bool, status: int, error: str | None, started: float, key_limited: bool
     ) -> None:
-        """One API answer (app/api/hooks.py). A few counter increments: no I/O."""
-        cls = self._statuses.get(status)
-        if cls is None:
-            cls = self._statuses[status] = self.api_requests.labels(f"{status // 100}xx")
-        cls.inc()
+        """One API answer (app/api/hooks.py): two or three mmap writes under gunicorn, no
+        I/O. A validation counts by outcome (its status class follows from it); a
+        management call by status class."""
         if status == 429:
             self._limited["key" if key_limited else "ip"].inc()
         if not validating:
+            cls = self._statuses.get(status)
+            if cls is None:
+                cls = self._statuses[status] = self.api_requests.labels(f"{status // 100}xx")
+            cls.inc()
             return
-        outcome = (
-            "valid"
-            if status == 200
-            else (error or ("unavailable" if status >= 500 else str(status)))
-        )
+        if status == 200:
+            outcome = "valid"
+        else:
+            outcome = error or ("unavailable" if status >= 500 else str(status))
         counter = self._outcomes.get(outcome)
         if counter is None:
             if len(self._outcomes) > 64:  # outcomes are our own codes; stay bounded anyway

@@ -47,7 +47,10 @@ def test_validations_are_counted_by_outcome_with_their_latency(app: Flask, keys:
     assert value(text, "keyledger_validations_total", outcome="malformed_key") == 1
     assert value(text, "keyledger_validations_total", outcome="insufficient_scope") == 1
     assert value(text, "keyledger_validation_seconds_count") == 6
-    assert value(text, "keyledger_api_requests_total", status="2xx") == 3
+    assert value(text, "keyledger_api_requests_total", status="2xx") == 0  # management only
+    assert client.get("/api/v1/keys", headers=key.bearer).status_code == 200
+    text_after = client.get("/metrics").get_data(as_text=True)
+    assert value(text_after, "keyledger_api_requests_total", status="2xx") == 1
     # Queued, not yet written: the queue depth shows it; after a flush it is written.
     assert value(text, "keyledger_queue_depth", kind="usage") == 4
     assert value(text, "keyledger_audit_checkpoint_age_seconds") == -1
@@ -56,7 +59,7 @@ def test_validations_are_counted_by_outcome_with_their_latency(app: Flask, keys:
     recorder(app).flush()
     text = client.get("/metrics").get_data(as_text=True)
     assert value(text, "keyledger_queue_depth", kind="usage") == 0
-    assert value(text, "keyledger_usage_written_total", kind="usage") == 4
+    assert value(text, "keyledger_usage_written_total", kind="usage") == 5  # and the GET
     assert value(text, "keyledger_usage_flush_seconds_count") == 1
     # user and key created, the first validation, three failures: none sealed yet.
     assert value(text, "keyledger_audit_unsealed_events") == 6
