@@ -15,8 +15,8 @@ runs `--clients` threads for `--duration` seconds:
 
 Then it stops gunicorn with SIGTERM (which flushes every worker's queue) and checks:
 zero 5xx; one usage event per answer about an identified key; one audit event per
-creation, revocation and failed validation; each hot key answered 200 exactly its
-limit's number of times; `flask audit verify` passes. It prints p50/p95/p99 per kind
+creation, revocation and failed validation; each hot key answered 200 exactly
+min(limit, tries) times; `flask audit verify` passes. It prints p50/p95/p99 per kind
 of request and exits 1 when any check fails.
 """
 
@@ -91,6 +91,7 @@ class Results:
         self.status: Counter[tuple[str, int]] = Counter()
         self.identified = 0  # answers carrying X-RateLimit-*: one usage event each
         self.hot_ok: Counter[str] = Counter()
+        self.hot_tries: Counter[str] = Counter()
         self.hot_span: dict[str, list[float]] = {}
         self.created: list[str] = []
         self.revoked_changed = 0
@@ -184,6 +185,9 @@ def client(
                 {"X-Forwarded-For": f"198.51.100.{seed}"},
             )
             res.add(kind, status, took, headers)
+            if kind == "validate_hot":
+                with res.lock:
+                    res.hot_tries[key] += 1
             if kind == "validate_hot" and status == 200:
                 with res.lock:
                     res.hot_ok[key] += 1
@@ -323,8 +327,9 @@ def main() -> None:
         "key.created events = creations": created == creations,
         "key.revoked events = revocations": revoked == res.revoked_changed,
         "key.validation_failed events = 401/403 answers": failed == res.failed_validations,
-        "hot keys: exactly the limit answered 200": all(
-            res.hot_ok[k] == HOT_LIMIT for k in keys["hot"]
+        # Every try answered 200 up to the limit, then none (all tries fit one window).
+        "hot keys: exactly min(limit, tries) answered 200": all(
+            res.hot_ok[k] == min(HOT_LIMIT, res.hot_tries[k]) for k in keys["hot"]
         ),
         "audit verify": verify.returncode == 0,
     }
@@ -351,7 +356,9 @@ def main() -> None:
         "key_created": [created, creations],
         "key_revoked": [revoked, res.revoked_changed],
         "validation_failed": [failed, res.failed_validations],
-        "hot_key_200s": {k.split(".")[1]: res.hot_ok[k] for k in keys["hot"]},
+        "hot_key_200s_of_tries": {
+            k.split(".")[1]: [res.hot_ok[k], res.hot_tries[k]] for k in keys["hot"]
+        },
         "hot_key_span_s": {k.split(".")[1]: round(s[1] - s[0], 1) for k, s in res.hot_span.items()},
         "verify": (verify.stdout.strip().splitlines() or [""])[-1][:200],
         "errors": res.errors[:5],

@@ -11,7 +11,7 @@ from app.observability import health, logs, metrics
 
 
 def init_app(app: Flask) -> None:
-    if not app.testing or app.config.get("LOG_FORMAT_FORCE"):
+    if not app.testing:  # tests read records through pytest, not stderr
         logs.configure(app.config.get("LOG_FORMAT"), app.config.get("LOG_LEVEL"))
     m = metrics.init_app(app)
     health.init_app(app)

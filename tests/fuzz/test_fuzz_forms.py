@@ -185,6 +185,7 @@ def test_zz_enough_requests_were_sent() -> None:
     ran together at the default FUZZ_EXAMPLES)."""
     from .conftest import EXAMPLES as examples
 
+    print(f"\nfuzz: {SENT['requests']} requests at FUZZ_EXAMPLES={examples}")
     if examples < 700:
         pytest.skip("FUZZ_EXAMPLES lowered for a quick run")
     assert SENT["requests"] >= 10_000, SENT
