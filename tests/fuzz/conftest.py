@@ -47,16 +47,20 @@ _IGNORED = {"last_used_at", "last_used_ip", "last_login_at", "last_seen_at"}
 
 
 def state(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
+    """Taken before and after every generated request: two SELECTs, the column lists
+    read once per app (reflection per call was most of a fuzz request's time)."""
+    queries = app.extensions.get("test.fuzz_state")
     with app.app_context(), db.engine.connect() as conn:
-        out = {}
-        for table in _WATCHED:
-            columns = [
-                c["name"] for c in inspect(conn).get_columns(table) if c["name"] not in _IGNORED
-            ]
-            cols = ", ".join(f'"{c}"' for c in columns)
-            rows = conn.execute(text(f'SELECT {cols} FROM "{table}" ORDER BY id')).all()
-            out[table] = [tuple(r) for r in rows]
-        return out
+        if queries is None:
+            queries = {}
+            for table in _WATCHED:
+                columns = [
+                    c["name"] for c in inspect(conn).get_columns(table) if c["name"] not in _IGNORED
+                ]
+                cols = ", ".join(f'"{c}"' for c in columns)
+                queries[table] = text(f'SELECT {cols} FROM "{table}" ORDER BY id')
+            app.extensions["test.fuzz_state"] = queries
+        return {table: [tuple(r) for r in conn.execute(q).all()] for table, q in queries.items()}
 
 
 def sent(n: int = 1) -> None:
