@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 # /metrics under several workers: prometheus-client's multi-process mode, each worker
-# writing mmap files into one directory (read at import, so set before the app loads).
-# Unset, each server gets a directory of its own, so two servers on a host never mix.
-_own_metrics_dir: str | None = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _own_metrics_dir = tempfile.mkdtemp(prefix="keyledger-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+# writing mmap files into one directory. prometheus-client reads the variable when it is
+# first imported, which is in the workers (no preload_app; with it, set the variable
+# yourself). Unset, on_starting gives each server a directory of its own, so two
+# servers on a host never mix, and on_exit removes it.
+_own_metrics_dir: list[str] = []
 
 
 def default_workers() -> int:
@@ -59,8 +58,8 @@ def on_exit(server: Any) -> None:
     from app.usage.recorder import shutdown_all
 
     shutdown_all()
-    if _own_metrics_dir is not None:
-        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+    for path in _own_metrics_dir:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def when_ready(server: Any) -> None:
@@ -74,8 +73,12 @@ def when_ready(server: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """In the master, before any worker: last run's metric files would be summed with
-    this run's (prometheus-client asks for the directory to be wiped between runs)."""
+    """In the master, before any worker: the metrics directory (a fresh one unless
+    PROMETHEUS_MULTIPROC_DIR names one), without last run's files, which would be summed
+    with this run's (prometheus-client asks for the directory to be wiped between runs)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _own_metrics_dir.append(tempfile.mkdtemp(prefix="keyledger-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir[-1]
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink(missing_ok=True)
 
