@@ -20,7 +20,17 @@ docs/usage.md.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
+
+# /metrics under several workers: prometheus-client's multi-process mode, each worker
+# writing mmap files into one directory. prometheus-client reads the variable when it is
+# first imported, which is in the workers (no preload_app; with it, set the variable
+# yourself). Unset, on_starting gives each server a directory of its own, so two
+# servers on a host never mix, and on_exit removes it.
+_own_metrics_dir: list[str] = []
 
 
 def default_workers() -> int:
@@ -61,23 +71,6 @@ def control_socket_path(instance: str, bind: str) -> str:
     return os.path.join(base, f"keyledger-{digest}.ctl")
 
 
-def on_starting(server: Any) -> None:
-    """In the master, before the control socket opens: give this instance its own one,
-    unless --control-socket chose a path."""
-    if "control_socket" not in server.cfg.settings:  # gunicorn before 25.1 has none
-        return
-    from gunicorn.config import ControlSocket
-
-    if server.cfg.control_socket != ControlSocket.default:
-        return
-    from app.config import PROJECT_ROOT
-
-    instance = os.environ.get("KEYLEDGER_INSTANCE") or str(PROJECT_ROOT / "instance")
-    os.makedirs(instance, exist_ok=True)
-    bind = ",".join(server.cfg.bind or ["default"])
-    server.cfg.set("control_socket", control_socket_path(instance, bind))
-
-
 def worker_exit(server: Any, worker: Any) -> None:
     """In the worker, after its last request: write every queued usage and audit event.
 
@@ -95,6 +88,8 @@ def on_exit(server: Any) -> None:
     from app.usage.recorder import shutdown_all
 
     shutdown_all()
+    for path in _own_metrics_dir:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def when_ready(server: Any) -> None:
@@ -105,3 +100,68 @@ def when_ready(server: Any) -> None:
     warning = memory_storage_warning(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)
     if warning:
         server.log.warning(warning)
+
+
+def _own_control_socket(server: Any) -> None:
+    """Before the control socket opens: give this instance its own one, unless
+    --control-socket chose a path."""
+    if "control_socket" not in server.cfg.settings:  # gunicorn before 25.1 has none
+        return
+    from gunicorn.config import ControlSocket
+
+    if server.cfg.control_socket != ControlSocket.default:
+        return
+    from app.config import PROJECT_ROOT
+
+    instance = os.environ.get("KEYLEDGER_INSTANCE") or str(PROJECT_ROOT / "instance")
+    os.makedirs(instance, exist_ok=True)
+    bind = ",".join(server.cfg.bind or ["default"])
+    server.cfg.set("control_socket", control_socket_path(instance, bind))
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker: the metrics directory (a fresh one unless
+    PROMETHEUS_MULTIPROC_DIR names one), without last run's files, which would be summed
+    with this run's (prometheus-client asks for the directory to be wiped between runs)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _own_metrics_dir.append(tempfile.mkdtemp(prefix="keyledger-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir[-1]
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink(missing_ok=True)
+    _own_control_socket(server)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, for each worker gone (crashed or stopped): its live gauges (queue
+    depths, pool use) leave the sums; its counters stay, as Prometheus expects."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+# Gunicorn's own lines (errors, and the access log when --access-logfile is given) in
+# the app's format: JSON unless LOG_FORMAT=text; the access line names the request id.
+if os.environ.get("LOG_FORMAT", "json").lower() != "text":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": []},  # the app adds its own (app/observability)
+        "formatters": {"json": {"()": "app.observability.logs.JsonFormatter"}},
+        "handlers": {
+            "error": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'

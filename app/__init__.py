@@ -122,6 +122,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     web.register(app)
     cli.register(app)
+    from app import observability
+
+    observability.init_app(app)  # logs + request ids, /healthz, /readyz, /metrics
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO)
     return app
@@ -144,6 +147,12 @@ def _bound_waits(app: Flask) -> None:
         app.config.setdefault(
             "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
         )
+        if str(app.config["RATELIMIT_STORAGE_URI"]).startswith("redis+sentinel://"):
+            # The same bounds on the sentinels themselves (asked for the master).
+            options = app.config["RATELIMIT_STORAGE_OPTIONS"]
+            options.setdefault(
+                "sentinel_kwargs", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+            )
 
 
 @event.listens_for(Engine, "connect")

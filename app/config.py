@@ -76,7 +76,9 @@ def _tier_map(name: str, default: dict[str, int]) -> dict[str, int]:
 
 def is_redis(uri: str | None) -> bool:
     """A Redis RATELIMIT_STORAGE_URI: counters (and the key stamp) shared by processes."""
-    return str(uri or "").startswith(("redis://", "rediss://", "redis+unix://"))
+    return str(uri or "").startswith(
+        ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+    )
 
 
 def from_env() -> dict[str, Any]:
@@ -165,6 +167,12 @@ def from_env() -> dict[str, Any]:
         "WEBHOOK_DISPATCHER": (
             _env_bool("WEBHOOK_DISPATCHER", True) if os.environ.get("WEBHOOK_DISPATCHER") else None
         ),
+        # Operations (docs/operations.md): log lines as JSON (or text for development),
+        # the bearer token /metrics asks for (unset: open), the readiness lag allowed.
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "json"),
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
+        "READY_AUDIT_MAX_LAG": _env_float("READY_AUDIT_MAX_LAG", 0.0) or None,
     }
 
 

@@ -47,7 +47,7 @@ from typing import Any
 import redis.exceptions
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
+from limits.storage import RedisClusterStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from app.extensions import limiter
@@ -261,22 +261,28 @@ CHARGE_LUA = """
 local now = tonumber(ARGV[1])
 local ip_limit, ip_expiry = tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, expiry = tonumber(ARGV[4]), tonumber(ARGV[5])
-local quota = tonumber(ARGV[6])
-local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
-if ip_entry and tonumber(ip_entry) >= now - ip_expiry then
-    return {0, 0, '0', 0}
+local quota = tonumber(ARGV[6] or '0')
+-- KEYS: the IP's failures, the key's window, the stamp, the month's counter; or (Redis
+-- Cluster, where one script's keys must share a slot) the key's window alone.
+local full = #KEYS == 4
+local key = full and KEYS[2] or KEYS[1]
+if full then
+    local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
+    if ip_entry and tonumber(ip_entry) >= now - ip_expiry then
+        return {0, 0, '0', 0}
+    end
 end
 -- Drop what has left the window from the old end: each entry is dropped once, so this
 -- is O(1) per call on average, and the list then holds exactly the window.
 local cutoff = now - expiry
-local oldest = redis.call('lindex', KEYS[2], -1)
+local oldest = redis.call('lindex', key, -1)
 while oldest and tonumber(oldest) < cutoff do
-    redis.call('rpop', KEYS[2])
-    oldest = redis.call('lindex', KEYS[2], -1)
+    redis.call('rpop', key)
+    oldest = redis.call('lindex', key, -1)
 end
-local count = redis.call('llen', KEYS[2])
+local count = redis.call('llen', key)
 local used = 0
-if quota > 0 then
+if quota > 0 then  -- the full form only: the cluster path never passes a quota
     used = tonumber(redis.call('get', KEYS[4]) or '0')
     if used >= quota then
         return {1, 0, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 0}
@@ -284,8 +290,8 @@ if quota > 0 then
 end
 local acquired = 0
 if count < limit then
-    redis.call('lpush', KEYS[2], ARGV[1])
-    redis.call('expire', KEYS[2], expiry)
+    redis.call('lpush', key, ARGV[1])
+    redis.call('expire', key, expiry)
     count = count + 1
     acquired = 1
     if not oldest then
@@ -298,7 +304,10 @@ if count < limit then
         end
     end
 end
-return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 1}
+if full then
+    return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 1}
+end
+return {1, acquired, oldest or ARGV[1], count}
 """
 
 
@@ -327,6 +336,10 @@ def _scripted(
     if storage is None:
         return None
     key_exp = key_item.get_expiry()
+    if isinstance(storage, RedisClusterStorage):
+        if quota:
+            return None  # the quota's counter is in another slot: the generic path
+        return _scripted_cluster(storage, now, ip_item, ip_ids, key_item, key_ids)
     window_key = storage.prefixed_key(key_item.key_for(*key_ids))
     ip_ok, acquired, oldest, count, *rest = _evalsha(
         storage,
@@ -356,6 +369,38 @@ def _scripted(
     )
 
 
+def _scripted_cluster(
+    storage: RedisClusterStorage,
+    now: float,
+    ip_item: RateLimitItem,
+    ip_ids: tuple[str, ...],
+    key_item: RateLimitItem,
+    key_ids: tuple[str, ...],
+) -> _Counted:
+    """Redis Cluster: a script's keys must all live in one slot, and the IP's failures,
+    the key's window and the stamp are three slots (by design: counters spread over the
+    nodes). So the IP's budget is read first (limits' own test, on the IP's node), then
+    CHARGE_LUA runs on the key's window alone, then the stamp is read: three round trips
+    instead of one, each atomic where it counts (the key's acquire). A blocked IP is
+    still not charged to the key."""
+    if not limiter.limiter.test(ip_item, *ip_ids):
+        return False, False, 0.0, 0, b"", 0, True
+    client = storage.get_connection()
+    # One registered Script per cluster client, kept per app: it loads the script on
+    # whichever node holds a key's slot after a NOSCRIPT (failover, resharding).
+    scripts = current_app.extensions.setdefault("keyledger.cluster_charge", {})
+    script = scripts.get(id(client))
+    if script is None or script[0] is not client:
+        script = scripts[id(client)] = (client, client.register_script(CHARGE_LUA))
+    key_exp = key_item.get_expiry()
+    _, acquired, oldest, count = script[1](
+        keys=[storage.prefixed_key(key_item.key_for(*key_ids))],
+        args=[now, 0, 0, key_item.amount, key_exp, 0, 0],
+    )
+    stamp = client.get(_stamp_key(storage)) or b""
+    return True, bool(acquired), float(oldest) + key_exp, key_item.amount - count, stamp, 0, True
+
+
 CHARGE_SHA = hashlib.sha1(CHARGE_LUA.encode(), usedforsecurity=False).hexdigest()
 _pinned = threading.local()
 
@@ -379,6 +424,11 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
     reloaded = False
     while True:
         try:
+            if not _pinned.used:
+                # Connect by the connection's own rule: a Sentinel-managed one asks the
+                # sentinels for the master here (send_command alone would connect to
+                # its default host, localhost:6379).
+                conn.connect()
             conn.send_command("EVALSHA", CHARGE_SHA, 4, *args)
             reply = conn.read_response()
         except redis.exceptions.NoScriptError:

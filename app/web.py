@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask, current_app, request, session
@@ -30,8 +32,22 @@ def key_policy() -> KeyPolicy:
 
 
 def client_ip() -> str | None:
-    """The peer address, already corrected by ProxyFix for the configured hops only."""
-    return request.remote_addr
+    """The peer address, already corrected by ProxyFix for the configured hops only.
+
+    None when it is not an IP address (a proxy passing on a forged X-Forwarded-For):
+    it keys rate limits and lands in usage and audit rows, which must be able to hold it.
+    """
+    addr = request.remote_addr
+    return addr if addr is None else _ip_or_none(addr)
+
+
+@lru_cache(maxsize=4096)
+def _ip_or_none(addr: str) -> str | None:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    return addr if len(addr) <= 45 else None  # the address columns' width
 
 
 CSP = (

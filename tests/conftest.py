@@ -48,6 +48,24 @@ def base_config(tmp: Path, url: str) -> dict[str, Any]:
     }
 
 
+# Markers of the long tests that CI runs in steps of their own: left out of a run
+# unless its -m expression names them (`pytest -m slow`, `pytest -m fuzz`).
+OWN_STEP_MARKERS = ("faults", "slow", "fuzz")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = config.getoption("markexpr") or ""
+    left_out = [m for m in OWN_STEP_MARKERS if m not in wanted]
+    if not left_out:
+        return
+    kept, dropped = [], []
+    for item in items:
+        (dropped if any(item.get_closest_marker(m) for m in left_out) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Run the migrations once; tests get a copy (SQLite) or a truncated schema (PG)."""

@@ -10,6 +10,7 @@ one storage round trip (app/ratelimit.py). Bad input is captured as an answer
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from app import ratelimit
 from app.extensions import db
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyCache, KeyRecord
+from app.usage.recorder import UNSTORABLE
 from app.web import client_ip, key_policy
 
 MAX_BODY = 16 * 1024
@@ -32,6 +34,9 @@ MAX_PATH_LEN = 1024
 VALIDATE_ENDPOINT = "api.validate"
 # Answers that mean "this could be a guess": they spend the client IP's failure budget.
 GUESS_ERRORS = frozenset({"malformed_key", "invalid_key"})
+# What a served request's method may be: an HTTP token (RFC 9110), so the stored upper
+# case is ASCII of the same length ("ß".upper() is "SS" and would overrun the column).
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(slots=True)
@@ -248,10 +253,25 @@ def _check_fields(auth: ApiAuth) -> bool:
             auth.fail(400, "bad_request", '"request.client_ip" must be an IPv4 or IPv6 address')
             return False
     method, path = served.get("method"), served.get("path")
-    if method is not None and not (isinstance(method, str) and 0 < len(method) <= MAX_METHOD_LEN):
-        auth.fail(400, "bad_request", f'"request.method" must be a string of 1-{MAX_METHOD_LEN}')
+    if method is not None and not (
+        isinstance(method, str) and len(method) <= MAX_METHOD_LEN and _METHOD.fullmatch(method)
+    ):
+        auth.fail(
+            400,
+            "bad_request",
+            f'"request.method" must be an HTTP method of 1-{MAX_METHOD_LEN} ASCII letters',
+        )
         return False
-    if path is not None and not (isinstance(path, str) and 0 < len(path) <= MAX_PATH_LEN):
-        auth.fail(400, "bad_request", f'"request.path" must be a string of 1-{MAX_PATH_LEN}')
+    # A path the usage columns cannot hold is refused here, never answered valid and
+    # then dropped at the flush (the key holder would validate without being billed).
+    if path is not None and not (
+        isinstance(path, str) and 0 < len(path) <= MAX_PATH_LEN and not UNSTORABLE.search(path)
+    ):
+        auth.fail(
+            400,
+            "bad_request",
+            f'"request.path" must be a string of 1-{MAX_PATH_LEN} characters without '
+            "control characters",
+        )
         return False
     return True

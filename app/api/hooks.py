@@ -39,11 +39,20 @@ def account(response: Response) -> Response:
         headers["X-RateLimit-Reset"] = str(charged.reset)
     if auth.status == 429 and auth.retry_after is not None:
         headers["Retry-After"] = str(auth.retry_after)
+    status = response.status_code
+    metrics = current_app.extensions.get("keyledger.metrics")
+    if metrics is not None:
+        metrics.api_answer(
+            auth.validating,
+            status,
+            auth.error,
+            auth.started,
+            charged is not None and not charged.allowed,
+        )
     recorder = current_app.extensions.get("keyledger.usage")
     if recorder is None:
         return response
     now = utcnow()
-    status = response.status_code
     ip = auth.ip
     record = auth.key
     if record is not None:

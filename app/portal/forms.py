@@ -1,4 +1,5 @@
 import secrets
+from typing import Any
 
 from wtforms import (
     BooleanField,
@@ -16,6 +17,7 @@ from wtforms.validators import (
     InputRequired,
     Length,
     NumberRange,
+    StopValidation,
     ValidationError,
 )
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -27,6 +29,17 @@ from app.forms import Form
 class MultiCheckboxField(SelectMultipleField):
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
+
+
+def _within_float(message: str) -> Any:
+    """Stop at a number of hundreds of digits: WTForms' NumberRange converts the value to
+    a float (its NaN check), which raises OverflowError past 1e308, a 500 (fuzzing)."""
+
+    def check(form: Any, field: Any) -> None:
+        if isinstance(field.data, int) and abs(field.data) > 10**9:
+            raise StopValidation(message)
+
+    return check
 
 
 class NewKeyForm(Form):
@@ -56,9 +69,11 @@ class NewKeyForm(Form):
     submit = SubmitField("Create key")
 
     def set_cap(self, cap: int) -> None:
+        message = f"Choose between 1 and {cap} days."
         self.lifetime_days.validators = [
             InputRequired(message="Enter a number of days."),
-            NumberRange(min=1, max=cap, message=f"Choose between 1 and {cap} days."),
+            _within_float(message),
+            NumberRange(min=1, max=cap, message=message),
         ]
         self.lifetime_days.description = f"Your tier allows up to {cap} days."
         if self.lifetime_days.data is None and not self.is_submitted():

@@ -28,6 +28,7 @@ import atexit
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 MODES = ("thread", "manual", "sync")
 ENDPOINT_MAX = 200
 METHOD_MAX = 16
+# What no text column may hold: NUL and the other C0/C1 controls, and lone surrogates
+# (JSON "\ud800" escapes, not encodable as UTF-8). The API refuses them in what a
+# request reports (app/api/auth.py); the flush replaces any that still arrive, so no
+# event is ever refused for its text.
+UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # last_used_at is rewritten only when it moved on by this much (or the IP changed).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -191,6 +197,13 @@ class BatchRecorder:
         """Items queued or waiting for a retry in this process."""
         return len(self._queue) + len(self._retry)
 
+    def queued(self) -> tuple[int, int]:
+        """(usage events, audit events) queued or waiting for a retry, for /metrics."""
+        items = list(self._queue)  # one C-level copy: no thread can mutate it meanwhile
+        retry = self._retry
+        audits = sum(1 for item in items if isinstance(item, _Audit))
+        return len(items) - audits + len(retry.events), audits + len(retry.audits)
+
     def flush(self) -> None:
         """Write everything queued now, in batches of at most USAGE_BATCH_MAX items.
 
@@ -254,12 +267,18 @@ class BatchRecorder:
                 len(batch),
                 exc_info=True,
             )
+            metrics = self.app.extensions.get("keyledger.metrics")
+            if metrics is not None:
+                metrics.flush_failed()
             return False
         except Exception:
             log.exception("usage flush: dropping a batch of %d items", len(batch))
             return True
         self._last_used.update(touched)
         self.flushed += len(batch)
+        metrics = self.app.extensions.get("keyledger.metrics")
+        if metrics is not None:
+            metrics.flushed(len(batch.events), len(batch.audits), time.perf_counter() - started)
         if self.dropped:
             log.error("usage queue was full: %d events dropped", self.dropped)
             self.dropped = 0
@@ -373,7 +392,10 @@ class BatchRecorder:
 
 
 def _text(value: object, limit: int) -> str:
-    return (value if isinstance(value, str) else "" if value is None else str(value))[:limit]
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    if UNSTORABLE.search(text):
+        text = UNSTORABLE.sub("\ufffd", text)
+    return text[:limit]
 
 
 def _ms(value: object) -> float:
@@ -391,7 +413,7 @@ def _row(e: UsageEvent) -> dict[str, Any]:
         "key_id": e.key_id,
         "owner_id": e.owner_id,
         "endpoint": _text(e.endpoint, ENDPOINT_MAX),
-        "method": _text(e.method, METHOD_MAX).upper(),
+        "method": _text(str(e.method or "").upper(), METHOD_MAX),
         "status": e.status,
         "response_ms": _ms(e.response_ms),
         "client_ip": _text(e.client_ip, 45) or None,

@@ -1,7 +1,8 @@
 """Fault tests (marker `faults`): the app behind a TCP proxy the test owns, a Redis of
 its own, a SQLite file locked by another process, real gunicorn servers killed.
 
-They only run when selected (`-m faults`, their own CI step): each stages outages of a
+They only run when selected (`-m faults`, their own CI step; tests/conftest.py's
+OWN_STEP_MARKERS leaves them out otherwise): each stages outages of a
 second or two, which the ordinary suite should not wait for.
 """
 
@@ -28,15 +29,6 @@ from .proxy import Proxy
 
 # A fault must be answered within this (issue 13).
 ANSWER_WITHIN = 2.0
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "faults" in (config.option.markexpr or ""):
-        return
-    chosen = [i for i in items if i.get_closest_marker("faults") is None]
-    if len(chosen) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
-        items[:] = chosen
 
 
 @pytest.fixture(autouse=True)
