@@ -133,6 +133,8 @@ def from_env() -> dict[str, Any]:
         "AUDIT_TRUSTED_KEYS": os.environ.get("AUDIT_TRUSTED_KEYS"),
         "AUDIT_SEAL_BATCH": _env_int("AUDIT_SEAL_BATCH", 5000),
         "AUDIT_VERIFY_INLINE_MAX": _env_int("AUDIT_VERIFY_INLINE_MAX", 20000),
+        # Witnesses (docs/audit.md): `URL VKEY` per line or `;`-separated.
+        "AUDIT_WITNESSES": os.environ.get("AUDIT_WITNESSES", ""),
     }
 
 

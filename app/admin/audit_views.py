@@ -32,8 +32,8 @@ from sqlalchemy import func, select
 
 from app.admin import bp
 from app.admin.forms import VerifyForm
+from app.audit import core, service, trail
 from app.audit import log as auditlog
-from app.audit import offline, service, trail
 from app.audit.verify import verify_log
 from app.extensions import db
 from app.models import AuditCheckpoint, AuditEvent, AuditVerification
@@ -150,7 +150,7 @@ def audit_event(seq: int) -> ResponseReturnValue:
             proof_error = str(exc)
     proof_ok = None
     if proof is not None:
-        proof_ok = offline.verify_proof(proof, service.settings().trusted).ok
+        proof_ok = core.verify_proof_text(proof["text"], service.settings().trusted).ok
     _viewed("event", seq=seq)
     return render_template(
         "admin/audit_event.html",
@@ -172,7 +172,7 @@ def audit_proof(seq: int) -> ResponseReturnValue:
         except auditlog.LogError as exc:
             return jsonify({"error": "not_found", "message": str(exc)}), 404
     _viewed("proof", seq=seq)
-    return jsonify(proof)
+    return Response(proof["text"], mimetype="text/plain")
 
 
 # --------------------------------------------------------------------------- verify

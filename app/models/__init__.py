@@ -3,6 +3,7 @@
 from app.models.api_key import ApiKey
 from app.models.audit import (
     AuditCheckpoint,
+    AuditCosignature,
     AuditEvent,
     AuditNode,
     AuditState,
@@ -14,6 +15,7 @@ from app.models.user import User
 __all__ = [
     "ApiKey",
     "AuditCheckpoint",
+    "AuditCosignature",
     "AuditEvent",
     "AuditNode",
     "AuditState",

@@ -5,6 +5,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from app.audit import service as audit_service
 from app.extensions import db
 from app.keys import lifecycle
 from app.keys.lifecycle import NewKey
@@ -107,6 +108,7 @@ def key_detail(public_id: str) -> ResponseReturnValue:
         events=events,
         rotate_form=RotateForm(),
         revoke_form=RevokeForm(),
+        receipts=audit_service.receipts_for_key(key.public_id, limit=20),
     )
 
 
