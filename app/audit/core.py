@@ -155,9 +155,13 @@ class Frontier:
         return r
 
 
+def _hashes(*values: bytes) -> bool:
+    return all(isinstance(v, bytes) and len(v) == HASH_SIZE for v in values)
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, path: list[bytes], root: bytes) -> bool:
-    """RFC 9162 section 2.1.3.2, step for step."""
-    if not 0 <= index < size:
+    """RFC 9162 section 2.1.3.2, step for step (every hash must be 32 bytes)."""
+    if not 0 <= index < size or not _hashes(leaf, root, *path):
         return False
     fn, sn, r = index, size - 1, leaf
     for p in path:
@@ -184,7 +188,7 @@ def verify_consistency(
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
-    if not proof:
+    if not proof or not _hashes(old_root, new_root, *proof):
         return False
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node

@@ -299,11 +299,13 @@ def verify_log(
             _verify(conn, settings, report, progress, workers, chunk)
             if anchor_path is not None:
                 _check_anchor(conn, settings, anchor_path, report)
-            _monitor(conn, settings, report, stale_after)
             conn.rollback()
         report.ok = True
     except Damage as damage:
         report.damage = damage
+    with engine.connect() as conn:
+        _monitor(conn, settings, report, stale_after)
+        conn.rollback()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -9,11 +9,10 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
-from audit_helpers import build_log
+from audit_helpers import BLOCKER, build_log, bundle_path, run_offline
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit import core
@@ -122,46 +121,6 @@ def export(app, tmp_path: Path, since: int = 0) -> tuple[Path, Path]:
     return out, key
 
 
-BLOCKER = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("flask", "sqlalchemy", "app", "werkzeug", "flask_sqlalchemy"):
-            raise ImportError("blocked for the offline test: " + name)
-sys.meta_path.insert(0, Block())
-sys.argv = ["offline.py", *sys.argv[1:]]
-runpy.run_path(sys.argv.pop(1), run_name="__main__")
-"""
-
-
-_BUNDLE: dict[str, Path] = {}
-
-
-def bundle() -> Path:
-    """The single-file verifier `flask audit verifier` writes, alone in a temp dir."""
-    if "path" not in _BUNDLE:
-        from app.audit.cli import verifier_source
-
-        folder = Path(tempfile.mkdtemp(prefix="kl-verifier-"))
-        path = folder / "keyledger_verify.py"
-        path.write_text(verifier_source())
-        _BUNDLE["path"] = path
-    return _BUNDLE["path"]
-
-
-def run_offline(*args: str, script: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the standalone verifier with Flask, SQLAlchemy and the app blocked, from
-    its own directory (-I: no user site, no PYTHONPATH)."""
-    script = script or bundle()
-    return subprocess.run(
-        [sys.executable, "-I", "-c", BLOCKER, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(script.parent),
-    )
-
-
 def test_export_verifies_offline_with_flask_and_sqlalchemy_blocked(app, tmp_path):
     build_log(app, (12, 7))
     out, key = export(app, tmp_path)
@@ -174,7 +133,7 @@ def test_export_verifies_offline_with_flask_and_sqlalchemy_blocked(app, tmp_path
             sys.executable,
             "-c",
             BLOCKER.replace("runpy.run_path", "import app; runpy.run_path"),
-            str(OFFLINE),
+            str(bundle_path()),
         ],
         capture_output=True,
         text=True,
