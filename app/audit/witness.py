@@ -103,7 +103,8 @@ class Witness:
                     return 422, "text/plain", "a proof from size 0 must be empty\n"
             elif not core.verify_consistency(old, cp.tree_size, seen_root, cp.root, proof):
                 return 422, "text/plain", "the consistency proof does not verify\n"
-            state[cp.origin] = {"size": cp.tree_size, "root": cp.root.hex(), "note": text}
+            note = text.partition("\n\n")[2]
+            state[cp.origin] = {"size": cp.tree_size, "root": cp.root.hex(), "note": note}
             self._save(state)
         sig = core.cosign(cp.note, self.name, self.key, int(time.time()))
         return 200, "text/plain; charset=utf-8", sig.line()
