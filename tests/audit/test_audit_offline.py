@@ -259,8 +259,36 @@ def _note_sub(line: bytes, pattern: str, repl: str) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
+def _event_edit(line: bytes, old: str, new: str) -> bytes:
+    """Change the event bytes and restate their leaf hash (only the tree can tell)."""
+    obj = json.loads(line)
+    obj["canonical"] = obj["canonical"].replace(old, new, 1)
+    obj["leaf_hash"] = core.leaf_hash(obj["canonical"].encode()).hex()
+    return (json.dumps(obj, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
 # Each case: (name, function(lines) -> lines, expected damage kind)
 CASES = [
+    (
+        "float in details",
+        lambda ls: [ls[0], _event_edit(ls[1], '"details":{', '"details":{"f":1.5,'), *ls[2:]],
+        "bytes_not_canonical",
+    ),
+    (
+        "space in event",
+        lambda ls: [ls[0], _event_edit(ls[1], '"actor":', '"actor": '), *ls[2:]],
+        "bytes_not_canonical",
+    ),
+    (
+        "unsorted event keys",
+        lambda ls: [ls[0], _event_edit(ls[1], '{"action"', '{"zz":1,"action"'), *ls[2:]],
+        "bytes_not_canonical",
+    ),
+    (
+        "escaped slash",
+        lambda ls: [ls[0], _event_edit(ls[1], '"actor":"', '"actor":"\\/'), *ls[2:]],
+        "bytes_not_canonical",
+    ),
     ("empty", lambda ls: [], "malformed"),
     ("not json", lambda ls: [b"{nope\n", *ls[1:]], "malformed"),
     ("invalid utf-8", lambda ls: [ls[0], b'{"type":"event","seq":0,"x":"\xff"}\n'], "malformed"),
