@@ -1289,7 +1289,6 @@ def _verify_export(
     fold.at_size()  # a trusted checkpoint before `since` needs a consistency line
     sha256 = hashlib.sha256
     append = frontier.append
-    loads = json.loads
     trusted_size = trusted.tree_size if trusted is not None else -1
     last_cp: Checkpoint | None = None
     pending_consistency: tuple[int, list[bytes]] | None = None
