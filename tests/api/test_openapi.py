@@ -91,6 +91,7 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
         "/keys",
         "/keys/{key_id}/revoke",
         "/keys/{key_id}/rotate",
+        "/keys/{key_id}/receipts",
         "/usage",
         "/openapi.json",
     }
