@@ -36,6 +36,14 @@ class AuditEvent(db.Model):
             sqlite_where=text("seq IS NULL"),
             postgresql_where=text("seq IS NULL"),
         ),
+        # Inclusion proofs by leaf hash: only sealed rows, so recording an event (seq
+        # NULL) adds no index entry; the sealer's UPDATE does.
+        Index(
+            "ix_audit_event_leaf_hash",
+            "leaf_hash",
+            sqlite_where=text("seq IS NOT NULL"),
+            postgresql_where=text("seq IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -51,8 +59,7 @@ class AuditEvent(db.Model):
     details: Mapped[str] = mapped_column(Text)
     # NULL once pruned (flask audit prune): the leaf hash stays, so proofs still hold.
     canonical: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    # Indexed for the public inclusion proof by leaf hash.
-    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class AuditState(db.Model):

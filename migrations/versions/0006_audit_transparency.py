@@ -77,7 +77,14 @@ def upgrade():
         batch_op.add_column(sa.Column("halted", sa.Text(), nullable=True))
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.alter_column("canonical", existing_type=sa.LargeBinary(), nullable=True)
-        batch_op.create_index(batch_op.f("ix_audit_event_leaf_hash"), ["leaf_hash"], unique=False)
+    op.create_index(
+        "ix_audit_event_leaf_hash",
+        "audit_event",
+        ["leaf_hash"],
+        unique=False,
+        sqlite_where=sa.text("seq IS NOT NULL"),
+        postgresql_where=sa.text("seq IS NOT NULL"),
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(TRIGGER_FUNCTION)
         op.execute(
@@ -87,10 +94,10 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index("ix_audit_event_leaf_hash", table_name="audit_event")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_cosignature_append_only ON audit_cosignature")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_event_leaf_hash"))
         batch_op.alter_column("canonical", existing_type=sa.LargeBinary(), nullable=False)
     with op.batch_alter_table("audit_state", schema=None) as batch_op:
         batch_op.drop_column("halted")
