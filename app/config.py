@@ -173,6 +173,8 @@ def from_env() -> dict[str, Any]:
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
         "READY_AUDIT_MAX_LAG": _env_float("READY_AUDIT_MAX_LAG", 0.0) or None,
+        # Witnesses (docs/audit.md): `URL VKEY` per line or `;`-separated.
+        "AUDIT_WITNESSES": os.environ.get("AUDIT_WITNESSES", ""),
     }
 
 

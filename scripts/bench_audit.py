@@ -119,11 +119,52 @@ def verify_child(tmp: str, workers: str) -> None:
     )
 
 
+def offline_bench(tmp: Path) -> dict[str, float]:
+    """Export the log, write the single-file verifier and time it on the export in a
+    fresh process (wall time, CPU and peak RSS of that process)."""
+    from app.audit import log as auditlog
+    from app.audit import service
+    from app.audit.cli import verifier_source
+    from app.extensions import db
+
+    app = make_app(tmp, f"sqlite:///{tmp / 'bench.db'}")
+    export = tmp / "export.jsonl"
+    with app.app_context():
+        settings = service.settings()
+        vkey = settings.signer.vkey
+        if not export.exists():
+            with db.engine.connect() as conn, export.open("w") as fh:
+                for line in auditlog.export_lines(conn, settings):
+                    fh.write(line)
+        db.engine.dispose()
+    script = tmp / "keyledger_verify.py"
+    script.write_text(verifier_source())
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), "export", str(export), "--vkey", vkey],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout.strip(), file=sys.stderr)
+    return {
+        "seconds": wall,
+        "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "rss_peak_mib": after.ru_maxrss / 1024,
+        "bytes": export.stat().st_size,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--dir", help="build here and keep (reused when the size matches)")
     parser.add_argument("--workers", nargs="+", default=["0", "auto"])
+    parser.add_argument("--offline", action="store_true", help="also time the offline verifier")
     parser.add_argument("--verify-child")
     parser.add_argument("--child-workers", default="0")
     args = parser.parse_args()
@@ -131,6 +172,7 @@ def main() -> None:
         verify_child(args.verify_child, args.child_workers)
         return
     rows = []
+    offline_rows: list[tuple[int, dict[str, float], float]] = []
     for n in args.events:
         with tempfile.TemporaryDirectory(prefix="bench-audit-") as scratch:
             tmp = Path(args.dir) / str(n) if args.dir else Path(scratch)
@@ -158,6 +200,9 @@ def main() -> None:
                 assert v["events"] == n, v["summary"]
                 rows.append((n, built, workers, v, os.getloadavg()[0]))
                 print(v["summary"], file=sys.stderr)
+            if args.offline:
+                o = offline_bench(tmp)
+                offline_rows.append((n, o, os.getloadavg()[0]))
     print(
         "| events | appended/s | sealed/s | checkpoints | verify workers | verified/s (wall) | "
         "verified/s (CPU) | verify time | RSS before verify | peak RSS | worker peak RSS | "
@@ -174,6 +219,16 @@ def main() -> None:
             f"{v['rss_before_mib']:.0f} MiB | {v['rss_peak_mib']:.0f} MiB | {worker_rss} | "
             f"{load:.2f} |"
         )
+
+    if offline_rows:
+        print()
+        print("| events | export size | offline verified/s (wall) | (CPU) | peak RSS | load |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for n, o, load in offline_rows:
+            print(
+                f"| {n:,} | {o['bytes'] / 2**20:.0f} MiB | {n / o['seconds']:,.0f} | "
+                f"{n / o['cpu_seconds']:,.0f} | {o['rss_peak_mib']:.0f} MiB | {load:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from app import accounts
 from app.admin import bp
 from app.admin.forms import VerifyForm
 from app.admin.routes import page_of, search_arg
+from app.audit import core, service, trail
 from app.audit import log as auditlog
-from app.audit import offline, service, trail
 from app.audit.verify import verify_log
 from app.extensions import db
 from app.models import ApiKey, AuditCheckpoint, AuditEvent, AuditVerification
@@ -221,7 +221,7 @@ def audit_event(seq: int) -> ResponseReturnValue:
             proof_error = str(exc)
     proof_ok = None
     if proof is not None:
-        proof_ok = offline.verify_proof(proof, service.settings().trusted).ok
+        proof_ok = core.verify_proof_text(proof["text"], service.settings().trusted).ok
     _viewed("event", seq=seq)
     return render_template(
         "admin/audit_event.html",
@@ -244,7 +244,7 @@ def audit_proof(seq: int) -> ResponseReturnValue:
         except auditlog.LogError as exc:
             return jsonify({"error": "not_found", "message": str(exc)}), 404
     _viewed("proof", seq=seq)
-    return jsonify(proof)
+    return Response(proof["text"], mimetype="text/plain")
 
 
 def _emails(events: Any) -> dict[str, str]:

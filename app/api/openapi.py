@@ -166,6 +166,36 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                     },
                 }
             },
+            "/keys/{key_id}/receipts": {
+                "get": {
+                    "operationId": "keyReceipts",
+                    "summary": (
+                        "Audit receipts: each lifecycle event of the key with its C2SP "
+                        "tlog-proof and the signed checkpoint (docs/audit.md)."
+                    ),
+                    "security": security,
+                    "parameters": [key_path],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["format", "target", "checkpoint", "receipts"],
+                                "properties": {
+                                    "format": {"const": "keyledger-audit-receipts/1"},
+                                    "target": {"type": "string"},
+                                    "checkpoint": {"type": ["string", "null"]},
+                                    "pending": {"type": "integer"},
+                                    "receipts": {"type": "array", "items": {"type": "object"}},
+                                },
+                            },
+                            "The receipts.",
+                            _RL,
+                        ),
+                        "404": _error(["not_found"], "No such key of this owner."),
+                        **_management_errors("keys:read"),
+                    },
+                }
+            },
             "/keys/{key_id}/rotate": {
                 "post": {
                     "operationId": "rotateKey",

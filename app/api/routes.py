@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app import text
 from app.api import bp
 from app.api.auth import ApiAuth, current_auth, key_cache
+from app.audit import service as audit_service
 from app.extensions import db, limiter
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyRecord
@@ -288,6 +289,16 @@ def revoke_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
     changed = lifecycle.revoke_key(db.session, key, actor=_owner(record), actor_ip=client_ip())
     key_cache().forget(key.public_id)
     return jsonify({**key_json(key), "changed": changed})
+
+
+@bp.route("/keys/<key_id>/receipts", methods=["GET"])
+@key_required("keys:read")
+def key_receipts(record: KeyRecord, key_id: str) -> ResponseReturnValue:
+    """Each lifecycle event of the key with its inclusion proof (docs/audit.md)."""
+    key = _own_key(record, key_id)
+    if isinstance(key, Response):
+        return key
+    return jsonify(audit_service.receipts_for_key(key.public_id))
 
 
 @bp.route("/keys/<key_id>/rotate", methods=["POST"])

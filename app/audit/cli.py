@@ -1,20 +1,22 @@
-"""`flask audit ...`: verify, checkpoint, public-key, export, prove."""
+"""`flask audit ...`: verify, checkpoint, public-key, export, prove, consistency,
+recover, prune, witness, verifier."""
 
 from __future__ import annotations
 
-import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from flask.cli import AppGroup
 
+from app.audit import core, service
 from app.audit import log as auditlog
-from app.audit import offline, service
 from app.audit.verify import verify_log
 from app.extensions import db
 
 audit = AppGroup("audit", help="Seal, sign, verify, export and prove the audit log.")
+HERE = Path(__file__).resolve().parent
 
 
 def _anchor_path(explicit: str | None) -> Path | None:
@@ -23,26 +25,37 @@ def _anchor_path(explicit: str | None) -> Path | None:
     return service.settings().anchor.path
 
 
-def _keys(paths: tuple[str, ...]) -> dict:
-    keys: dict = {}
+def _keys(paths: tuple[str, ...]) -> core.KeyRing:
+    keys = core.KeyRing(service.settings().origin)
     for path in paths:
         try:
-            keys.update(offline.load_public_keys(Path(path).read_text()))
+            pems, vkeys = core.load_key_text(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"cannot read public key {path}: {exc}") from None
+        for key in pems:
+            keys.add_public_key(key)
+        for v in vkeys:
+            keys.add_verifier(v)
     return keys
+
+
+def _fail(report: core.Report) -> None:
+    click.echo(report.summary(), err=True)
+    sys.exit(1)
 
 
 @audit.command("verify")
 @click.option("--export", "export_file", type=click.Path(dir_okay=False), help="Verify an export.")
 @click.option("--proof", "proof_file", type=click.Path(dir_okay=False), help="Check a proof.")
-@click.option("--public-key", "public_keys", multiple=True, help="Trusted public key PEM file.")
+@click.option("--public-key", "public_keys", multiple=True, help="Trusted PEM or vkey file.")
 @click.option("--anchor", "anchor", help="Anchor file to compare with (default: configured).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="0: one process.")
 def audit_verify(
     export_file: str | None,
     proof_file: str | None,
     public_keys: tuple[str, ...],
     anchor: str | None,
+    workers: int | None,
 ) -> None:
     """Verify the log (or an export/proof offline); exit 1 naming the first damage."""
     if export_file or proof_file:
@@ -52,34 +65,41 @@ def audit_verify(
         try:
             with open(export_file or proof_file, "rb") as fh:  # type: ignore[arg-type]
                 if export_file:
-                    report = offline.verify_export(fh, keys)
+                    report = core.verify_export(fh, keys)
                 else:
-                    try:
-                        doc = offline.strict_loads(fh.read(offline.MAX_LINE).decode())
-                    except (UnicodeDecodeError, ValueError, RecursionError):
-                        doc = None
-                    report = offline.verify_proof(doc, keys)
+                    raw = fh.read(core.MAX_LINE).decode("utf-8", "replace")
+                    report = core.verify_proof_text(raw, keys)
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
-    else:
-        report = verify_log(db.engine, service.settings(), anchor_path=_anchor_path(anchor))
+        if not report.ok:
+            _fail(report)
+        if proof_file:
+            click.echo(
+                f"inclusion proof valid: event in the log of {report.tree_size} events "
+                f"with root {report.root.hex()}"
+            )
+        else:
+            click.echo(report.summary())
+        return
+    report = verify_log(
+        db.engine, service.settings(), anchor_path=_anchor_path(anchor), workers=workers
+    )
+    for warning in report.warnings:
+        click.echo(f"WARNING: {warning}", err=True)
     if not report.ok:
-        click.echo(report.summary(), err=True)
-        sys.exit(1)
-    if proof_file:
-        click.echo(
-            f"inclusion proof valid: event {json.loads(Path(proof_file).read_text())['seq']} "
-            f"is in the log of {report.tree_size} events with root {report.root.hex()}"
-        )
-    else:
-        click.echo(report.summary())
+        _fail(report)
+    click.echo(report.summary())
 
 
 @audit.command("checkpoint")
 def audit_checkpoint() -> None:
     """Seal everything pending and sign a checkpoint now."""
     settings = service.settings()
-    sealed = auditlog.seal_all(db.engine, settings, force_checkpoint=True)
+    try:
+        sealed = auditlog.seal_all(db.engine, settings, force_checkpoint=True)
+    except auditlog.LogError as exc:
+        click.echo(f"REFUSED to sign: {exc}. See `flask audit recover --help`.", err=True)
+        sys.exit(1)
     with db.engine.connect() as conn:
         cp = auditlog.latest_checkpoint(conn)
     assert cp is not None
@@ -91,25 +111,38 @@ def audit_checkpoint() -> None:
 
 @audit.command("public-key")
 @click.option("--all", "show_all", is_flag=True, help="Also print the trusted old keys.")
-def audit_public_key(show_all: bool) -> None:
-    """Print the checkpoint signing public key (PEM), with its key id."""
+@click.option("--vkey", "as_vkey", is_flag=True, help="Print the C2SP verifier key instead.")
+def audit_public_key(show_all: bool, as_vkey: bool) -> None:
+    """Print the checkpoint signing public key (PEM, or --vkey), with its key id."""
     settings = service.settings()
-    for kid, key in sorted(settings.trusted.items()):
-        if kid == settings.signer.key_id or show_all:
-            click.echo(f"# key id {kid}" + (" (current)" if kid == settings.signer.key_id else ""))
-            click.echo(offline.public_key_pem(key), nl=False)
+    if as_vkey:
+        click.echo(settings.signer.vkey)
+        return
+    current = core.legacy_key_id(settings.signer.public)
+    for kid, key in sorted(settings.trusted.legacy.items()):
+        if kid == current or show_all:
+            note_id = core.note_key_id(settings.origin, key).hex()
+            label = " (current)" if kid == current else ""
+            click.echo(f"# key id {note_id} (format-1 id {kid}){label}")
+            click.echo(core.public_key_pem(key), nl=False)
 
 
 @audit.command("export")
 @click.option("--since", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--consistency-from",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Add a consistency proof from this earlier tree size (below --since).",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-")
-def audit_export(since: int, output: str) -> None:
-    """Write events from SEQ, checkpoints and public keys as JSON lines."""
+def audit_export(since: int, consistency_from: int | None, output: str) -> None:
+    """Write events from SEQ, checkpoints and the log's vkey as JSON lines."""
     settings = service.settings()
     out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
     try:
         with db.engine.connect() as conn:
-            for line in auditlog.export_lines(conn, settings, since):
+            for line in auditlog.export_lines(conn, settings, since, consistency_from):
                 out.write(line)
     finally:
         if out is not sys.stdout:
@@ -119,10 +152,139 @@ def audit_export(since: int, output: str) -> None:
 @audit.command("prove")
 @click.argument("seq", type=click.IntRange(min=0))
 def audit_prove(seq: int) -> None:
-    """Print an inclusion proof (JSON) for event SEQ against the latest checkpoint."""
+    """Print event SEQ's inclusion proof (C2SP tlog-proof) against the latest checkpoint."""
     with db.engine.connect() as conn:
         try:
             proof = auditlog.inclusion_proof(conn, seq)
         except auditlog.LogError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(proof, indent=2, sort_keys=True))
+    click.echo(proof["text"], nl=False)
+
+
+@audit.command("consistency")
+@click.argument("old", type=click.IntRange(min=0))
+@click.argument("new", type=click.IntRange(min=0), required=False)
+def audit_consistency(old: int, new: int | None) -> None:
+    """Print an RFC 9162 consistency proof from tree size OLD to the signed checkpoint
+    of size NEW (default: the latest)."""
+    with db.engine.connect() as conn:
+        try:
+            click.echo(auditlog.consistency_proof(conn, old, new), nl=False)
+        except auditlog.LogError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@audit.command("recover")
+@click.option(
+    "--export",
+    "export_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="An export holding the events and checkpoints the database lost.",
+)
+def audit_recover(export_file: str | None) -> None:
+    """Lift the fork-protection halt once the log again extends the anchor.
+
+    Restore the lost events first (a newer backup, or --export FILE from an export
+    taken before the loss); the halt is cleared only if the rebuilt tree extends the
+    anchor's newest checkpoint. The procedure is in docs/audit.md."""
+    settings = service.settings()
+    lines = Path(export_file).read_bytes().splitlines(keepends=True) if export_file else None
+    try:
+        message = auditlog.recover(db.engine, settings, lines)
+    except auditlog.LogError as exc:
+        click.echo(f"cannot recover: {exc}", err=True)
+        sys.exit(1)
+    click.echo(message)
+
+
+@audit.command("prune")
+@click.option("--before", required=True, help="UTC date (YYYY-MM-DD) or ISO time.")
+def audit_prune(before: str) -> None:
+    """Drop the payloads of sealed events older than DATE; leaf hashes stay."""
+    try:
+        when = datetime.fromisoformat(before)
+    except ValueError:
+        raise click.BadParameter("not an ISO date", param_hint="--before") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    from app.audit import trail
+
+    count = auditlog.prune(db.engine, when)
+    trail.record(
+        db.session,
+        "audit.pruned",
+        actor="cli",
+        sensitivity="high",
+        details={"before": core.format_time(when), "events": count},
+    )
+    db.session.commit()
+    click.echo(f"pruned the payloads of {count} events recorded before {core.format_time(when)}")
+
+
+@audit.command("witness")
+@click.option("--name", required=True, help="The witness's key name, e.g. witness.example/w1.")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--state", "state_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--log-vkey", "log_vkeys", multiple=True, help="vkey of a log to witness.")
+@click.option("--listen", default="127.0.0.1:0", show_default=True)
+@click.option("--print-vkey", is_flag=True, help="Print the witness's vkey and exit.")
+def audit_witness(
+    name: str,
+    key_file: str,
+    state_file: str,
+    log_vkeys: tuple[str, ...],
+    listen: str,
+    print_vkey: bool,
+) -> None:
+    """Run a minimal C2SP tlog-witness (POST /add-checkpoint)."""
+    from app.audit import witness as witness_mod
+
+    key = witness_mod.load_or_create_key(Path(key_file))
+    try:
+        logs = [core.parse_vkey(v) for v in log_vkeys]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log-vkey") from None
+    w = witness_mod.Witness(name, key, Path(state_file), logs)
+    if print_vkey:
+        click.echo(w.vkey)
+        return
+    if not logs:
+        raise click.UsageError("give at least one --log-vkey")
+    host, _, port = listen.rpartition(":")
+    server = witness_mod.serve(w, host or "127.0.0.1", int(port))
+    click.echo(f"witness {w.vkey} listening on http://{host}:{server.server_address[1]}", err=True)
+    sys.stderr.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def verifier_source() -> str:
+    """The single-file offline verifier: core.py's source, then offline.py's command
+    line with its import of the core replaced by the core itself."""
+    core_src = (HERE / "core.py").read_text()
+    cli_src = (HERE / "offline.py").read_text()
+    start = cli_src.index("# >>> core import")
+    end = cli_src.index("\n", cli_src.index("# <<< core import")) + 1
+    head = cli_src[:start].split('"""', 2)[2].replace("from __future__ import annotations\n", "")
+    return (
+        core_src
+        + "\n\n# "
+        + "-" * 75
+        + " command line (app/audit/offline.py)\n"
+        + head
+        + "core = sys.modules[__name__]\n"
+        + cli_src[end:]
+    )
+
+
+@audit.command("verifier")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-")
+def audit_verifier(output: str) -> None:
+    """Write the offline verifier as one file (standard library + cryptography)."""
+    text = verifier_source()
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from app.audit.anchor import Anchor
-from app.audit.log import LogSettings, seal_all
-from app.audit.signing import load_signer, trusted_keys
+from app.audit.log import LogError, LogSettings, halted, seal_all
+from app.audit.signing import load_signer, trusted_keys, witness_keys
 
 log = logging.getLogger(__name__)
 EXTENSION = "keyledger.audit"
@@ -27,17 +28,20 @@ EXTENSION = "keyledger.audit"
 
 def settings_from_config(app: Flask) -> LogSettings:
     conf = app.config
-    signer = load_signer(conf["AUDIT_SIGNING_KEY"])
+    origin = conf.get("AUDIT_ORIGIN") or "keyledger/audit"
+    signer = load_signer(conf["AUDIT_SIGNING_KEY"], origin)
     anchor_path = conf.get("AUDIT_ANCHOR_PATH")
     if anchor_path is None:
         anchor_path = str(Path(app.instance_path) / "audit_anchor.jsonl")
     trusted = conf.get("AUDIT_TRUSTED_KEYS")
     if trusted is None:
         trusted = str(Path(app.instance_path) / "audit_trusted_keys.pem")
+    keys = trusted_keys(signer, trusted)
     return LogSettings(
-        origin=conf.get("AUDIT_ORIGIN") or "keyledger/audit",
+        origin=origin,
         signer=signer,
-        trusted=trusted_keys(signer, trusted),
+        trusted=keys,
+        witnesses=witness_keys(keys, conf.get("AUDIT_WITNESSES")),
         anchor=Anchor(
             Path(anchor_path) if anchor_path not in ("", "off") else None,
             conf.get("AUDIT_ANCHOR_COMMAND") or None,
@@ -92,9 +96,45 @@ class Sealer:
             try:
                 with self.app.app_context():
                     seal_all(db.engine, self.settings)
+            except LogError:
+                pass  # halted: logged at critical level when it happened
             except Exception:
                 log.exception("audit sealer failed; retrying in %.1fs", self.interval)
             stop.wait(self.interval)
+
+
+@dataclass(frozen=True)
+class Status:
+    """What readiness needs to know about the audit log."""
+
+    ok: bool
+    reason: str | None = None
+
+
+def status(app: Flask | None = None) -> Status:
+    """Readiness of the audit log: False while the sealer is halted by fork
+    protection (it signs nothing until `flask audit recover`). One indexed read."""
+    from app.extensions import db
+
+    app = app or current_app
+    with app.app_context(), db.engine.connect() as conn:
+        reason = halted(conn)
+        conn.rollback()
+    if reason:
+        return Status(False, f"audit log halted: {reason}")
+    return Status(True)
+
+
+def receipts_for_key(public_id: str, limit: int = 200) -> dict:
+    """The receipts of one key's lifecycle events (app.audit.log.key_receipts)."""
+    from app.audit.log import key_receipts
+    from app.extensions import db
+
+    with db.engine.connect() as conn:
+        try:
+            return key_receipts(conn, public_id, limit)
+        finally:
+            conn.rollback()
 
 
 class AuditService:

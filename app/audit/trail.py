@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.audit import canonical
+from app.audit import core
 from app.models import AuditEvent
 from app.models._types import utcnow
 
@@ -68,7 +68,7 @@ def row(
     body = {
         "v": 1,
         "event_id": secrets.token_hex(16),
-        "time": canonical.format_time(at),
+        "time": core.format_time(at),
         "action": action,
         "sensitivity": sensitivity,
         "actor": actor,
@@ -77,20 +77,20 @@ def row(
         "outcome": outcome,
         "details": details or {},
     }
-    raw = canonical.dumps(body)
+    raw = core.canonical_dumps(body)
     return {
         "seq": None,
         "event_id": body["event_id"],
-        "created_at": canonical.parse_time(body["time"]),
+        "created_at": core.parse_time(body["time"]),
         "action": action,
         "sensitivity": sensitivity,
         "actor": actor,
         "actor_ip": actor_ip,
         "target": target,
         "outcome": outcome,
-        "details": canonical.dumps(body["details"]).decode(),
+        "details": core.canonical_dumps(body["details"], checked=False).decode(),
         "canonical": raw,
-        "leaf_hash": canonical.leaf_hash(raw),
+        "leaf_hash": core.leaf_hash(raw),
     }
 
 

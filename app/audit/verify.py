@@ -1,20 +1,15 @@
 """Verify the whole log in the database, streaming, and compare it with the anchor.
 
-For every sealed event: the stored bytes hash to the stored leaf hash, and every
-column an admin sees is exactly what the bytes say (the bytes are rebuilt from the
-columns and compared, which also proves them canonical). The tree is rebuilt from
-the recomputed leaves, and every checkpoint is checked as its size is reached:
-signature by a trusted key, contiguous index, link to its predecessor, and root equal
-to the rebuilt one. Then the state row, then the anchor. Memory stays flat: one
-frontier, one batch of rows, the previous checkpoint.
+The checks are app.audit.core's: for every sealed event `core.event_leaf` (the stored
+bytes hash to the stored leaf hash, and every column an admin sees is exactly what
+the bytes say), and `core.Fold` rebuilds the tree and checks every checkpoint as its
+size is reached. This module only reads rows: events in seq ranges, checkpoints in
+index order, the state row and the anchor. Memory stays flat.
 
-Events are read in seq ranges, and on big logs the per-event work (reading, leaf
-hash, column checks: most of the cost) is split across worker processes, while this
-process folds the returned leaf hashes into the tree in seq order and checks the
-checkpoints. A range that is not exactly what an intact log gives (a gap, a
-duplicate, any row the per-event check refuses) makes the whole check run again the
-plain way, streaming the whole log in one process, so a damage report is the same
-either way.
+On big logs the per-event work (reading, leaf hash, column checks: most of the cost)
+is split across worker processes; this process folds the returned leaf hashes in seq
+order. A range that is not exactly what an intact log gives makes the check run
+again in seq order in one process, so a damage report is the same either way.
 """
 
 from __future__ import annotations
@@ -28,8 +23,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +31,14 @@ from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from app.audit import offline
+from app.audit import core
 from app.audit.anchor import read_anchor
+from app.audit.core import Damage, Report
 from app.audit.log import LogSettings
-from app.audit.offline import CheckpointChain, Damage, Frontier, Report
 
 BATCH = 5000
 # Below this many events one process is quicker than starting workers.
-PARALLEL_MIN = 200_000
+PARALLEL_MIN = 400_000
 CHUNK = 50_000
 _SELECT = (
     "SELECT seq, leaf_hash, canonical, event_id, created_at, action, sensitivity, actor, "
@@ -53,13 +47,10 @@ _SELECT = (
 _EVENT_SQL = _SELECT + "WHERE seq IS NOT NULL ORDER BY seq"
 _RANGE_SQL = _SELECT + "WHERE seq >= :lo AND seq < :hi ORDER BY seq"
 log = logging.getLogger(__name__)
-_EVENT_ID_KEY = b',"event_id":'
-_EVENT_ID_TEXT = ',"event_id":'
 _CHECKPOINT_SQL = (
     "SELECT idx, tree_size, root_hash, created_at, key_id, note, signature "
     "FROM audit_checkpoint WHERE idx > :after ORDER BY idx LIMIT :n"
 )
-_COLUMNS = ("event_id", "action", "sensitivity", "actor", "actor_ip", "target", "outcome")
 
 Progress = Callable[[int, int], None]
 
@@ -115,62 +106,9 @@ def _stream_events(
             yield tuple(row)
 
 
-def _column_damage(row: tuple[Any, ...], data: bytes, time_text: str) -> Damage | None:
-    """Slow path, used when the fast comparison is not conclusive: parse the bytes and
-    compare each column; None when they all agree and the bytes are canonical."""
-    seq = row[0]
-    body, problem = offline.check_event_bytes(data)
-    if body is None:
-        return Damage("bytes_not_canonical", problem or "bad bytes", seq)
-    columns = dict(zip(("event_id", "created_at", *_COLUMNS[1:], "details"), row[3:], strict=True))
-    for name in _COLUMNS:
-        if columns[name] != body[name]:
-            return Damage("field_changed", f"column {name} differs from the hashed bytes", seq)
-    if time_text != body["time"]:
-        return Damage("field_changed", "column created_at differs from the hashed bytes", seq)
-    details = columns["details"]
-    if not isinstance(details, str) or details.encode() != offline.canonical_dumps(body["details"]):
-        return Damage("field_changed", "column details differs from the hashed bytes", seq)
-    return None
-
-
-def _check_row(
-    row: tuple[Any, ...], expected_seq: int, time_text: Callable[[Any], str], enc: Any, sha256: Any
-) -> bytes:
-    """One event's checks; returns its recomputed leaf hash or raises Damage."""
-    seq, stored_leaf, data, event_id, created, action, sens, actor, ip, target, outcome, det = row
-    if seq != expected_seq:
-        if seq > expected_seq:
-            raise Damage(
-                "event_missing",
-                f"event {expected_seq} is missing (the next stored event is {seq})",
-                expected_seq,
-            )
-        raise Damage("malformed", f"event {seq} appears twice", seq)
-    data = bytes(data)
-    leaf = sha256(b"\x00" + data).digest()
-    if leaf != bytes(stored_leaf):
-        raise Damage("bytes_changed", "stored bytes do not match their leaf hash", seq)
-    when = time_text(created)
-    # Fast path: rebuild the canonical bytes from the columns. Every column but
-    # details is a JSON string literal or null, so each is pinned by its quotes;
-    # details is pinned by the one top-level `,"event_id":` that must follow it.
-    expected = (
-        f'{{"action":{enc(action)},"actor":{enc(actor)},"actor_ip":'
-        f'{"null" if ip is None else enc(ip)},"details":{det},"event_id":{enc(event_id)},'
-        f'"outcome":{enc(outcome)},"sensitivity":{enc(sens)},"target":'
-        f'{"null" if target is None else enc(target)},"time":{enc(when)},"v":1}}'
-    )
-    if expected.encode() != data or data.count(_EVENT_ID_KEY) != 1:
-        damage = _column_damage(row, data, when)
-        if damage is not None:
-            raise damage
-    return leaf
-
-
-def _checkpoint_from_row(row: Any, time_text: Callable[[Any], str]) -> offline.Checkpoint:
+def _checkpoint_from_row(row: Any, time_text: Callable[[Any], str]) -> core.Checkpoint:
     try:
-        cp = offline.load_checkpoint(bytes(row.note), bytes(row.signature))
+        cp = core.load_checkpoint(bytes(row.note), bytes(row.signature), row.key_id)
     except ValueError as exc:
         raise Damage("malformed", f"checkpoint {row.idx}: {exc}") from None
     if (
@@ -200,7 +138,7 @@ def _worker_start(url: str) -> None:
     _worker_engine = create_engine(url, poolclass=NullPool)
 
 
-def _worker_leaves(span: tuple[int, int]) -> tuple[int, bytes] | None:
+def _worker_leaves(span: tuple[int, int]) -> tuple[int, bytes, int] | None:
     assert _worker_engine is not None
     with _worker_engine.connect() as conn:
         try:
@@ -209,49 +147,31 @@ def _worker_leaves(span: tuple[int, int]) -> tuple[int, bytes] | None:
             conn.rollback()
 
 
-def _column_bytes(
-    enc: Callable[[str], str],
-    action: str,
-    actor: str,
-    ip: str | None,
-    det: str,
-    event_id: str,
-    outcome: str,
-    sens: str,
-    target: str | None,
-    when: str,
-) -> bytes:
-    """The canonical bytes the browsing columns imply (the common case, built with the
-    C string encoder); equal to the stored bytes iff every column matches them."""
-    return (
-        f'{{"action":{enc(action)},"actor":{enc(actor)},"actor_ip":'
-        f'{"null" if ip is None else enc(ip)},"details":{det},"event_id":'
-        f'{enc(event_id)},"outcome":{enc(outcome)},"sensitivity":{enc(sens)},'
-        f'"target":{"null" if target is None else enc(target)},"time":"{when}","v":1}}'
-    ).encode()
-
-
-def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | None:
+def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes, int] | None:
     """Check the events with lo <= seq < hi. Returns (first seq, their leaf hashes
-    concatenated) when the seqs run on without a gap and every event passes the full
-    per-event check, else None."""
+    concatenated, pruned count) when the seqs run on without a gap and every event
+    passes `core.event_leaf`, else None."""
     sha256 = hashlib.sha256
-    enc = encode_basestring
+    column_bytes = core.column_bytes
+    marker = core.EVENT_ID_TEXT
     time_text = _time_text(conn.dialect.name)
     out: list[bytes] = []
     add = out.append
     rows = _stream_events(conn, span)
     first = next(rows, None)
     if first is None:
-        return (-1, b"")
+        return (-1, b"", 0)
     start = first[0]
     if not isinstance(start, int):
         return None
     expected = start
+    pruned = 0
     # SQLite hands back created_at as text: slice it here rather than call time_text.
     raw_time = conn.dialect.name == "sqlite"
     for row in itertools.chain((first,), rows):
         seq, stored, data, event_id, created, action, sens, actor, ip, target, outcome, det = row
+        # The common case inline (this loop is the verify rate); anything unusual
+        # goes through core.event_leaf, which names the damage or accepts the row.
         try:
             leaf = sha256(b"\x00" + data).digest()
             when = f"{created[:10]}T{created[11:]}Z" if raw_time else time_text(created)
@@ -259,62 +179,102 @@ def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes] | 
                 seq == expected
                 and leaf == stored
                 and (len(created) == 26 if raw_time else True)
-                and _column_bytes(
-                    enc, action, actor, ip, det, event_id, outcome, sens, target, when
-                )
+                and column_bytes(action, actor, ip, det, event_id, outcome, sens, target, when)
                 == data
-                and _EVENT_ID_TEXT not in det
+                and marker not in det
             )
         except (TypeError, ValueError, AttributeError, UnicodeError):
             ok = False
         if not ok:
             try:
-                leaf = _check_row(row, expected, time_text, enc, sha256)
+                leaf = core.event_leaf(row, expected, time_text(created))
             except (Damage, TypeError, ValueError, AttributeError, UnicodeError):
                 return None
+            pruned += data is None
         add(leaf)
         expected += 1
-    return (start, b"".join(out))
+    return (start, b"".join(out), pruned)
 
 
-def _chunk_leaves(conn: Connection, total: int, workers: int, chunk: int) -> Iterator[bytes]:
+class _Leaves:
     """Leaf hashes of events 0..total-1 in seq order, one checked seq range at a time,
     from `workers` processes (0: this one). At most two ranges per worker are in
     flight, so memory stays flat however long the log. Raises _Dirty unless the
     ranges hold exactly seqs 0..total-1."""
-    spans = ((lo, min(lo + chunk, total)) for lo in range(0, total, chunk))
-    size = 0
 
-    def take(result: tuple[int, bytes] | None) -> bytes:
-        nonlocal size
-        if result is None:
-            raise _Dirty
-        start, blob = result
-        if blob and start != size:
-            raise _Dirty
-        size += len(blob) // 32
-        return blob
+    def __init__(self, conn: Connection, total: int, workers: int, chunk: int) -> None:
+        self.conn, self.total, self.workers, self.chunk = conn, total, workers, chunk
+        self.pruned = 0
 
-    if workers == 0:
-        for span in spans:
-            yield take(_leaves_for(conn, span))
-    else:
-        ctx = multiprocessing.get_context("spawn")  # no fork: callers may run threads
-        url = conn.engine.url.render_as_string(hide_password=False)
-        with ctx.Pool(workers, initializer=_worker_start, initargs=(url,)) as pool:
-            pending: deque[Any] = deque()
+    def __iter__(self) -> Iterator[bytes]:
+        total, chunk, workers = self.total, self.chunk, self.workers
+        spans = ((lo, min(lo + chunk, total)) for lo in range(0, total, chunk))
+        size = 0
+
+        def take(result: tuple[int, bytes, int] | None) -> bytes:
+            nonlocal size
+            if result is None:
+                raise _Dirty
+            start, blob, pruned = result
+            if blob and start != size:
+                raise _Dirty
+            size += len(blob) // 32
+            self.pruned += pruned
+            return blob
+
+        if workers == 0:
             for span in spans:
-                pending.append(pool.apply_async(_worker_leaves, (span,)))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                result = pending.popleft().get()
-                span = next(spans, None)
-                if span is not None:
+                yield take(_leaves_for(self.conn, span))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no fork: callers may run threads
+            url = self.conn.engine.url.render_as_string(hide_password=False)
+            with ctx.Pool(workers, initializer=_worker_start, initargs=(url,)) as pool:
+                pending: deque[Any] = deque()
+                for span in spans:
                     pending.append(pool.apply_async(_worker_leaves, (span,)))
-                yield take(result)
-    if size != total:
-        raise _Dirty
+                    if len(pending) >= 2 * workers:
+                        break
+                while pending:
+                    result = pending.popleft().get()
+                    span = next(spans, None)
+                    if span is not None:
+                        pending.append(pool.apply_async(_worker_leaves, (span,)))
+                    yield take(result)
+        if size != total:
+            raise _Dirty
+
+
+def _ordered_leaves(conn: Connection, counter: list[int]) -> Iterator[bytes]:
+    """Every sealed event in seq order through `core.event_leaf`: names the first damage."""
+    time_text = _time_text(conn.dialect.name)
+    out: list[bytes] = []
+    for size, row in enumerate(_stream_events(conn)):
+        try:
+            out.append(core.event_leaf(row, size, time_text(row[4])))
+        except (TypeError, ValueError, AttributeError, UnicodeError):
+            raise Damage(
+                "malformed", f"event {size} has a column of the wrong type", size
+            ) from None
+        counter[0] += row[2] is None
+        if len(out) >= BATCH:
+            yield b"".join(out)
+            out.clear()
+    if out:
+        yield b"".join(out)
+
+
+def auto_workers(total: int) -> int:
+    """Worker processes for a log of `total` events: one per idle core on big logs,
+    none when the machine is busy (spawned workers then only add their start-up)."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or total < PARALLEL_MIN:
+        return 0
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    idle = int(cores - load + 0.5)
+    return idle if idle >= 2 else 0
 
 
 def verify_log(
@@ -325,11 +285,13 @@ def verify_log(
     progress: Progress | None = None,
     workers: int | None = None,
     chunk: int = CHUNK,
+    stale_after: float | None = None,
 ) -> Report:
     """Check everything; the report names the first damage found, or is ok.
 
-    `workers` None picks one process per core for logs of PARALLEL_MIN events or more;
-    0 checks in this process only."""
+    `workers` None picks `auto_workers`; 0 checks in this process only. Warnings
+    (a stale newest checkpoint, an anchor behind the database, a halted sealer) go
+    to report.warnings."""
     started = time.perf_counter()
     report = Report(ok=False)
     try:
@@ -341,6 +303,9 @@ def verify_log(
         report.ok = True
     except Damage as damage:
         report.damage = damage
+    with engine.connect() as conn:
+        _monitor(conn, settings, report, stale_after)
+        conn.rollback()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -353,22 +318,21 @@ def _verify(
     workers: int | None = None,
     chunk: int = CHUNK,
 ) -> None:
-    total = conn.execute(text("SELECT count(*) FROM audit_event WHERE seq IS NOT NULL")).scalar()
+    total, lowest, highest = conn.execute(
+        text("SELECT count(*), min(seq), max(seq) FROM audit_event WHERE seq IS NOT NULL")
+    ).one()
     total = int(total or 0)
     if workers is None:
-        cores = os.cpu_count() or 1
-        workers = cores if cores > 1 and total >= PARALLEL_MIN else 0
+        workers = auto_workers(total)
     if conn.dialect.name == "sqlite" and conn.engine.url.database in (None, "", ":memory:"):
         workers = 0  # other processes cannot see this database
-    lowest, highest = conn.execute(
-        text("SELECT min(seq), max(seq) FROM audit_event WHERE seq IS NOT NULL")
-    ).one()
-    # The fast path only for the shape an intact log has: seqs 0..total-1. Anything
+    # The ranged path only for the shape an intact log has: seqs 0..total-1. Anything
     # else is damage, which the seq-ordered check names exactly.
     if total and lowest == 0 and highest == total - 1:
-        leaves = _chunk_leaves(conn, total, workers, max(1, chunk))
+        leaves = _Leaves(conn, total, workers, max(1, chunk))
         try:
             _fold(conn, settings, rep, progress, total, leaves)
+            rep.pruned = leaves.pruned
             return
         except _Dirty:
             log.info("audit verify: a range was not as expected; rechecking in seq order")
@@ -376,12 +340,10 @@ def _verify(
             raise
         except Exception:  # e.g. no way to start processes here
             log.warning("audit verify by ranges failed; checking in seq order", exc_info=True)
-        finally:
-            leaves.close()  # type: ignore[attr-defined]
-        rep.checkpoints = 0
-        rep.last_checkpoint_time = None
         rep.notes.clear()
-    _fold(conn, settings, rep, progress, total, None)
+    counter = [0]
+    _fold(conn, settings, rep, progress, total, _ordered_leaves(conn, counter))
+    rep.pruned = counter[0]
 
 
 def _fold(
@@ -390,126 +352,29 @@ def _fold(
     rep: Report,
     progress: Progress | None,
     total: int,
-    blobs: Iterator[bytes] | None,
+    blobs: Any,
 ) -> None:
-    """Rebuild the tree and check checkpoints as their sizes are reached. With `blobs`
-    the per-event checks were done by workers, which hand over the leaf hashes in seq
-    order; without, every event is read and checked here."""
+    """The one fold (core.fold_blobs) over the checked leaf hashes and the stored
+    checkpoints, then the state row."""
     time_text = _time_text(conn.dialect.name)
-    chain = CheckpointChain(settings.trusted)
-    frontier = Frontier()
-    covered = 0
     checkpoints = (_checkpoint_from_row(r, time_text) for r in _rows(conn, _CHECKPOINT_SQL))
-    cp = next(checkpoints, None)
-    sha256 = hashlib.sha256
-
-    def take_checkpoint(cp: offline.Checkpoint) -> None:
-        nonlocal covered
-        chain.add(cp)
-        if cp.root != frontier.root():
-            raise Damage(
-                "root_mismatch",
-                f"checkpoint {cp.index} signs a root that events {covered}..{cp.tree_size - 1} "
-                "do not produce: one of them was changed, inserted, removed or reordered",
-                covered,
-            )
-        covered = cp.tree_size
-        rep.checkpoints += 1
-        rep.last_checkpoint_time = cp.time
-
-    def reached(size: int) -> int:
-        """Check every checkpoint of this size; the size of the next one (or -1)."""
-        nonlocal cp
-        frontier.size = size
-        while cp is not None and cp.tree_size <= size:
-            if cp.tree_size < size:
-                raise Damage(
-                    "checkpoint_inconsistent",
-                    f"checkpoint {cp.index} is out of order (covers {cp.tree_size} events)",
-                    cp.tree_size,
-                )
-            take_checkpoint(cp)
-            cp = next(checkpoints, None)
-        return cp.tree_size if cp is not None else -1
-
-    while cp is not None and cp.tree_size == 0:
-        take_checkpoint(cp)
-        cp = next(checkpoints, None)
-    enc = encode_basestring
-    size = 0
-    hashes = frontier.hashes
-    pop = hashes.pop
-    push = hashes.append
-    next_size = cp.tree_size if cp is not None else -1
-    if blobs is not None:
-        for blob in blobs:
-            for i in range(0, len(blob), 32):
-                h = blob[i : i + 32]
-                s = size
-                while s & 1:
-                    h = sha256(b"\x01" + pop() + h).digest()
-                    s >>= 1
-                push(h)
-                size += 1
-                if size == next_size:
-                    next_size = reached(size)
-            if progress is not None:
-                progress(size, total)
-    else:
-        for row in _stream_events(conn):
-            # The common case inline (this loop is the verify rate); anything unusual
-            # goes through _check_row, which names the damage or accepts the row.
-            seq, stored, data, event_id, created, action, sens, actor, ip, target, outcome, det = (
-                row
-            )
-            try:
-                leaf = sha256(b"\x00" + data).digest()
-                when = time_text(created)
-                ok = (
-                    seq == size
-                    and leaf == stored
-                    and _column_bytes(
-                        enc, action, actor, ip, det, event_id, outcome, sens, target, when
-                    )
-                    == data
-                    and _EVENT_ID_TEXT not in det
-                )
-            except (TypeError, ValueError, AttributeError, UnicodeError):
-                ok = False
-            if not ok:
-                try:
-                    leaf = _check_row(row, size, time_text, enc, sha256)
-                except (TypeError, ValueError, AttributeError, UnicodeError):
-                    raise Damage(
-                        "malformed", f"event {size} has a column of the wrong type", size
-                    ) from None
-            h = leaf
-            s = size
-            while s & 1:
-                h = sha256(b"\x01" + pop() + h).digest()
-                s >>= 1
-            push(h)
-            size += 1
-            if size == next_size:
-                next_size = reached(size)
-            if progress is not None and size % 50000 == 0:
-                progress(size, total)
-    frontier.size = size
-    if cp is not None:
-        chain.add(cp)
+    fold = core.Fold(settings.trusted, origin=None)
+    left = core.fold_blobs(
+        fold,
+        blobs,
+        checkpoints,
+        None if progress is None else (lambda size: progress(size, total)),
+    )
+    if left is not None:
+        fold.chain.add(left)
         raise Damage(
             "tail_missing",
-            f"checkpoint {cp.index} covers {cp.tree_size} events but the log ends after "
-            f"{frontier.size}: events {frontier.size}..{cp.tree_size - 1} were deleted",
-            frontier.size,
+            f"checkpoint {left.index} covers {left.tree_size} events but the log ends after "
+            f"{fold.size}: events {fold.size}..{left.tree_size - 1} were deleted",
+            fold.size,
         )
-    if frontier.size > covered:
-        raise Damage(
-            "event_uncovered",
-            f"events {covered}..{frontier.size - 1} are not covered by any signed checkpoint "
-            "(inserted after sealing?)",
-            covered,
-        )
+    fold.finish(rep, need_checkpoint=False)
+    frontier = fold.frontier
     state = conn.execute(text("SELECT size, root, frontier FROM audit_state WHERE id = 1")).first()
     if state is not None and (
         state.size != frontier.size
@@ -527,8 +392,6 @@ def _fold(
     if progress is not None:
         progress(frontier.size, total)
     rep.events = frontier.size
-    rep.tree_size = frontier.size
-    rep.root = frontier.root()
 
 
 def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Report) -> None:
@@ -539,11 +402,11 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
         return
     newest = conn.execute(text("SELECT max(idx) FROM audit_checkpoint")).scalar()
     newest = -1 if newest is None else int(newest)
-    matched = 0
-    batch: list[tuple[int, offline.Checkpoint]] = []
+    matched: set[int] = set()
+    batch: list[tuple[int, core.Checkpoint]] = []
+    anchored_newest = -1
 
     def flush() -> None:
-        nonlocal matched
         if not batch:
             return
         wanted = sorted({cp.index for _, cp in batch})
@@ -575,21 +438,48 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
                     f"checkpoint {cp.index} differs from the anchored copy (anchor line {number})",
                     cp.tree_size,
                 )
-            matched += 1
+            matched.add(cp.index)
         batch.clear()
 
     for number, item in read_anchor(path):
         if isinstance(item, str):
             raise Damage("anchor_invalid", f"anchor line {number}: {item}")
-        problem = offline.signature_problem(item, settings.trusted)
+        settings.trusted.set_origin(item.origin)
+        problem = core.signature_problem(item, settings.trusted)
         if problem:
             raise Damage("anchor_invalid", f"anchor line {number}: {problem[1]}")
+        anchored_newest = max(anchored_newest, item.index)
         batch.append((number, item))
         if len(batch) >= 500:
             flush()
     flush()
-    if matched < rep.checkpoints:
-        rep.notes.append(f"{rep.checkpoints - matched} checkpoints not in the anchor")
+    if len(matched) < rep.checkpoints:
+        missing = rep.checkpoints - len(matched)
+        rep.notes.append(f"{missing} checkpoints not in the anchor")
+        if anchored_newest < newest:
+            rep.warnings.append(
+                f"the anchor lags the database: its newest is checkpoint {anchored_newest}, "
+                f"the database's {newest}"
+            )
+
+
+def _monitor(
+    conn: Connection, settings: LogSettings, rep: Report, stale_after: float | None
+) -> None:
+    """Warnings that are not damage: a halted sealer, a stale newest checkpoint."""
+    halted = conn.execute(text("SELECT halted FROM audit_state WHERE id = 1")).scalar()
+    if halted:
+        rep.warnings.append(f"the sealer is HALTED (fork protection): {halted}")
+    if stale_after is None:
+        stale_after = 2 * settings.checkpoint_interval
+    if rep.last_checkpoint_time is not None:
+        age = datetime.now(UTC) - core.parse_time(rep.last_checkpoint_time)
+        if age > timedelta(seconds=stale_after):
+            rep.warnings.append(
+                f"the newest checkpoint is {int(age.total_seconds())}s old (more than twice "
+                f"the {int(settings.checkpoint_interval)}s checkpoint interval): "
+                "is the sealer running?"
+            )
 
 
 def report_json(rep: Report) -> str:
@@ -603,5 +493,6 @@ def report_json(rep: Report) -> str:
             "bad_seq": rep.damage.seq if rep.damage else None,
             "kind": rep.damage.kind if rep.damage else None,
             "problem": rep.damage.message if rep.damage else None,
+            "warnings": rep.warnings,
         }
     )

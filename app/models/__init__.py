@@ -3,6 +3,7 @@
 from app.models.api_key import ApiKey
 from app.models.audit import (
     AuditCheckpoint,
+    AuditCosignature,
     AuditEvent,
     AuditNode,
     AuditState,
@@ -16,6 +17,7 @@ from app.models.webhook import WebhookCursor, WebhookDelivery, WebhookEndpoint
 __all__ = [
     "ApiKey",
     "AuditCheckpoint",
+    "AuditCosignature",
     "AuditEvent",
     "AuditNode",
     "AuditState",

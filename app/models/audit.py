@@ -36,6 +36,14 @@ class AuditEvent(db.Model):
             sqlite_where=text("seq IS NULL"),
             postgresql_where=text("seq IS NULL"),
         ),
+        # Inclusion proofs by leaf hash: only sealed rows, so recording an event (seq
+        # NULL) adds no index entry; the sealer's UPDATE does.
+        Index(
+            "ix_audit_event_leaf_hash",
+            "leaf_hash",
+            sqlite_where=text("seq IS NOT NULL"),
+            postgresql_where=text("seq IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -49,7 +57,8 @@ class AuditEvent(db.Model):
     target: Mapped[str | None] = mapped_column(String(320), nullable=True, index=True)
     outcome: Mapped[str] = mapped_column(String(16), index=True)
     details: Mapped[str] = mapped_column(Text)
-    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+    # NULL once pruned (flask audit prune): the leaf hash stays, so proofs still hold.
+    canonical: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
@@ -63,6 +72,9 @@ class AuditState(db.Model):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    # Set when the sealer found the log behind or diverging from a checkpoint held
+    # outside the database; it signs nothing until `flask audit recover` clears it.
+    halted: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditCheckpoint(db.Model):
@@ -77,6 +89,18 @@ class AuditCheckpoint(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(16))
     note: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class AuditCosignature(db.Model):
+    """A witness's C2SP tlog-cosignature on one checkpoint, kept beside it."""
+
+    __tablename__ = "audit_cosignature"
+
+    checkpoint_idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(8))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
 
 

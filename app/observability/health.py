@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
@@ -141,37 +140,26 @@ def check_audit_sealer() -> str:
     return f"{pending} unsealed, lag {lag:.1f}s" + ("" if sealer.enabled else "; sealer off here")
 
 
-def _last_line(path: Path, chunk: int = 65536) -> bytes | None:
-    """The file's last non-empty line, reading only its tail."""
-    with path.open("rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - chunk))
-        lines = [line for line in fh.read().splitlines() if line.strip()]
-    return lines[-1] if lines else None
-
-
 def check_audit_anchor() -> str:
-    """The anchor's newest checkpoint is in the database, byte for byte: a database
-    restored from an older copy, or an anchor written by another log, fails this."""
+    """Fork protection has not halted the sealer, and the anchor's newest checkpoint is
+    in the database byte for byte: a database restored from an older copy, or an anchor
+    written by another log, fails this."""
     from app.audit import service as audit_service
-    from app.audit.offline import checkpoint_from_json, strict_loads
     from app.extensions import db
     from app.models import AuditCheckpoint
 
+    state = audit_service.status()
+    if not state.ok:
+        raise NotReady(state.reason or "audit log halted")
     anchor = audit_service.settings().anchor
     if anchor.path is None:
         return "no anchor file configured"
-    if not anchor.path.exists():
-        return "anchor file not written yet"
-    line = _last_line(anchor.path)
-    if line is None:
-        return "anchor file empty"
     try:
-        obj = strict_loads(line.decode("utf-8", "strict"))
-        cp = checkpoint_from_json({"note": obj.get("note"), "signature": obj.get("signature")})
-    except (UnicodeDecodeError, ValueError, AttributeError, RecursionError) as exc:
-        raise NotReady(f"the anchor's last line is not a checkpoint: {exc}") from exc
+        cp = anchor.newest()
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise NotReady(f"the anchor's last entry is not a checkpoint: {exc}") from exc
+    if cp is None:
+        return "anchor file not written yet"
     with db.engine.connect() as conn:
         row = conn.execute(
             select(AuditCheckpoint.note, AuditCheckpoint.signature).where(

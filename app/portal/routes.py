@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from app.audit import service as audit_service
 from app.extensions import db
 from app.keys import history, lifecycle
 from app.keys.lifecycle import NewKey
@@ -128,6 +129,7 @@ def key_detail(public_id: str) -> ResponseReturnValue:
         rotate_form=RotateForm(),
         revoke_form=RevokeForm(),
         **usage_views.key_page_usage(key),
+        receipts=audit_service.receipts_for_key(key.public_id, limit=20),
     )
 
 

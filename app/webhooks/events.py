@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.audit import canonical
+from app.audit import core
 from app.models import ApiKey, AuditEvent, UsageRecord, WebhookCursor, WebhookDelivery
 from app.models import WebhookEndpoint as Endpoint
 from app.models._types import utcnow
@@ -38,7 +38,7 @@ USAGE_OVERLAP = timedelta(minutes=5)
 
 def message(event_type: str, at: datetime, data: dict[str, Any]) -> str:
     """The body, in the Standard Webhooks shape: type, timestamp, data."""
-    body = {"type": event_type, "timestamp": canonical.format_time(at), "data": data}
+    body = {"type": event_type, "timestamp": core.format_time(at), "data": data}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -188,7 +188,7 @@ def _scan_expiry(session: Session, subs: dict[int, list[Endpoint]], now: datetim
         if key.id in rotated:  # its owner already heard key.rotated; the end is the grace
             continue
         left = key.expires_at - now
-        data = {**_key_data(key), "expires_at": canonical.format_time(key.expires_at)}
+        data = {**_key_data(key), "expires_at": core.format_time(key.expires_at)}
         for endpoint in subs[key.user_id]:
             if left <= timedelta(0):
                 if "key.expired" in endpoint.events and key.expires_at > endpoint.created_at:
@@ -235,7 +235,7 @@ def _scan_rate_limited(session: Session, subs: dict[int, list[Endpoint]], now: d
             continue
         last = last if last.tzinfo else last.replace(tzinfo=now.tzinfo)
         hour = last.replace(minute=0, second=0, microsecond=0)
-        data = {**_key_data(key), "hour": canonical.format_time(hour)}
+        data = {**_key_data(key), "hour": core.format_time(hour)}
         body = message("key.rate_limited", last, data)
         source = f"rate_limited:{key.public_id}:{hour.isoformat()}"
         for endpoint in subs.get(key.user_id, []):

@@ -94,6 +94,7 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
         "/keys/{key_id}/policies",
         "/keys/report-leak",
         "/secret-scanning/github",
+        "/keys/{key_id}/receipts",
         "/usage",
         "/openapi.json",
     }

@@ -4,6 +4,10 @@ with database access, run the CLI."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -62,3 +66,43 @@ def scalar(app: Flask, sql: str, **params: Any) -> Any:
 
 def verify(app: Flask, *args: str):
     return app.test_cli_runner().invoke(args=["audit", "verify", *args])
+
+
+BLOCKER = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("flask", "sqlalchemy", "app", "werkzeug", "flask_sqlalchemy"):
+            raise ImportError("blocked for the offline test: " + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["offline.py", *sys.argv[1:]]
+runpy.run_path(sys.argv.pop(1), run_name="__main__")
+"""
+
+
+_BUNDLE: dict[str, Path] = {}
+
+
+def bundle_path() -> Path:
+    """The single-file verifier `flask audit verifier` writes, alone in a temp dir."""
+    if "path" not in _BUNDLE:
+        from app.audit.cli import verifier_source
+
+        folder = Path(tempfile.mkdtemp(prefix="kl-verifier-"))
+        path = folder / "keyledger_verify.py"
+        path.write_text(verifier_source())
+        _BUNDLE["path"] = path
+    return _BUNDLE["path"]
+
+
+def run_offline(*args: str, script: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the standalone verifier with Flask, SQLAlchemy and the app blocked, from
+    its own directory (-I: no user site, no PYTHONPATH)."""
+    script = script or bundle_path()
+    return subprocess.run(
+        [sys.executable, "-I", "-c", BLOCKER, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(script.parent),
+    )

@@ -12,7 +12,7 @@ import time
 
 from audit_helpers import add_events, build_log, scalar, seal, tamper
 
-from app.audit import offline, service
+from app.audit import core, service
 
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
@@ -87,9 +87,11 @@ def test_event_detail_shows_bytes_checkpoint_and_a_proof_that_checks(app, admin)
     assert "Covering checkpoint" in html and "#0" in html
     assert "The proof checks" in html
     proof = admin.client.get("/admin/audit/123/proof")
-    assert proof.status_code == 200 and proof.mimetype == "application/json"
+    assert proof.status_code == 200 and proof.mimetype == "text/plain"
+    assert proof.get_data(as_text=True).startswith("c2sp.org/tlog-proof@v1\nextra ")
     with app.app_context():
-        assert offline.verify_proof(proof.json, service.settings().trusted).ok
+        keys = service.settings().trusted
+        assert core.verify_proof_text(proof.get_data(as_text=True), keys).ok
     assert admin.client.get("/admin/audit/999").status_code == 404
     assert admin.client.get("/admin/audit/999/proof").status_code == 404
     # The event view was recorded; the proof, a second view in the same minute, was not.
@@ -148,7 +150,7 @@ def test_export_buttons_stream_the_filtered_range(app, admin):
     assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
     rows = [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
     assert len(rows) == 4
-    assert all(offline.leaf_hash(r["canonical"].encode()).hex() == r["leaf_hash"] for r in rows)
+    assert all(core.leaf_hash(r["canonical"].encode()).hex() == r["leaf_hash"] for r in rows)
     resp = admin.client.get(link.replace(".jsonl", ".csv"))
     table = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
     assert table[0][:3] == ["seq", "time", "action"] and len(table) == 5

@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 from audit_helpers import USE_PG, add_events, build_log, scalar, seal, tamper, verify
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.audit import canonical, offline, trail
+from app.audit import core, trail
 
 
 def damaged(result, kind: str, seq: int | None) -> str:
@@ -93,7 +94,7 @@ def test_changed_bytes_with_recomputed_leaf_hash_breaks_the_signed_root(app):
         app,
         (
             "UPDATE audit_event SET canonical = :c, leaf_hash = :l, details = :d WHERE seq = 13",
-            {"c": forged, "l": canonical.leaf_hash(forged), "d": '{"n":31,"name":"ci ✓"}'},
+            {"c": forged, "l": core.leaf_hash(forged), "d": '{"n":31,"name":"ci ✓"}'},
         ),
     )
     out = damaged(verify(app), "root_mismatch", 10)
@@ -192,7 +193,7 @@ def _rewrite_everything(app, sign) -> None:
         app,
         (
             "UPDATE audit_event SET canonical = :c, leaf_hash = :l, actor = 'user:0' WHERE seq = 2",
-            {"c": forged, "l": canonical.leaf_hash(forged)},
+            {"c": forged, "l": core.leaf_hash(forged)},
         ),
     )
     with app.app_context():
@@ -206,13 +207,13 @@ def _rewrite_everything(app, sign) -> None:
                 for r in conn.execute(text("SELECT leaf_hash FROM audit_event ORDER BY seq"))
             ]
             rows = conn.execute(text("SELECT idx, note FROM audit_checkpoint ORDER BY idx")).all()
-    prev = offline.ZERO_HASH
+    prev = core.ZERO_HASH
     statements = []
     for idx, note in rows:
-        cp = offline.parse_note(bytes(note))
-        root = offline.mth(leaves[: cp[1]])
+        cp = core._parse_note(bytes(note))
+        root = core.mth(leaves[: cp[1]])
         kid, _ = sign(b"")
-        new_note = offline.format_note(cp[0], cp[1], root, idx, cp[4], kid, prev)
+        new_note = core.format_note(cp[0], cp[1], root, idx, cp[4], prev)
         prev = hashlib.sha256(new_note).digest()
         _, sig = sign(new_note)
         statements.append(
@@ -222,7 +223,7 @@ def _rewrite_everything(app, sign) -> None:
                 {"n": new_note, "s": sig, "r": root, "k": kid, "i": idx},
             )
         )
-    f = offline.Frontier()
+    f = core.Frontier()
     for leaf in leaves:
         f.append(leaf)
     statements.append(
@@ -247,7 +248,7 @@ def test_rewritten_trail_with_recomputed_hashes_fails_on_the_signature(app):
 def test_rewritten_trail_signed_with_another_key_is_refused(app):
     build_log(app)
     attacker = Ed25519PrivateKey.generate()
-    kid = offline.key_id(attacker.public_key())
+    kid = core.note_key_id("keyledger/audit", attacker.public_key()).hex()
     _rewrite_everything(app, lambda note: (kid, attacker.sign(note)))
     out = damaged(verify(app), "unknown_key", None)
     assert kid in out
@@ -271,7 +272,7 @@ def test_deleted_newest_checkpoint_is_caught_by_the_anchor(app):
         "DELETE FROM audit_event WHERE seq >= 10",
         "DELETE FROM audit_node",
     )
-    f = offline.Frontier()
+    f = core.Frontier()
     for (leaf,) in _leaves(app):
         f.append(bytes(leaf))
     tamper(
@@ -353,10 +354,22 @@ def test_garbage_checkpoint_note_is_reported_not_crashed(app):
 def test_tampered_anchor_line_is_reported(app):
     build_log(app)
     path = app.instance_path + "/audit_anchor.jsonl"
+    before = Path(path).read_text().count("\n")
     with open(path, "a") as fh:
         note = base64.b64encode(b"x" * 64).decode()
         fh.write('{"type":"checkpoint","note":"nope","signature":"' + note + '"}\n')
-    assert "anchor line 3" in damaged(verify(app), "anchor_invalid", None)
+    assert f"anchor line {before + 1}:" in damaged(verify(app), "anchor_invalid", None)
+
+
+def test_anchor_note_with_a_forged_signature_is_reported(app):
+    build_log(app)
+    path = Path(app.instance_path) / "audit_anchor.jsonl"
+    text = path.read_text()
+    first = text[: text.index("\n\n", text.index("\u2014")) + 2]
+    lines = first.split("\n")
+    lines[1] = "21"  # claim a bigger tree under the old signature
+    path.write_text(text + "\n".join(lines))
+    assert "invalid signature" in damaged(verify(app), "anchor_invalid", None)
 
 
 def test_unsealed_events_are_reported_but_not_damage(app):

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app.audit import core, service, trail
 from app.audit import log as auditlog
-from app.audit import offline, service, trail
+from app.audit.anchor import read_anchor
 from app.extensions import db
 
 
@@ -52,10 +53,14 @@ def test_checkpoint_command_seals_everything_and_anchors_it(app):
     # A second checkpoint now, even with nothing new, chained to the first.
     again = app.test_cli_runner().invoke(args=["audit", "checkpoint"])
     assert "sealed 0 events; checkpoint 1: 7 events" in again.output
-    lines = Path(app.instance_path, "audit_anchor.jsonl").read_text().splitlines()
-    cps = [offline.checkpoint_from_json(json.loads(line)) for line in lines]
+    # The anchor holds each checkpoint as a C2SP signed note and a blank line.
+    text = Path(app.instance_path, "audit_anchor.jsonl").read_text()
+    entries = text.split("\n\n\u2014")
+    assert len(entries) == 3 and text.endswith("\n\n")
+    cps = [c for _, c in read_anchor(Path(app.instance_path, "audit_anchor.jsonl"))]
     assert [c.index for c in cps] == [0, 1]
-    assert cps[1].prev == cps[0].digest and cps[0].prev == offline.ZERO_HASH
+    assert cps[1].prev == cps[0].digest and cps[0].prev == core.ZERO_HASH
+    assert text.startswith(cps[0].signed_note() + "\n")
     assert verify(app).exit_code == 0
 
 
@@ -107,10 +112,15 @@ def test_background_sealer_seals_while_the_app_serves(app, client):
 def test_public_key_command_prints_the_key_and_its_id(app):
     result = app.test_cli_runner().invoke(args=["audit", "public-key"])
     assert result.exit_code == 0
-    keys = offline.load_public_keys(result.output)
+    keys = core.load_public_keys(result.output)
     with app.app_context():
-        kid = service.settings().signer.key_id
-    assert list(keys) == [kid] and f"# key id {kid} (current)" in result.output
+        signer = service.settings().signer
+    assert [core.raw_public_key(k) for k in keys] == [core.raw_public_key(signer.public)]
+    assert f"# key id {signer.key_id} " in result.output and "(current)" in result.output
+    vkey = app.test_cli_runner().invoke(args=["audit", "public-key", "--vkey"])
+    assert vkey.exit_code == 0 and vkey.output == signer.vkey + "\n"
+    parsed = core.parse_vkey(vkey.output)
+    assert parsed.name == "keyledger/audit" and parsed.key_id.hex() == signer.key_id
 
 
 def _pem(key: Ed25519PrivateKey) -> str:
@@ -132,14 +142,14 @@ def test_key_rotation_keeps_old_checkpoints_verifiable(app, tmp_path):
     _use_key(app, _pem(old), None)
     build_log(app, (4,))
     old_public = tmp_path / "old.pem"
-    old_public.write_text(offline.public_key_pem(old.public_key()))
+    old_public.write_text(core.public_key_pem(old.public_key()))
     _use_key(app, _pem(new), str(old_public))
     add_events(app, 2, start=4)
     seal(app)
     result = verify(app)
     assert result.exit_code == 0, result.output
     shown = app.test_cli_runner().invoke(args=["audit", "public-key", "--all"])
-    assert offline.key_id(old.public_key()) in shown.output
+    assert core.note_key_id("keyledger/audit", old.public_key()).hex() in shown.output
     # Forget the old key and its checkpoints can no longer be trusted.
     _use_key(app, _pem(new), "")
     result = verify(app)
@@ -161,7 +171,7 @@ def test_export_goes_to_stdout_as_json_lines(app):
     kinds = [json.loads(line)["type"] for line in result.output.splitlines()]
     assert kinds == ["header", "event", "event", "checkpoint"]
     header = json.loads(result.output.splitlines()[0])
-    assert header["public_keys"][0]["pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert header["public_keys"][0].startswith("keyledger/audit+")
 
 
 @pytest.mark.skipif(not USE_PG, reason="the append-only trigger exists on PostgreSQL only")
