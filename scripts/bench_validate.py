@@ -1,4 +1,5 @@
-"""Validation throughput against a no-op endpoint of the same app, under gunicorn.
+"""Validation throughput against a no-op endpoint of the same app and a bare Flask
+no-op, under gunicorn.
 
     .venv/bin/python scripts/bench_validate.py [--workers 2] [--duration 10] [--rounds 3]
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/kl_bench]
@@ -97,6 +98,16 @@ def bench_app() -> Any:
     return app
 
 
+def bare_app() -> Any:
+    """A bare Flask app with the same no-op route: no extensions, hooks or middleware.
+    The yardstick for what the app's own machinery costs before any validation."""
+    from flask import Flask, jsonify
+
+    app = Flask("bare")
+    app.add_url_rule("/bench/noop", "noop", lambda: jsonify({"ok": True}), methods=["POST"])
+    return app
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,10 +159,12 @@ def setup_database(env: dict[str, str], n: int, with_policies: bool = False) -> 
 
 
 class Server:
-    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int, log: Path, app: str = "bench_app()"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env, self.workers, self.log = env, workers, log
+        self.env, self.workers, self.log, self.app = env, workers, log, app
 
     def __enter__(self) -> Server:
         cmd = [
@@ -164,7 +177,7 @@ class Server:
             str(ROOT / "scripts"),
             "--log-level",
             "warning",
-            "bench_validate:bench_app()",
+            f"bench_validate:{self.app}",
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -318,13 +331,19 @@ def measure(
     env: dict[str, str], keys: list[str], args: argparse.Namespace, tmp: Path, label: str
 ) -> dict[str, Any]:
     load = load_wrk if shutil.which("wrk") else load_python
-    noop, valid, noop_cpu, valid_cpu = [], [], [], []
+    noop, valid, noop_cpu, valid_cpu, bare = [], [], [], [], []
     noop_meters, valid_meters = [], []
-    with Server(env, args.workers, tmp / "gunicorn.log") as server:
+    with (
+        Server(env, args.workers, tmp / "gunicorn.log") as server,
+        Server(env, args.workers, tmp / "gunicorn-bare.log", "bare_app()") as plain,
+    ):
         bodies = [json.dumps({"key": key}) for key in keys]
         load(server.url + "/api/v1/keys/validate", bodies, 2, args.connections, tmp)
         master = server.proc.pid
         for _ in range(args.rounds):
+            bare.append(
+                load(plain.url + "/bench/noop", ["{}"], args.duration, args.connections, tmp)["rps"]
+            )
             meter = Meter(master)
             n = load(server.url + "/bench/noop", ["{}"], args.duration, args.connections, tmp)
             noop_meters.append(meter.per_request(n["requests"]))
@@ -341,6 +360,8 @@ def measure(
             noop.append(n["rps"])
             valid.append(v["rps"])
     ratios = [v / n for v, n in zip(valid, noop, strict=True)]
+    noop_bare = [n / b for n, b in zip(noop, bare, strict=True)]
+    valid_bare = [v / b for v, b in zip(valid, bare, strict=True)]
     cpu_ratios = [n / v for v, n in zip(valid_cpu, noop_cpu, strict=True)]
     result = {
         "config": label,
@@ -348,6 +369,10 @@ def measure(
         "validate_rps": round(statistics.median(valid)),
         "ratio": round(statistics.median(ratios), 2),
         "ratios": [round(r, 2) for r in ratios],
+        # Against a bare Flask no-op under the same gunicorn settings, round by round.
+        "bare_rps": round(statistics.median(bare)),
+        "noop_vs_bare": round(statistics.median(noop_bare), 2),
+        "validate_vs_bare": round(statistics.median(valid_bare), 2),
         "noop_cpu_us": round(statistics.median(noop_cpu) * 1e6),
         "validate_cpu_us": round(statistics.median(valid_cpu) * 1e6),
         "cpu_ratio": round(statistics.median(cpu_ratios), 2),

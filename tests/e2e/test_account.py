@@ -37,7 +37,7 @@ def log_in(device, email: str, password: str = PASSWORD) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password", exact=True).fill(password)
     page.locator("main").get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/keys")
+    page.wait_for_url("**/dashboard")
 
 
 def logged_out(device) -> bool:

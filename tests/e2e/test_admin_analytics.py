@@ -120,7 +120,7 @@ def test_billing_pages_download_a_csv_whose_total_matches_the_page(visitor, seed
     page.get_by_label("Email").fill("demo-1@example.com")
     page.get_by_label("Password", exact=True).fill(DEMO_PASSWORD)
     page.locator("main").get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/keys")
+    page.wait_for_url("**/dashboard")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Billing").click()
     expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible()
     with page.expect_download() as download:

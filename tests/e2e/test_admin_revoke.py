@@ -41,6 +41,7 @@ def test_admin_revokes_a_key_with_a_reason_and_the_owner_sees_it(visitor):
     page.context.clear_cookies()
 
     visitor.login(owner)
+    page.goto("/keys")
     page.get_by_role("link", name="payments worker").click()
     notice = page.locator("#revoked-by-admin")
     expect(notice).to_contain_text("Revoked by an administrator")
