@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from functools import lru_cache
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import sessions
 from app.accounts import Passwords
+from app.errors import UNAVAILABLE
 from app.extensions import db
 from app.keys.lifecycle import KeyPolicy
 
@@ -121,12 +123,13 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         try:
             live = sessions.load(db.session, loaded, session_lifetimes(app))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, *UNAVAILABLE) as exc:
             # The database is unreachable: the request answers the 503 page (errors.py),
             # not a login form that would look like a logout; the cookie is left alone
             # (this session is never saved), so a blip logs no one out.
             log.warning("session lookup failed; answering 503", exc_info=True)
-            db.session.rollback()
+            with contextlib.suppress(Exception):  # the connection may be gone too
+                db.session.rollback()
             return ServerSession(keep_cookie=True, lookup_error=exc)
         if live is None:
             gone = self.session_class()
@@ -186,7 +189,7 @@ class PortalSessionInterface(SecureCookieSessionInterface):
                         touch=touch,
                         ip=ip,
                     )
-            except SQLAlchemyError:
+            except (SQLAlchemyError, *UNAVAILABLE):
                 # The page was served; a lost "last seen" or flash is not worth a 500.
                 log.warning("session write failed", exc_info=True)
         if session.accessed:
@@ -221,16 +224,18 @@ HSTS = "max-age=31536000; includeSubDomains"
 def register(app: Flask) -> None:
     app.session_interface = PortalSessionInterface()
 
-    def session_lookup_failed() -> None:
+    def session_lookup_failed(endpoint: str | None, values: dict[str, Any] | None) -> None:
         # open_session runs before any error handler can answer; raise its failure here
-        # so the portal's own 503 page (no database needed) is what the browser gets.
+        # so the portal's own 503 page (no database needed) is what the browser gets. A
+        # URL-value preprocessor, because those run before every before_request hook:
+        # the CSRF check would otherwise answer "form expired" for the unread session.
         error = getattr(session, "lookup_error", None)
         if error is not None:
             raise error
 
     # The portal's blueprints only (registered on this app): the API pays nothing.
     for blueprint in ("auth", "portal", "admin"):
-        app.before_request_funcs.setdefault(blueprint, []).append(session_lookup_failed)
+        app.url_value_preprocessors.setdefault(blueprint, []).append(session_lookup_failed)
     always_hsts = bool(app.config.get("SESSION_COOKIE_SECURE"))
 
     @app.after_request

@@ -57,7 +57,7 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, s
 def _control_socket(log: Path) -> Path:
     deadline = time.monotonic() + 10  # the master opens it in a thread of its own
     while time.monotonic() < deadline:
-        m = re.search(r"Control socket listening at (\S+)", log.read_text())
+        m = re.search(r"Control socket listening at ([^\s\"]+)", log.read_text())
         if m:
             return Path(m.group(1))
         time.sleep(0.1)
