@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn.glogging import Logger as GunicornLogger
+
 # /metrics under several workers: prometheus-client's multi-process mode, each worker
 # writing mmap files into one directory. prometheus-client reads the variable when it is
 # first imported, which is in the workers (no preload_app; with it, set the variable
@@ -139,29 +141,23 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-# Gunicorn's own lines (errors, and the access log when --access-logfile is given) in
-# the app's format: JSON unless LOG_FORMAT=text; the access line names the request id.
-if os.environ.get("LOG_FORMAT", "json").lower() != "text":
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "root": {"level": "INFO", "handlers": []},  # the app adds its own (app/observability)
-        "formatters": {"json": {"()": "app.observability.logs.JsonFormatter"}},
-        "handlers": {
-            "error": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            },
-            "access": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            },
-        },
-        "loggers": {
-            "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False},
-            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
-        },
-    }
+class JsonLogger(GunicornLogger):
+    """Gunicorn's own lines (errors, and the access log when --access-logfile is given)
+    in the app's format: JSON unless LOG_FORMAT=text. The formatter goes on gunicorn's
+    handlers as it makes them, not through logconfig_dict: any logconfig_dict makes
+    gunicorn write an access line for every request even without --access-logfile
+    (docs/performance.md)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if os.environ.get("LOG_FORMAT", "json").lower() == "text":
+            return
+        from app.observability.logs import JsonFormatter
+
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
+from app.accounts import LOGIN_FAILURES
 from app.config import TIERS
 from app.models import ApiKey, AuditEvent, UsageRollup, User
 
@@ -26,7 +27,6 @@ WINDOWS = (7, 30, 90)
 TOP = 10
 FAILURE_REASONS = ("malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope")
 # Login refusals: wrong passwords, and throttled attempts where the app records them.
-LOGIN_FAILURES = ("user.login_failed", "user.login_throttled")
 
 # A link to the audit browser for a set of filters (the view passes url_for).
 AuditLink = Callable[..., str]
