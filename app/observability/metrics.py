@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 EXTENSION = "keyledger.metrics"
 bp = Blueprint("metrics", __name__)
 
-# Seconds; a validation is ~1 ms when its key is cached, tens of ms when the database
-# or Redis is slow, and anything near 2 s means a dependency timing out.
+# Seconds: fine buckets where a cached validation answers, coarse ones up to the
+# dependency deadlines (near 2 s means a dependency timing out; docs/reliability.md).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
