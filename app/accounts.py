@@ -263,6 +263,30 @@ def _ended(n: int) -> dict[str, int]:
     return {"sessions_ended": n}
 
 
+def _record_and_commit(
+    session: Session,
+    action: str,
+    user: User,
+    *,
+    sensitivity: str,
+    details: dict[str, Any],
+    actor: str | None = None,
+    actor_ip: str | None = None,
+) -> None:
+    """Audit a change to `user` (acting on their own account unless `actor` says who)
+    in the change's transaction, and commit both."""
+    trail.record(
+        session,
+        action,
+        actor=actor or f"user:{user.id}",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        sensitivity=sensitivity,
+        details=details,
+    )
+    session.commit()
+
+
 def change_password(
     session: Session,
     passwords: Passwords,
@@ -282,16 +306,14 @@ def change_password(
         raise AccountError("The new password is the same as the current one.")
     user.password_hash = passwords.hash(new)
     ended = sessions.end_all(session, user.id, keep=keep_session)
-    trail.record(
+    _record_and_commit(
         session,
         "user.password_changed",
-        actor=f"user:{user.id}",
-        actor_ip=actor_ip,
-        target=f"user:{user.id}",
+        user,
         sensitivity="high",
         details=_ended(ended),
+        actor_ip=actor_ip,
     )
-    session.commit()
     return ended
 
 
@@ -302,15 +324,9 @@ def reset_password(
     check_password_rules(new)
     user.password_hash = passwords.hash(new)
     ended = sessions.end_all(session, user.id)
-    trail.record(
-        session,
-        "user.password_reset",
-        actor=actor,
-        target=f"user:{user.id}",
-        sensitivity="high",
-        details=_ended(ended),
+    _record_and_commit(
+        session, "user.password_reset", user, sensitivity="high", details=_ended(ended), actor=actor
     )
-    session.commit()
     return ended
 
 
@@ -319,16 +335,14 @@ def end_session(session: Session, user: User, session_id: int, *, actor_ip: str 
     if not sessions.end(session, session_id, user_id=user.id):
         session.rollback()
         return False
-    trail.record(
+    _record_and_commit(
         session,
         "user.session_ended",
-        actor=f"user:{user.id}",
-        actor_ip=actor_ip,
-        target=f"user:{user.id}",
+        user,
         sensitivity="medium",
         details={"session": session_id},
+        actor_ip=actor_ip,
     )
-    session.commit()
     return True
 
 
@@ -337,16 +351,14 @@ def end_other_sessions(
 ) -> int:
     """ "Log out everywhere": every session but this one ends (commits)."""
     ended = sessions.end_all(session, user.id, keep=keep_session)
-    trail.record(
+    _record_and_commit(
         session,
         "user.sessions_ended",
-        actor=f"user:{user.id}",
-        actor_ip=actor_ip,
-        target=f"user:{user.id}",
+        user,
         sensitivity="high",
         details=_ended(ended),
+        actor_ip=actor_ip,
     )
-    session.commit()
     return ended
 
 
@@ -445,16 +457,15 @@ def enable_user(session: Session, user: User, *, actor: str, actor_ip: str | Non
     if user.disabled_at is None:
         return False
     user.disabled_at = None
-    trail.record(
+    _record_and_commit(
         session,
         "user.enabled",
-        actor=actor,
-        actor_ip=actor_ip,
-        target=f"user:{user.id}",
+        user,
         sensitivity="critical",
         details={"email": user.email},
+        actor=actor,
+        actor_ip=actor_ip,
     )
-    session.commit()
     return True
 
 

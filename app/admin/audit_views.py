@@ -161,7 +161,8 @@ def _int_arg(name: str) -> int | None:
 
 @bp.route("/audit")
 def audit() -> ResponseReturnValue:
-    """Newest first, keyset-paged on the row id (no OFFSET): sealed and pending alike."""
+    """Newest first through the admin lists' one pager (old `before=` links still work):
+    sealed and pending alike."""
     query, active, times = _filtered()
     before = _int_arg("before")  # links from before the pager: older than this row
     if before is not None:
