@@ -218,24 +218,31 @@ def revoke_key(
             raise KeyRequestError(f"the reason has at most {MAX_REASON} characters")
     if key.revoked_at is not None:
         return False
-    key.revoked_at = utcnow()
-    details: dict[str, Any] = {"name": key.name, "owner": _actor(key.owner)}
+    extra: dict[str, Any] = {}
     if by_admin:
         key.revoked_by_id, key.revoked_reason = actor.id, reason
-        details["by_admin"] = True
+        extra["by_admin"] = True
     if reason is not None:
-        details["reason"] = reason
+        extra["reason"] = reason
+    _mark_revoked(session, key, utcnow(), actor=_actor(actor), actor_ip=actor_ip, **extra)
+    session.commit()
+    return True
+
+
+def _mark_revoked(
+    session: Session, key: ApiKey, now: datetime, *, actor: str, actor_ip: str | None, **extra: Any
+) -> None:
+    """Set the revocation and add its `key.revoked` event to the caller's transaction."""
+    key.revoked_at = now
     trail.record(
         session,
         "key.revoked",
-        actor=_actor(actor),
+        actor=actor,
         actor_ip=actor_ip,
         target=f"key:{key.public_id}",
         sensitivity="high",
-        details=details,
+        details={"name": key.name, "owner": _actor(key.owner), **extra},
     )
-    session.commit()
-    return True
 
 
 def update_key(
@@ -426,13 +433,5 @@ def revoke_live_keys(
         select(ApiKey).where(ApiKey.user_id == owner.id, ApiKey.revoked_at.is_(None))
     ).all()
     for key in keys:
-        key.revoked_at = now
-        trail.record(
-            session,
-            "key.revoked",
-            actor=actor,
-            actor_ip=actor_ip,
-            target=f"key:{key.public_id}",
-            details={"name": key.name, "owner": _actor(owner), "reason": reason},
-        )
+        _mark_revoked(session, key, now, actor=actor, actor_ip=actor_ip, reason=reason)
     return list(keys)
