@@ -15,11 +15,11 @@ again in seq order in one process, so a damage report is the same either way.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -84,26 +84,32 @@ def _rows(conn: Connection, sql: str, batch: int = BATCH) -> Iterator[Any]:
         after = rows[-1][0]
 
 
-def _stream_events(
+def _event_batches(
     conn: Connection, span: tuple[int, int] | None = None
-) -> Iterator[tuple[Any, ...]]:
-    """Every sealed event (or those with lo <= seq < hi) as a plain tuple, in seq order,
-    one batch in memory at a time. SQLite gets the driver's own cursor (it steps lazily
-    and skips SQLAlchemy's result layer, which costs more than the rest of the check);
-    others a server-side cursor."""
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Every sealed event (or those with lo <= seq < hi) as plain tuples, in seq order,
+    a batch at a time (memory stays flat). SQLite gets the driver's own cursor (it
+    steps lazily and skips SQLAlchemy's result layer, which costs more than the rest
+    of the check); others a server-side cursor."""
     sql = _EVENT_SQL if span is None else _RANGE_SQL
     params = {} if span is None else {"lo": span[0], "hi": span[1]}
     if conn.dialect.name == "sqlite":
         cursor = conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
         while rows := cursor.fetchmany(BATCH):
-            yield from rows
+            yield rows
         return
     result = conn.execution_options(stream_results=True, max_row_buffer=BATCH).execute(
         text(sql), params
     )
     for part in result.partitions(BATCH):
-        for row in part:
-            yield tuple(row)
+        yield [tuple(row) for row in part]
+
+
+def _stream_events(
+    conn: Connection, span: tuple[int, int] | None = None
+) -> Iterator[tuple[Any, ...]]:
+    for rows in _event_batches(conn, span):
+        yield from rows
 
 
 def _checkpoint_from_row(row: Any, time_text: Callable[[Any], str]) -> core.Checkpoint:
@@ -157,42 +163,44 @@ def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes, in
     time_text = _time_text(conn.dialect.name)
     out: list[bytes] = []
     add = out.append
-    rows = _stream_events(conn, span)
-    first = next(rows, None)
-    if first is None:
-        return (-1, b"", 0)
-    start = first[0]
-    if not isinstance(start, int):
-        return None
-    expected = start
+    start = expected = -1
     pruned = 0
     # SQLite hands back created_at as text: slice it here rather than call time_text.
     raw_time = conn.dialect.name == "sqlite"
-    for row in itertools.chain((first,), rows):
-        seq, stored, data, event_id, created, action, sens, actor, ip, target, outcome, det = row
-        # The common case inline (this loop is the verify rate); anything unusual
-        # goes through core.event_leaf, which names the damage or accepts the row.
-        try:
-            leaf = sha256(b"\x00" + data).digest()
-            when = f"{created[:10]}T{created[11:]}Z" if raw_time else time_text(created)
-            ok = (
-                seq == expected
-                and leaf == stored
-                and (len(created) == 26 if raw_time else True)
-                and column_bytes(action, actor, ip, det, event_id, outcome, sens, target, when)
-                == data
-                and marker not in det
-            )
-        except (TypeError, ValueError, AttributeError, UnicodeError):
-            ok = False
-        if not ok:
-            try:
-                leaf = core.event_leaf(row, expected, time_text(created))
-            except (Damage, TypeError, ValueError, AttributeError, UnicodeError):
+    for rows in _event_batches(conn, span):
+        if start < 0:
+            start = expected = rows[0][0]
+            if not isinstance(start, int):
                 return None
-            pruned += data is None
-        add(leaf)
-        expected += 1
+        for row in rows:
+            seq, stored, data, event_id, created, action, sens, actor, ip, target, outcome, det = (
+                row
+            )
+            # The common case inline (this loop is the verify rate); anything unusual
+            # goes through core.event_leaf, which names the damage or accepts the row.
+            try:
+                leaf = sha256(b"\x00" + data).digest()
+                when = f"{created[:10]}T{created[11:]}Z" if raw_time else time_text(created)
+                ok = (
+                    seq == expected
+                    and leaf == stored
+                    and (len(created) == 26 if raw_time else True)
+                    and column_bytes(action, actor, ip, det, event_id, outcome, sens, target, when)
+                    == data
+                    and marker not in det
+                )
+            except (TypeError, ValueError, AttributeError, UnicodeError):
+                ok = False
+            if not ok:
+                try:
+                    leaf = core.event_leaf(row, expected, time_text(created))
+                except (Damage, TypeError, ValueError, AttributeError, UnicodeError):
+                    return None
+                pruned += data is None
+            add(leaf)
+            expected += 1
+    if start < 0:
+        return (-1, b"", 0)
     return (start, b"".join(out), pruned)
 
 
@@ -226,7 +234,10 @@ class _Leaves:
             for span in spans:
                 yield take(_leaves_for(self.conn, span))
         else:
-            ctx = multiprocessing.get_context("spawn")  # no fork: callers may run threads
+            # fork starts a worker in milliseconds (spawn imports the app again, about a
+            # second each), but is only safe while this process runs no other thread.
+            method = "fork" if threading.active_count() == 1 else "spawn"
+            ctx = multiprocessing.get_context(method)
             url = self.conn.engine.url.render_as_string(hide_password=False)
             with ctx.Pool(workers, initializer=_worker_start, initargs=(url,)) as pool:
                 pending: deque[Any] = deque()

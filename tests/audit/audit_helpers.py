@@ -13,8 +13,8 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import text
 
+from app.audit import core, service, trail
 from app.audit import log as auditlog
-from app.audit import service, trail
 from app.extensions import db
 
 USE_PG = os.environ.get("DATABASE_URL", "").startswith("postgresql")
@@ -105,4 +105,27 @@ def run_offline(*args: str, script: Path | None = None) -> subprocess.CompletedP
         text=True,
         timeout=60,
         cwd=str(script.parent),
+    )
+
+
+def rewind_to(app: Flask, size: int) -> None:
+    """Restore-from-an-old-backup: newest events and checkpoints gone, state rewound."""
+    with app.app_context(), db.engine.connect() as conn:
+        leaves = [
+            bytes(r[0])
+            for r in conn.execute(
+                text("SELECT leaf_hash FROM audit_event WHERE seq < :n ORDER BY seq"), {"n": size}
+            )
+        ]
+    f = core.Frontier()
+    for leaf in leaves:
+        f.append(leaf)
+    tamper(
+        app,
+        ("DELETE FROM audit_event WHERE seq >= :n", {"n": size}),
+        ("DELETE FROM audit_checkpoint WHERE tree_size > :n", {"n": size}),
+        (
+            "UPDATE audit_state SET size = :n, root = :r, frontier = :f",
+            {"n": size, "r": f.root(), "f": f.to_bytes()},
+        ),
     )

@@ -14,7 +14,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_helpers import add_events, build_log, run_offline, scalar, seal, tamper, verify
+from audit_helpers import (
+    add_events,
+    build_log,
+    rewind_to,
+    run_offline,
+    scalar,
+    seal,
+    tamper,
+    verify,
+)
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
@@ -171,6 +180,32 @@ def _vectors(kind: str) -> list[tuple[str, dict]]:
     return [
         (Path(f).parent.name + "/" + Path(f).name, json.loads(Path(f).read_text())) for f in files
     ]
+
+
+def test_bulk_leaf_appends_build_the_same_tree_from_any_size():
+    """Frontier.extend_blob hashes aligned runs as whole subtrees: the tree (root and
+    frontier) must equal leaf-by-leaf appends and RFC 6962's recursive MTH, whatever
+    size it starts from and however many leaves arrive."""
+
+    def mth(leaves: list[bytes]) -> bytes:  # RFC 6962 section 2.1, as written
+        if len(leaves) == 1:
+            return leaves[0]
+        k = core.largest_power_of_two_below(len(leaves))
+        return core.node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+    leaves = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(5000)]
+    for start, count in [(0, 1), (0, 4096), (1, 4095), (7, 9), (8, 4104), (4095, 905), (3, 0)]:
+        bulk = core.Frontier()
+        bulk.extend_blob(b"".join(leaves[:start]))
+        bulk.extend_blob(b"".join(leaves[start : start + count]))
+        one = core.Frontier()
+        for leaf in leaves[: start + count]:
+            one.append(leaf)
+        assert (bulk.size, bulk.to_bytes()) == (one.size, one.to_bytes()), (start, count)
+        if start + count:
+            assert bulk.root() == mth(leaves[: start + count]), (start, count)
+    with pytest.raises(ValueError):
+        core.Frontier(size=1, hashes=[leaves[0]]).append_subtree(1, leaves[1])
 
 
 def test_rfc6962_reference_vectors_in_the_app():
@@ -334,36 +369,13 @@ def test_truncated_export_fails_offline_given_a_later_trusted_checkpoint(app, tm
 # --------------------------------------------------------------------------- fork protection
 
 
-def _rewind_to(app, size: int) -> None:
-    """Restore-from-an-old-backup: newest events and checkpoints gone, state rewound."""
-    with app.app_context(), db.engine.connect() as conn:
-        leaves = [
-            bytes(r[0])
-            for r in conn.execute(
-                text("SELECT leaf_hash FROM audit_event WHERE seq < :n ORDER BY seq"), {"n": size}
-            )
-        ]
-    f = core.Frontier()
-    for leaf in leaves:
-        f.append(leaf)
-    tamper(
-        app,
-        ("DELETE FROM audit_event WHERE seq >= :n", {"n": size}),
-        ("DELETE FROM audit_checkpoint WHERE tree_size > :n", {"n": size}),
-        (
-            "UPDATE audit_state SET size = :n, root = :r, frontier = :f",
-            {"n": size, "r": f.root(), "f": f.to_bytes()},
-        ),
-    )
-
-
 def test_fork_is_refused_until_recovered(app, tmp_path, caplog):
     build_log(app, (10, 10))
     backup = tmp_path / "before.jsonl"
     app.test_cli_runner().invoke(args=["audit", "export", "-o", str(backup)])
     anchor = Path(app.instance_path, "audit_anchor.jsonl")
     anchored = anchor.read_text()
-    _rewind_to(app, 10)
+    rewind_to(app, 10)
     add_events(app, 5, start=100)
     with caplog.at_level(logging.CRITICAL, logger="app.audit.log"):
         result = app.test_cli_runner().invoke(args=["audit", "checkpoint"])
@@ -403,7 +415,7 @@ def test_fork_is_refused_until_recovered(app, tmp_path, caplog):
 def test_diverging_tree_of_the_same_size_is_refused(app):
     """Rewound and refilled to beyond the anchored size: same index and size, other root."""
     build_log(app, (4, 4))
-    _rewind_to(app, 4)
+    rewind_to(app, 4)
     add_events(app, 6, start=50)
     result = app.test_cli_runner().invoke(args=["audit", "checkpoint"])
     assert result.exit_code == 1 and "REFUSED" in result.output
