@@ -6,7 +6,9 @@ format-1 anchors hold one JSON line per checkpoint, which the reader still accep
 AUDIT_ANCHOR_COMMAND, when set, is run once per checkpoint with the same text on its
 standard input, to push it to a WORM store. A database restored from an older copy is
 caught because the anchor holds checkpoints the database no longer has, and the
-sealer refuses to sign a checkpoint that does not extend the anchor's newest.
+sealer refuses to sign a checkpoint that does not extend the anchor's newest. When
+witnesses cosign a checkpoint, it is appended once more with their cosignature lines,
+so what they vouched for is held outside the database as well.
 """
 
 from __future__ import annotations
@@ -99,7 +101,19 @@ class Anchor:
         item = entries[-1][1]
         if isinstance(item, str):
             raise ValueError(f"anchor's last entry: {item}")
-        return item
+        # A cosigned copy of a checkpoint is appended when its witnesses answer, which
+        # can be after a later checkpoint: the newest is the highest index, and of its
+        # copies the last (the one with the cosignatures).
+        newest = item
+        for _, other in entries:
+            if not isinstance(other, str) and other.index > newest.index:
+                newest = other
+        if newest is not item:
+            newest = max(
+                (e for _, e in entries if not isinstance(e, str) and e.index == newest.index),
+                key=lambda e: len(e.cosignatures),
+            )
+        return newest
 
 
 def _entries(lines: Iterable[str]) -> Iterator[tuple[int, core.Checkpoint | str]]:

@@ -20,13 +20,14 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from app.audit import core
-from app.audit.anchor import Anchor
+from app.audit.anchor import Anchor, read_anchor
 from app.audit.core import Checkpoint, Frontier, node_hash
 from app.audit.signing import Signer
 from app.models import AuditCheckpoint, AuditCosignature, AuditEvent, AuditNode, AuditState
@@ -575,6 +576,27 @@ def _witness_size(conn: Connection, name: str) -> int:
     return int(size or 0)
 
 
+def _keep_cosignature(conn: Connection, cp: Checkpoint, sig: core.Signature, ts: int) -> bool:
+    """Store one verified cosignature on checkpoint `cp` unless it is already there."""
+    exists = conn.execute(
+        select(cosig_t.c.witness).where(
+            cosig_t.c.checkpoint_idx == cp.index, cosig_t.c.witness == sig.name
+        )
+    ).first()
+    if exists is not None:
+        return False
+    conn.execute(
+        insert(cosig_t).values(
+            checkpoint_idx=cp.index,
+            witness=sig.name,
+            key_id=sig.key_id.hex(),
+            timestamp=ts,
+            signature=sig.data[8:],
+        )
+    )
+    return True
+
+
 def store_cosignatures(
     engine: Engine, settings: LogSettings, cp: Checkpoint, lines: Iterable[str]
 ) -> list[str]:
@@ -595,23 +617,46 @@ def store_cosignatures(
                 log.error("witness %s sent an invalid cosignature", sig.name)
                 continue
             with engine.begin() as conn:
-                exists = conn.execute(
-                    select(cosig_t.c.witness).where(
-                        cosig_t.c.checkpoint_idx == cp.index, cosig_t.c.witness == sig.name
-                    )
-                ).first()
-                if exists is None:
-                    conn.execute(
-                        insert(cosig_t).values(
-                            checkpoint_idx=cp.index,
-                            witness=sig.name,
-                            key_id=sig.key_id.hex(),
-                            timestamp=ts,
-                            signature=sig.data[8:],
-                        )
-                    )
+                _keep_cosignature(conn, cp, sig, ts)
             stored.append(sig.name)
     return stored
+
+
+def _anchor_cosigned(engine: Engine, settings: LogSettings, cp: Checkpoint) -> None:
+    """Append the checkpoint again, now with every cosignature it has, to the anchor:
+    what a witness vouched for is then held outside the database too, so a database
+    restored from a backup cannot make the sealer forget it (external_problem reads
+    the anchor's newest entry) and `flask audit recover` can put it back."""
+    with engine.connect() as conn:
+        sigs = _cosignatures(conn, cp.index)
+        conn.rollback()
+    if sigs:
+        settings.anchor.append(cp.with_cosignatures(sigs))
+
+
+def restore_cosignatures(conn: Connection, settings: LogSettings, path: Path) -> int:
+    """Put back the anchor's cosignatures (from configured witnesses, verified, on a
+    checkpoint the database holds byte for byte) that the database lacks."""
+    restored = 0
+    for _, item in read_anchor(path):
+        if isinstance(item, str) or not item.cosignatures:
+            continue
+        stored = conn.execute(
+            select(checkpoint_t.c.note, checkpoint_t.c.signature).where(
+                checkpoint_t.c.idx == item.index
+            )
+        ).first()
+        if stored is None or (bytes(stored.note), bytes(stored.signature)) != (
+            item.note,
+            item.signature,
+        ):
+            continue
+        for sig in item.cosignatures:
+            witness = settings.trusted.witnesses.get((sig.name, sig.key_id))
+            ts = None if witness is None else core.cosignature_valid(item.note, sig, witness)
+            if ts is not None and _keep_cosignature(conn, item, sig, ts):
+                restored += 1
+    return restored
 
 
 def submit_to_witnesses(engine: Engine, settings: LogSettings, cp: Checkpoint) -> dict[str, str]:
@@ -674,6 +719,8 @@ def submit_to_witnesses(engine: Engine, settings: LogSettings, cp: Checkpoint) -
                 log.warning("witness %s unreachable: %s", witness.name, exc)
                 outcome[witness.name] = "unreachable"
                 break
+    if "cosigned" in outcome.values():
+        _anchor_cosigned(engine, settings, cp)
     return outcome
 
 
@@ -782,6 +829,9 @@ def recover(engine: Engine, settings: LogSettings, export: list[bytes] | None = 
         imported = (0, 0)
         if export is not None:
             imported = import_export(conn, export)
+        cosigned = 0
+        if settings.anchor.path is not None and settings.anchor.path.exists():
+            cosigned = restore_cosignatures(conn, settings, settings.anchor.path)
         size = rebuild_state(conn)
         root = conn.execute(select(state_t.c.root).where(state_t.c.id == 1)).scalar()
         last = latest_checkpoint(conn, cosigned=False)
@@ -795,10 +845,14 @@ def recover(engine: Engine, settings: LogSettings, export: list[bytes] | None = 
             raise LogError(problem)
         conn.execute(update(state_t).where(state_t.c.id == 1).values(halted=None))
         conn.commit()
-    log.warning("audit log recovered: %s events, %s checkpoints re-imported", *imported)
+    log.warning(
+        "audit log recovered: %s events, %s checkpoints, %s cosignatures re-imported",
+        *imported,
+        cosigned,
+    )
     return (
         f"recovered: {imported[0]} events and {imported[1]} checkpoints re-imported, "
-        f"tree of {size} events"
+        f"{cosigned} witness cosignatures restored from the anchor, tree of {size} events"
     )
 
 

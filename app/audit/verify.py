@@ -416,6 +416,7 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
     matched: set[int] = set()
     batch: list[tuple[int, core.Checkpoint]] = []
     anchored_newest = -1
+    lost: set[tuple[int, str]] = set()  # cosignatures the anchor holds, the database not
 
     def flush() -> None:
         if not batch:
@@ -428,6 +429,19 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
             {"ids": wanted},
         ).all()
         stored = {r.idx: (bytes(r.note), bytes(r.signature)) for r in rows}
+        cosigned = [cp.index for _, cp in batch if cp.cosignatures]
+        have: set[tuple[int, str]] = set()
+        if cosigned:
+            have = {
+                (r.checkpoint_idx, r.witness)
+                for r in conn.execute(
+                    text(
+                        "SELECT checkpoint_idx, witness FROM audit_cosignature "
+                        "WHERE checkpoint_idx IN :ids"
+                    ).bindparams(bindparam("ids", expanding=True)),
+                    {"ids": sorted(set(cosigned))},
+                )
+            }
         for number, cp in batch:
             if cp.index not in stored:
                 if cp.index > newest:
@@ -450,6 +464,9 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
                     cp.tree_size,
                 )
             matched.add(cp.index)
+            for name in core.valid_cosigners(cp, settings.trusted):
+                if (cp.index, name) not in have:
+                    lost.add((cp.index, name))
         batch.clear()
 
     for number, item in read_anchor(path):
@@ -464,6 +481,12 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
         if len(batch) >= 500:
             flush()
     flush()
+    if lost:
+        rep.warnings.append(
+            f"{len(lost)} witness cosignatures in the anchor are missing from the database "
+            f"(first: checkpoint {min(lost)[0]} by {min(lost)[1]}); `flask audit recover` "
+            "restores them"
+        )
     if len(matched) < rep.checkpoints:
         missing = rep.checkpoints - len(matched)
         rep.notes.append(f"{missing} checkpoints not in the anchor")

@@ -16,10 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from audit_helpers import add_events, build_log, run_offline, scalar, seal
+from audit_helpers import add_events, build_log, rewind_to, run_offline, scalar, seal, tamper
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from app.audit import core, service
+from app.audit.anchor import Anchor
 from app.extensions import db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,3 +159,51 @@ def test_witness_in_another_process_cosigns_only_consistent_checkpoints(
 def verify_ok(app) -> bool:
     result = app.test_cli_runner().invoke(args=["audit", "verify"])
     return result.exit_code == 0
+
+
+def test_cosignatures_are_held_outside_the_database_and_guard_the_sealer(
+    app, client, witness, tmp_path
+):
+    """A witness's cosignature goes to the anchor too: a database restored from a
+    backup taken before it was cosigned cannot make the sealer sign a fork, and
+    `recover` puts lost cosignature rows back from the anchor."""
+    _url, vkey, state = witness
+    anchor = Path(app.instance_path, "audit_anchor.jsonl")
+    build_log(app, (4,))
+    backup_size = scalar(app, "SELECT size FROM audit_state")
+    backup = tmp_path / "backup.jsonl"
+    app.test_cli_runner().invoke(args=["audit", "export", "-o", str(backup)])
+    add_events(app, 3, start=50)
+    seal(app)
+    cosigned_size = scalar(app, "SELECT size FROM audit_state")
+    assert scalar(app, "SELECT count(*) FROM audit_cosignature") == 2
+    newest = Anchor(anchor).newest()
+    assert newest is not None and newest.tree_size == cosigned_size
+    assert [s.name for s in newest.cosignatures] == [NAME]
+    assert spec_cosignature_ok(newest.signed_note(), vkey)
+    assert verify_ok(app)
+
+    # Cosignature rows lost from the database: verify says so, recover restores them.
+    tamper(app, "DELETE FROM audit_cosignature")
+    checked = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert "2 witness cosignatures in the anchor are missing from the database" in checked.output
+    done = app.test_cli_runner().invoke(args=["audit", "recover"])
+    assert done.exit_code == 0 and "2 witness cosignatures restored" in done.output, done.output
+    assert scalar(app, "SELECT count(*) FROM audit_cosignature") == 2
+    checked = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert checked.exit_code == 0 and "WARNING" not in checked.output, checked.output
+
+    # Restore the backup taken before the witness saw the newer checkpoint, let new
+    # events arrive: the sealer refuses, and the witness is never asked.
+    witnessed = state.read_text()
+    rewind_to(app, backup_size)
+    tamper(app, "DELETE FROM audit_cosignature WHERE checkpoint_idx > 0")
+    add_events(app, 5, start=80)
+    result = app.test_cli_runner().invoke(args=["audit", "checkpoint"])
+    assert result.exit_code == 1 and "REFUSED" in result.output
+    assert "database is behind" in result.output
+    assert state.read_text() == witnessed
+    assert (
+        scalar(app, "SELECT count(*) FROM audit_checkpoint WHERE tree_size > :n", n=backup_size)
+        == 0
+    )
