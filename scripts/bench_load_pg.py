@@ -17,7 +17,15 @@ import sys
 
 import psycopg
 
-TABLES = ("user", "api_key", "usage_event", "usage_rollup", "usage_latency_bin", "audit_event")
+TABLES = (
+    "user",
+    "api_key",
+    "usage_event",
+    "usage_rollup",
+    "usage_latency_bin",
+    "usage_top_rollup",
+    "audit_event",
+)
 
 
 def main() -> None:
