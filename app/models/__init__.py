@@ -9,6 +9,7 @@ from app.models.audit import (
     AuditState,
     AuditVerification,
 )
+from app.models.billing import BillingDay, BillingDayClosed
 from app.models.session import UserSession
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
@@ -22,6 +23,8 @@ __all__ = [
     "AuditNode",
     "AuditState",
     "AuditVerification",
+    "BillingDay",
+    "BillingDayClosed",
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",
