@@ -1,4 +1,5 @@
-"""Billing by plan: what each key's use in a month costs, from the hour roll-ups.
+"""Billing by plan: what each key's use in a month costs, from the hour roll-ups
+(summed once per closed day into a snapshot, app/billing/snapshot.py).
 
 The one place that turns usage into money (docs/usage.md, "Billing"):
 
@@ -17,18 +18,20 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import func, literal, select
+from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from app.billing import snapshot
+from app.billing.snapshot import BILLABLE
 from app.config import TIERS, ConfigError
-from app.models import ApiKey, UsageRollup, User
+from app.models import ApiKey, BillingDay, UsageRollup, User
 
 CENT = Decimal("0.01")
 
@@ -40,17 +43,10 @@ DEFAULT_PLANS: dict[str, Any] = {
     "enterprise": {"included": 10_000_000, "base": "499.00", "per_1000": "0.10"},
 }
 
-# SQL for "billable" over a roll-up row; the Python twin is `is_billable`.
-BILLABLE = (
-    UsageRollup.status_2xx
-    + UsageRollup.status_3xx
-    + UsageRollup.status_4xx
-    - UsageRollup.status_429
-)
-
 
 def is_billable(status: int) -> bool:
-    """The definition in docs/usage.md, for one answered request of an identified key."""
+    """The definition in docs/usage.md, for one answered request of an identified key
+    (the SQL twin over a roll-up row is snapshot.BILLABLE)."""
     return 200 <= status <= 499 and status != 429
 
 
@@ -259,36 +255,89 @@ def lines(
     end: datetime,
     *,
     owner_id: int | None = None,
+    now: datetime | None = None,
 ) -> list[Line]:
-    """Every key's priced use in [start, end) (a month), from hour roll-ups.
+    """Every key's priced use in [start, end) (a month): the day snapshots of its closed
+    days (app/billing/snapshot.py) and the hour roll-ups of the rest.
 
-    The month's hour rows (index on granularity, bucket; or the owner's rows when
-    `owner_id` is given) are summed per key and recorded tier in the database first,
-    then joined to their keys and owners: a join per key, not per hour. Ordered by
-    email, key, tier.
+    Across every account, the closed days without a snapshot are written first. One
+    account's lines (`owner_id`) only read the snapshots there are: its page would
+    otherwise pay for every account's keys. Both give exactly what summing the range's
+    hour rows gives. Summed per key and recorded tier in the database, then joined to
+    keys and owners. Ordered by email, key, tier.
     """
-    per_tier = (
-        select(
-            UsageRollup.key_id,
-            UsageRollup.tier,
-            func.count(literal(1)).label("hours"),
-            func.sum(UsageRollup.count).label("n"),
-            func.sum(BILLABLE).label("billable"),
+    now = now or datetime.now(UTC)
+    lo, hi = snapshot.closed_days(start, end, now)
+    if owner_id is None and lo < hi:
+        snapshot.close(session.get_bind(), lo, hi, now=now)
+    seen = snapshot.written(session, lo, hi)
+    rows = session.execute(_usage(start, end, sorted(seen), owner_id)).all()
+    if seen:
+        # A day reopened (or rewritten) between reading its marker and its rows may have
+        # been read without them; the hour rows alone are always right.
+        again = snapshot.written(session, lo, hi)
+        if any(again.get(day) != at for day, at in seen.items()):
+            rows = session.execute(_usage(start, end, [], owner_id)).all()
+    return _priced(rows, plan_set)
+
+
+def _usage(start: datetime, end: datetime, snapped: list[datetime], owner_id: int | None) -> Any:
+    """(owner, email, key, name, tier, hours, requests, billable) rows for [start, end):
+    billing_day rows for the `snapped` days (sorted), hour rows for the rest. Either part
+    may give a key and tier more than once."""
+    runs: list[tuple[datetime, datetime]] = []  # runs of consecutive snapshotted days
+    for day in snapped:
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], day + snapshot.DAY)
+        else:
+            runs.append((day, day + snapshot.DAY))
+    gaps: list[tuple[datetime, datetime]] = []  # what the runs leave of [start, end)
+    at = start
+    for lo, hi in runs:
+        if at < lo:
+            gaps.append((at, lo))
+        at = hi
+    if at < end or not runs:
+        gaps.append((at, end))  # today's hours, the month's last days, or everything
+    keys = select(ApiKey.id).where(ApiKey.user_id == owner_id)
+    parts = []
+    if runs:
+        days = (
+            select(
+                BillingDay.key_id,
+                func.nullif(BillingDay.tier, snapshot.NO_TIER).label("tier"),
+                func.sum(BillingDay.hours).label("hours"),
+                func.sum(BillingDay.requests).label("n"),
+                func.sum(BillingDay.billable).label("billable"),
+            )
+            .where(or_(*(and_(BillingDay.day >= lo, BillingDay.day < hi) for lo, hi in runs)))
+            .group_by(BillingDay.key_id, BillingDay.tier)
         )
-        .where(
-            UsageRollup.granularity == "hour",
-            UsageRollup.bucket >= start,
-            UsageRollup.bucket < end,
+        if owner_id is not None:
+            days = days.where(BillingDay.key_id.in_(keys))
+        parts.append(days)
+    if gaps:
+        hours = (
+            select(
+                UsageRollup.key_id,
+                UsageRollup.tier,
+                func.count(literal(1)).label("hours"),
+                func.sum(UsageRollup.count).label("n"),
+                func.sum(BILLABLE).label("billable"),
+            )
+            .where(
+                UsageRollup.granularity == "hour",
+                or_(*(and_(UsageRollup.bucket >= lo, UsageRollup.bucket < hi) for lo, hi in gaps)),
+            )
+            .group_by(UsageRollup.key_id, UsageRollup.tier)
         )
-        .group_by(UsageRollup.key_id, UsageRollup.tier)
-    )
-    if owner_id is not None:
-        # The owner's keys: each a range of the roll-up's primary key (key, granularity,
-        # bucket), where the owner_id index would visit every minute row of the owner.
-        keys = select(ApiKey.id).where(ApiKey.user_id == owner_id)
-        per_tier = per_tier.where(UsageRollup.key_id.in_(keys))
-    sub = per_tier.subquery()
-    query = (
+        if owner_id is not None:
+            # The owner's keys: each a range of the roll-up's primary key (key, granularity,
+            # bucket), where the owner_id index would visit every minute row of the owner.
+            hours = hours.where(UsageRollup.key_id.in_(keys))
+        parts.append(hours)
+    sub = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    return (
         select(
             ApiKey.user_id,
             User.email,
@@ -303,8 +352,11 @@ def lines(
         .join(ApiKey, ApiKey.id == sub.c.key_id)
         .join(User, User.id == ApiKey.user_id)
     )
+
+
+def _priced(rows: Iterable[Any], plan_set: Plans) -> list[Line]:
     merged: dict[tuple[str, str], list[Any]] = {}
-    for owner, email, pid, name, t, hours, n, billable in session.execute(query):
+    for owner, email, pid, name, t, hours, n, billable in rows:
         row = merged.setdefault((pid, t), [owner, email, pid, name, t, 0, 0, 0])
         row[5] += int(hours)
         row[6] += int(n or 0)
@@ -313,9 +365,9 @@ def lines(
     for row in merged.values():
         per_key[row[2]].append(row)
     out: list[Line] = []
-    for rows in per_key.values():
-        hours_used = sum(int(r[5]) for r in rows)
-        for owner, email, pid, name, t, hours, n, billable in rows:
+    for key_rows in per_key.values():
+        hours_used = sum(int(r[5]) for r in key_rows)
+        for owner, email, pid, name, t, hours, n, billable in key_rows:
             share = Decimal(int(hours)) / Decimal(hours_used)
             allowance, overage, amount = price(plan_set[t], share, int(billable or 0))
             out.append(
@@ -366,7 +418,7 @@ def project(
     priced at the account's current tier.
     """
     start, end = month_range(month_of(now))
-    month_lines = lines(session, plan_set, start, end, owner_id=owner.id)
+    month_lines = lines(session, plan_set, start, end, owner_id=owner.id, now=now)
     total = totals(month_lines, plan_set.currency)
     elapsed = max((now - start) / timedelta(hours=1), 1.0)
     month_hours = int((end - start) / timedelta(hours=1))
