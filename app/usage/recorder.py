@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.billing import snapshot
 from app.extensions import db
 from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.usage import UsageEvent
@@ -493,6 +494,16 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
             row["latency_sum_ms"] += ms
             if granularity != "day":  # the day bin is counted above, once
                 bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
+
+    # Rows for a day before today: that day's billing snapshot is reopened, in this
+    # transaction and before the roll-up rows are locked (app/billing/snapshot.py). The
+    # usual batch, today's only, adds no query.
+    today = _floor(datetime.now(UTC), "day")
+    past = [
+        bucket for (_, granularity, bucket) in rollups if granularity == "day" and bucket < today
+    ]
+    if past:
+        snapshot.reopen(session, past)
 
     # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
     rows = [rollups[k] for k in sorted(rollups)]
