@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from app import accounts
 from app.audit import trail
+from app.billing import snapshot
 from app.config import TIERS
 from app.extensions import db
 from app.keys import lifecycle
@@ -195,8 +196,11 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
 
     _security_events(rng, users, keys, start, now, max(1, n_events // 5000), noisy)
     rec.flush()
+    # What `flask billing close` does: the first billing view then reads day snapshots.
+    closed, _ = snapshot.close_all(db.engine, now=datetime.now(UTC))
     click.echo(
-        f"seeded {len(users)} accounts, {len(keys)} keys, {n_events} requests over {days} days; "
+        f"seeded {len(users)} accounts, {len(keys)} keys, {n_events} requests over {days} days "
+        f"(billing snapshot: {closed.days} days); "
         f"log in as demo-1@example.com with password {PASSWORD!r}"
     )
 

@@ -1,16 +1,19 @@
-"""`flask billing export --month YYYY-MM [--format csv|json|cloudevents]`."""
+"""`flask billing export --month YYYY-MM [--format csv|json|cloudevents]` and
+`flask billing close [--through YYYY-MM-DD]`."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import click
 from flask.cli import AppGroup
 
-from app.billing import month_range, plans
+from app.billing import month_range, plans, snapshot
 from app.billing.export import FORMATS, render
 from app.extensions import db
 from app.usage import recorder
 
-billing = AppGroup("billing", help="Billing by plan: exports per user and key.")
+billing = AppGroup("billing", help="Billing by plan: exports per user and key, day snapshots.")
 
 
 @billing.command("export")
@@ -26,3 +29,25 @@ def export(month: str, fmt: str) -> None:
     recorder().flush()
     for chunk in render(fmt, db.session, plans(), month, start, end):
         click.echo(chunk, nl=False)
+
+
+@billing.command("close")
+@click.option(
+    "--through",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Last UTC day to snapshot, YYYY-MM-DD (default: every closed day).",
+)
+def close(through: datetime | None) -> None:
+    """Write the billing snapshot of every closed day that has none (run it from cron
+    shortly after midnight UTC, past the grace period); days written before are kept."""
+    now = datetime.now(UTC)
+    last = through.replace(tzinfo=UTC) if through is not None else None
+    closed, covered = snapshot.close_all(db.engine, now=now, through=last)
+    if covered is None:
+        click.echo("no closed day with usage to snapshot")
+        return
+    click.echo(
+        f"snapshotted {closed.days} days ({closed.rows} rows) through {covered:%Y-%m-%d}; "
+        f"days close {snapshot.GRACE.total_seconds() / 60:.0f} minutes after midnight UTC"
+    )
