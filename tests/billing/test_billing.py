@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import Portal, _fresh_db, audit_events, base_config
+from conftest import Portal, audit_events, base_config
 from flask import Flask
 from sqlalchemy import text
 
@@ -120,27 +120,6 @@ def test_cloudevents_are_one_per_key_and_hour_with_stable_ids(
     assert e["time"].endswith(":00:00Z") and e["time"].startswith("2026-11-")
     assert e["subject"].startswith("user:")
     assert e["id"] == f"{e['data']['key_id']}-{e['time'][:13].replace('-', '').replace(':', '')}"
-
-
-PLANS = {
-    "currency": "EUR",
-    "basic": {"included": 10, "base": "1.00", "per_1000": "2.00"},
-    "premium": {"included": 100, "base": "10.00", "per_1000": "1.00"},
-}
-
-
-@pytest.fixture
-def priced_app(migrated_db: str, tmp_path: Path):
-    app = create_app(
-        {
-            **base_config(tmp_path, _fresh_db(migrated_db, tmp_path)),
-            "BILLING_PLANS": json.dumps(PLANS),
-        }
-    )
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_a_tier_change_mid_month_bills_each_hour_at_its_tier(priced_app: Flask) -> None:
