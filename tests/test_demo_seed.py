@@ -3,10 +3,15 @@ the usage recorder (raw events and every roll-up agree), security events to look
 
 from __future__ import annotations
 
-from flask import Flask
-from sqlalchemy import text
+from datetime import UTC, datetime
 
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from app import billing
+from app.billing import snapshot
 from app.extensions import db
+from app.models import UsageRollup
 
 
 def _one(app: Flask, sql: str) -> int:
@@ -42,3 +47,19 @@ def test_demo_seed_fills_a_database_through_the_recording_path(app: Flask) -> No
     assert again.exit_code == 0, again.output
     assert _one(app, "SELECT COUNT(*) FROM \"user\" WHERE email LIKE 'demo-%'") == 5
     assert _one(app, "SELECT COUNT(*) FROM usage_event") == 4010
+    # The seed ends by writing the billing snapshot of every closed day (the second run
+    # reopened the days it wrote into, and wrote them again).
+    assert "billing snapshot:" in again.output
+    now = datetime.now(UTC)
+    with app.app_context():
+        first = db.session.scalar(
+            select(func.min(UsageRollup.bucket)).where(UsageRollup.granularity == "hour")
+        )
+    first_day = snapshot.day_of(first)
+    closed = (snapshot.closed_through(now) - first_day).days
+    assert _one(app, "SELECT COUNT(*) FROM billing_day_closed") == closed
+    with app.app_context():
+        start, end = first_day, snapshot.closed_through(now)
+        read = billing.lines(db.session, billing.plans(app), start, end)
+        summed = billing.lines(db.session, billing.plans(app), start, end, now=start)
+    assert read == summed and sum(x.requests for x in read) > 0
