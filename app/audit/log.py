@@ -352,6 +352,9 @@ class TreeReader:
         self.conn = conn
         self.size = size
         self._chunks: dict[int, list[bytes]] = {}
+        # Proofs against one tree size share the right edge's subtrees and, for nearby
+        # leaves, the low levels: a reader kept for several proofs computes each once.
+        self._subtrees: dict[tuple[int, int], bytes] = {}
 
     def _chunk(self, number: int) -> list[bytes]:
         if number not in self._chunks:
@@ -368,6 +371,12 @@ class TreeReader:
         return self._chunks[number]
 
     def subtree(self, lo: int, hi: int) -> bytes:
+        known = self._subtrees.get((lo, hi))
+        if known is None:
+            known = self._subtrees[(lo, hi)] = self._subtree(lo, hi)
+        return known
+
+    def _subtree(self, lo: int, hi: int) -> bytes:
         n = hi - lo
         if n <= CHUNK and lo // CHUNK == (hi - 1) // CHUNK:
             base = (lo // CHUNK) * CHUNK
@@ -407,9 +416,15 @@ def _signed_latest(conn: Connection) -> Checkpoint:
     return cp
 
 
-def inclusion_proof(conn: Connection, seq: int, cp: Checkpoint | None = None) -> dict[str, Any]:
+def inclusion_proof(
+    conn: Connection,
+    seq: int,
+    cp: Checkpoint | None = None,
+    reader: TreeReader | None = None,
+) -> dict[str, Any]:
     """Event `seq`'s inclusion proof against the latest checkpoint (or `cp`): the
-    C2SP tlog-proof text (with the event bytes as `extra` unless pruned) and its parts."""
+    C2SP tlog-proof text (with the event bytes as `extra` unless pruned) and its parts.
+    `reader`, a TreeReader of the checkpoint's size, is shared by several proofs."""
     cp = cp or _signed_latest(conn)
     if not 0 <= seq < cp.tree_size:
         raise LogError(f"event {seq} is not covered by a checkpoint yet")
@@ -418,7 +433,9 @@ def inclusion_proof(conn: Connection, seq: int, cp: Checkpoint | None = None) ->
     ).first()
     if row is None:
         raise LogError(f"event {seq} is missing")
-    path = TreeReader(conn, cp.tree_size).path(seq, cp.tree_size)
+    if reader is None or reader.size != cp.tree_size:
+        reader = TreeReader(conn, cp.tree_size)
+    path = reader.path(seq, cp.tree_size)
     extra = bytes(row.canonical) if row.canonical is not None else None
     return {
         "seq": seq,
@@ -916,11 +933,12 @@ def key_receipts(conn: Connection, public_id: str, limit: int = 200) -> dict[str
     rows = conn.execute(query).all()
     receipts = []
     pending = 0
+    reader = TreeReader(conn, cp.tree_size) if cp is not None else None
     for row in rows:
         if cp is None or row.seq is None or row.seq >= cp.tree_size:
             pending += 1
             continue
-        proof = inclusion_proof(conn, row.seq, cp)
+        proof = inclusion_proof(conn, row.seq, cp, reader)
         receipts.append(
             {
                 "seq": row.seq,
