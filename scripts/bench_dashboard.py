@@ -158,7 +158,9 @@ def fill(app, args) -> None:
                 conn.execute(text("ANALYZE"))
 
 
-def measure(app, rounds: int) -> list[tuple[str, float, float, int]]:
+def measure(
+    app, rounds: int, email: str = "heavy@example.com", password: str = PASSWORD
+) -> list[tuple[str, float, float, int]]:
     from sqlalchemy import text
 
     from app.extensions import db
@@ -166,23 +168,24 @@ def measure(app, rounds: int) -> list[tuple[str, float, float, int]]:
     client = app.test_client()
     html = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
-    resp = client.post(
-        "/login", data={"csrf_token": token, "email": "heavy@example.com", "password": PASSWORD}
-    )
+    resp = client.post("/login", data={"csrf_token": token, "email": email, "password": password})
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
     with app.app_context():
         key, n = db.session.execute(
             text(
                 "SELECT k.public_id, count(*) FROM usage_event e JOIN api_key k ON k.id = e.key_id"
+                ' WHERE k.user_id = (SELECT id FROM "user" WHERE email = :email)'
                 " GROUP BY k.public_id ORDER BY count(*) DESC LIMIT 1"
-            )
+            ),
+            {"email": email},
         ).one()
         total = db.session.execute(text("SELECT count(*) FROM usage_event")).scalar_one()
         mine = db.session.execute(
             text(
                 "SELECT count(*) FROM usage_event WHERE owner_id ="
-                " (SELECT id FROM \"user\" WHERE email = 'heavy@example.com')"
-            )
+                ' (SELECT id FROM "user" WHERE email = :email)'
+            ),
+            {"email": email},
         ).scalar_one()
     print(f"  {total:,} events; the measured user has {mine:,}, the measured key {key} {n:,}")
     urls = ["/dashboard"]
@@ -222,6 +225,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--reuse", action="store_true", help="measure an already filled --db")
     parser.add_argument(
+        "--login",
+        nargs=2,
+        metavar=("EMAIL", "PASSWORD"),
+        default=("heavy@example.com", PASSWORD),
+        help="the account measured (e.g. a `flask demo seed` one)",
+    )
+    parser.add_argument(
         "--fill-only", action="store_true", help="only fill: the recorder's flush rate"
     )
     args = parser.parse_args()
@@ -237,7 +247,7 @@ def main() -> None:
         return
     print(f"  load average {os.getloadavg()[0]:.1f} before measuring")
     print(f"{'answer':<62} {'median ms':>9} {'max ms':>8} {'bytes':>8}")
-    for url, med, worst, size in measure(app, args.rounds):
+    for url, med, worst, size in measure(app, args.rounds, *args.login):
         print(f"{url[:62]:<62} {med:>9.1f} {worst:>8.1f} {size:>8,}")
     print(f"  load average {os.getloadavg()[0]:.1f} after")
 
