@@ -907,7 +907,8 @@ def prune(engine: Engine, before: datetime, batch: int = 5000) -> int:
 
 # --------------------------------------------------------------------------- receipts
 
-NOT_LIFECYCLE = ("key.validated", "key.validation_failed")
+# Per-request records, not changes to the key: no receipt (and no proof work) for them.
+NOT_LIFECYCLE = ("key.validated", "key.validation_failed", "key.rate_limited")
 
 
 def key_receipts(conn: Connection, public_id: str, limit: int = 200) -> dict[str, Any]:
