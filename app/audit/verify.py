@@ -234,10 +234,7 @@ class _Leaves:
             for span in spans:
                 yield take(_leaves_for(self.conn, span))
         else:
-            # fork starts a worker in milliseconds (spawn imports the app again, about a
-            # second each), but is only safe while this process runs no other thread.
-            method = "fork" if threading.active_count() == 1 else "spawn"
-            ctx = multiprocessing.get_context(method)
+            ctx = multiprocessing.get_context(_start_method())
             url = self.conn.engine.url.render_as_string(hide_password=False)
             with ctx.Pool(workers, initializer=_worker_start, initargs=(url,)) as pool:
                 pending: deque[Any] = deque()
@@ -274,12 +271,22 @@ def _ordered_leaves(conn: Connection, counter: list[int]) -> Iterator[bytes]:
         yield b"".join(out)
 
 
+def _start_method() -> str:
+    """fork starts a worker in milliseconds (spawn imports the app again, about a
+    second each), but is only safe while this process runs no other thread."""
+    return "fork" if threading.active_count() == 1 else "spawn"
+
+
 def auto_workers(total: int) -> int:
-    """Worker processes for a log of `total` events: one per idle core on big logs,
-    none when the machine is busy (spawned workers then only add their start-up)."""
+    """Worker processes for a log of `total` events: one per core on big logs. Forked
+    workers start at once and, on a busy machine, get the cores' share that one
+    process would not, so they pay whatever the load; spawned ones only when cores
+    are idle, since their start-up (importing the app) is then all they add."""
     cores = os.cpu_count() or 1
     if cores < 2 or total < PARALLEL_MIN:
         return 0
+    if _start_method() == "fork":
+        return cores
     try:
         load = os.getloadavg()[0]
     except OSError:
