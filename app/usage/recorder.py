@@ -118,6 +118,8 @@ class BatchRecorder:
         self.queue_max = int(queue_max)
         self.dropped = 0
         self.flushed = 0
+        # The roll-up upserts, built once per dialect and table (see _upsert).
+        self._upserts: dict[tuple[str, str], Any] = {}
         self._reset_process_state()
         _LIVE.add(self)
 
@@ -308,7 +310,7 @@ class BatchRecorder:
                 _insert_events(session.connection(), [_row(e) for e in events])
             touched = {}
             if events:
-                _upsert_rollups(session, engine, events)
+                _upsert_rollups(session, engine, events, self._upserts)
                 touched = self._touch_keys(session, events)
             self._append_audits(session, batch.audits, careful=careful)
         return touched
@@ -443,8 +445,16 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
 _FOUR_XX_PARTS = {401: "status_401_403", 403: "status_401_403", 429: "status_429"}
 
 
-def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) -> None:
-    """Aggregate the batch in memory, then add it to the stored roll-ups atomically."""
+def _upsert_rollups(
+    session: Session,
+    engine: Engine,
+    events: list[UsageEvent],
+    upserts: dict[tuple[str, str], Any] | None = None,
+) -> None:
+    """Aggregate the batch in memory, then add it to the stored roll-ups atomically.
+    `upserts` keeps the built statements between flushes (the recorder's own dict)."""
+    if upserts is None:
+        upserts = {}
     rollups: dict[tuple[int, str, datetime], dict[str, Any]] = {}
     bins: dict[tuple[int, str, datetime, int], int] = {}
     tops: dict[tuple[int, str, str, datetime, str], list[int]] = {}
@@ -529,16 +539,14 @@ def _upsert_rollups(session: Session, engine: Engine, events: list[UsageEvent]) 
     ):
         if not batch:
             continue
+        stmt = _upsert(dialect, table, upserts)
         if dialect == "postgresql":  # one statement: the batch's columns as arrays
-            conn.execute(_upsert(dialect, table), {c: [r[c] for r in batch] for c in batch[0]})
+            conn.execute(stmt, {c: [r[c] for r in batch] for c in batch[0]})
         else:
-            conn.execute(_upsert(dialect, table), batch)
+            conn.execute(stmt, batch)
 
 
-_UPSERTS: dict[tuple[str, str], Any] = {}
-
-
-def _upsert(dialect: str, table: Any) -> Any:
+def _upsert(dialect: str, table: Any, built_before: dict[tuple[str, str], Any]) -> Any:
     """The upsert that adds a batch's counts (and latency sums) to a roll-up table's
     stored rows, built once per dialect and table: building `excluded` and its column
     collection was 2% of a busy worker's CPU (py-spy, docs/performance.md).
@@ -548,7 +556,7 @@ def _upsert(dialect: str, table: Any) -> Any:
     batch touches many keys, and the server's per-statement work was most of the flush.
     SQLite: INSERT ... ON CONFLICT, run with executemany (in process, no round trips).
     """
-    built = _UPSERTS.get((dialect, table.name))
+    built = built_before.get((dialect, table.name))
     if built is not None:
         return built
     keys = [c.name for c in table.primary_key.columns]
@@ -578,7 +586,7 @@ def _upsert(dialect: str, table: Any) -> Any:
         )
     else:
         raise RuntimeError(f"usage roll-ups need PostgreSQL or SQLite, not {dialect}")
-    _UPSERTS[(dialect, table.name)] = built
+    built_before[(dialect, table.name)] = built
     return built
 
 
