@@ -275,6 +275,11 @@ CASES = [
         "bytes_not_canonical",
     ),
     (
+        "escaped lone surrogate in event",
+        lambda ls: [ls[0], _event_edit(ls[1], '"details":{', '"details":{"s":"\\ud800",'), *ls[2:]],
+        "bytes_not_canonical",
+    ),
+    (
         "space in event",
         lambda ls: [ls[0], _event_edit(ls[1], '"actor":', '"actor": '), *ls[2:]],
         "bytes_not_canonical",
