@@ -1222,8 +1222,8 @@ def verify_export(
 
 _EVENT_KEYS = frozenset(("type", "seq", "leaf_hash", "canonical"))
 _LEAF_KEYS = frozenset(("type", "seq", "leaf_hash"))
-# The exact layout the exporter writes for an event line; anything else goes through
-# the strict JSON parser. The canonical string is read by the C string scanner.
+# The exact layout the exporter writes for an event line, read with the C string
+# scanner (the second fast path, for what the first does not take).
 _EVENT_HEAD = '{"canonical": "'
 _EVENT_TAIL = re.compile(
     r'", "leaf_hash": "([0-9a-f]{64})", "seq": (0|[1-9][0-9]{0,18}), "type": "event"}'
@@ -1277,77 +1277,226 @@ def _fast_event_line(line: str) -> tuple[str, bytes, int] | None:
     return text, bytes.fromhex(m[1]), int(m[2])
 
 
-def _strict_line(number: int, raw: bytes) -> Any:
+# The first fast path: one regex over the raw bytes of an event line whose canonical
+# event has no backslash in it and flat details (at most _DETAIL_KEYS members whose
+# keys have no escapes, values strings, integers, true, false, null or flat lists of
+# these). Why accepting a line here is sound, i.e. the strict path (_ExportFold.line:
+# _strict_line, then check_event_bytes) accepts it too, with the same leaf:
+# - The outer line is the exporter's layout with one JSON string whose only escape
+#   is \" (_Q; every other byte is _B_PLAIN: no quote, backslash or control byte),
+#   so it is strict JSON once it is UTF-8 (raw.isascii() or _utf8), with exactly
+#   the four fields, and the string's value is the bytes with each backslash
+#   dropped: the bytes hashed here are the bytes the strict path hashes.
+# - Inside, the event's fields are in sorted order without spaces, each string
+#   consists of bytes no JSON encoder escapes, integers have no leading zero, no
+#   "-0" and at most 18 digits, and there are no floats: canonical_dumps of the
+#   decoded event gives these bytes back, and event_problem holds (exact field set,
+#   v 1, non-empty action, actor, event_id, the time pattern, known enumerations).
+# - Details keys have no escapes, so their bytes are their UTF-8 text, whose byte
+#   order is code point order, the order sort_keys uses: strictly ascending keys
+#   are the encoder's order and have no duplicates (which strict_loads refuses).
+# Anything else (escapes, nested details, more members, leading spaces...) goes to
+# the second fast path and then to the strict path, which accepts it or names why.
+_DETAIL_KEYS = 6
+_Q = rb'\\"'
+_B_PLAIN = rb'[^"\\\x00-\x1f]'
+_B_STR = _Q + _B_PLAIN + rb"*+" + _Q
+_B_STR1 = _Q + _B_PLAIN + rb"++" + _Q
+_B_SCALAR = rb"(?:" + _B_STR + rb"|0|-?[1-9][0-9]{0,17}|true|false|null)"
+_B_VALUE = rb"(?:" + _B_SCALAR + rb"|\[(?:" + _B_SCALAR + rb"(?:," + _B_SCALAR + rb")*+)?\])"
+_B_MEMBER = _Q + rb"(" + _B_PLAIN + rb"*+)" + _Q + b":" + _B_VALUE  # the key captured
+_B_MEMBERS = b""
+for _i in range(_DETAIL_KEYS):  # (?:"k1":v(?:,"k2":v(?:,...)?)?)?
+    _B_MEMBERS = b"(?:" + b"," * (_i < _DETAIL_KEYS - 1) + _B_MEMBER + _B_MEMBERS + b")?"
+
+
+def _b_key(name: bytes) -> bytes:
+    return _Q + name + _Q + b":"
+
+
+_EXPORT_EVENT = re.compile(
+    rb'\{"canonical": "(\{'
+    + _b_key(b"action") + _B_STR1
+    + b"," + _b_key(b"actor") + _B_STR1
+    + b"," + _b_key(b"actor_ip") + rb"(?:" + _B_STR + rb"|null)"
+    + b"," + _b_key(b"details") + rb"\{" + _B_MEMBERS + rb"\}"
+    + b"," + _b_key(b"event_id") + _B_STR1
+    + b"," + _b_key(b"outcome") + _Q + rb"(?:success|failure|denied)" + _Q
+    + b"," + _b_key(b"sensitivity") + _Q + rb"(?:low|medium|high|critical)" + _Q
+    + b"," + _b_key(b"target") + rb"(?:" + _B_STR + rb"|null)"
+    + b"," + _b_key(b"time") + _Q
+    + rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z" + _Q
+    + b"," + _b_key(b"v") + rb"1\})"
+    rb'", "leaf_hash": "([0-9a-f]{64})", "seq": (0|[1-9][0-9]{0,18}), "type": "event"\}\n?'
+)  # fmt: skip
+# A pruned event's line, in the exporter's layout: strict JSON with the leaf fields.
+_EXPORT_LEAF = re.compile(
+    rb'\{"leaf_hash": "([0-9a-f]{64})", "seq": (0|[1-9][0-9]{0,18}), "type": "leaf"\}\n?'
+)
+_RUN = 4096  # leaf hashes per run handed to the fold: memory stays flat
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8", "strict")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ascending(*keys: bytes | None) -> bool:
+    """Strictly ascending up to the first None (the details had fewer members)."""
+    prev = keys[0]
+    for key in keys[1:]:
+        if key is None:
+            return True
+        if not prev < key:  # type: ignore[operator]
+            return False
+        prev = key
+    return True
+
+
+def _second_fast(raw: bytes) -> tuple[int, bytes, int] | None:
+    """(seq, leaf hash, 1 if pruned) for an event line with escapes or nested details
+    in the exporter's layout that is canonical, or a pruned event's line; else None."""
     if len(raw) > MAX_LINE:
-        raise Damage("malformed", f"line {number} is longer than {MAX_LINE} bytes")
-    line = raw.rstrip(b"\n")
-    if line.endswith(b"\r"):
-        raise Damage("malformed", f"line {number} ends with CR")
-    if not line:
-        raise Damage("malformed", f"line {number} is empty")
-    try:
-        return strict_loads(line.decode("utf-8", "strict"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise Damage("malformed", f"line {number} is not strict UTF-8 JSON ({exc})") from None
+        return None
+    if raw.startswith(b'{"canonical": "'):
+        try:
+            fast = _fast_event_line(raw.decode("utf-8", "strict").removesuffix("\n"))
+            if fast is None:
+                return None
+            text, stated, got = fast
+            data = text.encode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            return None
+        leaf = hashlib.sha256(b"\x00" + data).digest()
+        if leaf != stated or not canonical_event_text(text):
+            return None
+        return got, leaf, 0
+    m = _EXPORT_LEAF.fullmatch(raw)
+    if m is None:
+        return None
+    return int(m[2]), bytes.fromhex(m[1].decode()), 1
 
 
-def _verify_export(
-    stream: Iterable[bytes],
-    keys: KeyRing,
-    rep: Report,
-    trusted: Trusted | None,
-    min_witnesses: int,
-) -> None:
-    raw_lines = iter(stream)
-    first = next(raw_lines, None)
-    if first is None:
-        raise Damage("malformed", "the export is empty")
-    header = _strict_line(1, first)
-    if not isinstance(header, dict) or header.get("type") != "header":
-        raise Damage("malformed", "line 1 is not the export header")
-    try:
-        if header.get("format") not in EXPORT_FORMATS:
-            raise ValueError(f"format is not {EXPORT_FORMAT}")
-        since = _int(header.get("since"), "since")
-        raw_frontier = header.get("frontier")
-        if not isinstance(raw_frontier, list):
-            raise ValueError("frontier is not a list")
-        frontier = Frontier(since, [_hex32(h, "frontier hash") for h in raw_frontier])
-        origin = header.get("origin")
-        if not isinstance(origin, str) or not origin:
-            raise ValueError("origin is not a non-empty string")
-    except ValueError as exc:
-        raise Damage("malformed", f"header: {exc}") from None
-    keys.set_origin(origin)
-    fold = Fold(keys, origin=origin, frontier=frontier, trusted=trusted)
-    fold.at_size()  # a trusted checkpoint before `since` needs a consistency line
+# One item per run of lines the fast paths accept, or per other line:
+# (line number, raw line, first seq of the run or None, leaf hashes, pruned count).
+# For a run, the raw line is its first: if the run does not start where the tree
+# is, that line goes through the strict path, which names the damage.
+_Item = tuple[int, bytes, int | None, bytes, int]
+
+
+def _scan(lines: Iterable[bytes], first_line: int) -> Iterator[_Item]:
+    """The per-line work of an export check, with no state but the lines (so worker
+    processes can do it on byte ranges): runs of event lines with consecutive seqs,
+    each one's leaf hash matching its bytes and those bytes canonical, and every
+    other line as it is. `first_line` is the first line's number."""
     sha256 = hashlib.sha256
-    append = frontier.append
-    trusted_size = trusted.tree_size if trusted is not None else -1
-    last_cp: Checkpoint | None = None
-    pending_consistency: tuple[int, list[bytes]] | None = None
-    for number, raw in enumerate(raw_lines, 2):
-        fast = None
-        if raw.startswith(b'{"canonical": "') and len(raw) <= MAX_LINE:
-            try:
-                fast = _fast_event_line(raw.decode("utf-8", "strict").removesuffix("\n"))
-                if fast is not None:
-                    text, stated, got = fast
-                    data = text.encode("utf-8")
-            except (UnicodeDecodeError, UnicodeEncodeError):
-                fast = None
-        if fast is not None:
-            # The common case inline (this loop is the offline rate); anything
-            # unusual takes the strict path below, which names the problem.
-            seq = frontier.size
-            leaf = sha256(b"\x00" + data).digest()
-            ok = got == seq and leaf == stated and canonical_event_text(text)
-            if ok:
-                append(leaf)
-                rep.events += 1
-                if frontier.size == trusted_size:
-                    fold.at_size()
+    hexlify = binascii.hexlify
+    event = _EXPORT_EVENT.fullmatch
+    leaves: list[bytes] = []
+    add = leaves.append
+    first = b""
+    first_number = start = pruned = 0
+    expected = -1  # the seq that continues the current run (-1: none open)
+    for number, raw in enumerate(lines, first_line):
+        leaf = None
+        m = event(raw) if len(raw) <= MAX_LINE else None
+        if m is not None:
+            seg, k1, k2, k3, k4, k5, k6, stated, got = m.groups()
+            if (k2 is None or (k1 < k2 and (k3 is None or _ascending(k2, k3, k4, k5, k6)))) and (
+                raw.isascii() or _utf8(raw)
+            ):
+                leaf = sha256(b"\x00" + seg.translate(None, b"\\")).digest()
+                if hexlify(leaf) == stated:
+                    seq, p = int(got), 0
+                else:
+                    leaf = None
+        if leaf is None:
+            found = _second_fast(raw)
+            if found is None:
+                if leaves:
+                    yield first_number, first, start, b"".join(leaves), pruned
+                    leaves.clear()
+                expected = -1
+                yield number, raw, None, b"", 0
                 continue
+            seq, leaf, p = found
+        if seq != expected or len(leaves) >= _RUN:
+            if leaves:
+                yield first_number, first, start, b"".join(leaves), pruned
+                leaves.clear()
+            first, first_number, start, pruned = raw, number, seq, 0
+        add(leaf)
+        expected = seq + 1
+        pruned += p
+    if leaves:
+        yield first_number, first, start, b"".join(leaves), pruned
+
+
+class _ExportFold:
+    """An export's lines in order into the one Fold: the header, runs of checked
+    leaf hashes, and through the strict path every other line (checkpoints,
+    consistency proofs, and anything the fast paths did not take)."""
+
+    def __init__(
+        self, first: bytes | None, keys: KeyRing, rep: Report, trusted: Trusted | None
+    ) -> None:
+        if first is None:
+            raise Damage("malformed", "the export is empty")
+        header = _strict_line(1, first)
+        if not isinstance(header, dict) or header.get("type") != "header":
+            raise Damage("malformed", "line 1 is not the export header")
+        try:
+            if header.get("format") not in EXPORT_FORMATS:
+                raise ValueError(f"format is not {EXPORT_FORMAT}")
+            since = _int(header.get("since"), "since")
+            raw_frontier = header.get("frontier")
+            if not isinstance(raw_frontier, list):
+                raise ValueError("frontier is not a list")
+            frontier = Frontier(since, [_hex32(h, "frontier hash") for h in raw_frontier])
+            origin = header.get("origin")
+            if not isinstance(origin, str) or not origin:
+                raise ValueError("origin is not a non-empty string")
+        except ValueError as exc:
+            raise Damage("malformed", f"header: {exc}") from None
+        keys.set_origin(origin)
+        self.keys, self.rep, self.since = keys, rep, since
+        self.fold = Fold(keys, origin=origin, frontier=frontier, trusted=trusted)
+        self.fold.at_size()  # a trusted checkpoint before `since` needs a consistency line
+        self.trusted_size = trusted.tree_size if trusted is not None else -1
+        self.last_cp: Checkpoint | None = None
+        self.pending_consistency: tuple[int, list[bytes]] | None = None
+
+    def feed(self, items: Iterable[_Item], base: int = 0) -> None:
+        """Items from _scan, their line numbers counted from `base`."""
+        for number, raw, start, blob, pruned in items:
+            if start is None:
+                self.line(number + base, raw)
+            else:
+                self.run(number + base, raw, start, blob, pruned)
+
+    def run(self, number: int, first: bytes, start: int, blob: bytes, pruned: int) -> None:
+        fold = self.fold
+        size = fold.size
+        if start != size:
+            self.line(number, first)  # holds the wrong seq: the strict path names it
+            raise Damage("malformed", f"line {number}: event out of order", size)
+        n = len(blob) // HASH_SIZE
+        if size < self.trusted_size <= size + n:
+            cut = (self.trusted_size - size) * HASH_SIZE
+            fold.leaves(blob[:cut])
+            fold.at_size()
+            blob = blob[cut:]
+        fold.leaves(blob)
+        self.rep.events += n
+        self.rep.pruned += pruned
+
+    def line(self, number: int, raw: bytes) -> None:
+        """One line through the strict parser (the path that names every problem)."""
+        fold, rep = self.fold, self.rep
+        frontier = fold.frontier
         obj = _strict_line(number, raw)
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "event" or kind == "leaf":
@@ -1371,19 +1520,18 @@ def _verify_export(
                     seq,
                 )
             if kind == "event":
-                leaf = sha256(b"\x00" + data).digest()
+                leaf = hashlib.sha256(b"\x00" + data).digest()
                 if leaf != stated:
                     raise Damage(
                         "leaf_hash_mismatch", "event bytes do not match their leaf hash", seq
                     )
-                ok = canonical_event_text(text)
-                if not ok:
+                if not canonical_event_text(text):
                     _, problem = check_event_bytes(data)
                     if problem:
                         raise Damage("bytes_not_canonical", problem, seq)
-                append(leaf)
+                fold.leaf(leaf)
             else:
-                append(stated)
+                fold.leaf(stated)
                 rep.pruned += 1
             rep.events += 1
             fold.at_size()
@@ -1393,42 +1541,73 @@ def _verify_export(
                     raise ValueError("checkpoint line has unexpected fields")
                 cp = checkpoint_from_json({k: v for k, v in obj.items() if k != "type"})
                 if not cp.legacy:
-                    cp = parse_signed_checkpoint(obj["signed_note"], keys)
+                    cp = parse_signed_checkpoint(obj["signed_note"], self.keys)
             except ValueError as exc:
                 raise Damage("malformed", f"line {number}: {exc}", frontier.size) from None
-            if fold.chain.count == 0 and since == 0 and cp.index != 0:
+            if fold.chain.count == 0 and self.since == 0 and cp.index != 0:
                 raise Damage("checkpoint_missing", f"checkpoints 0..{cp.index - 1} are missing", 0)
             fold.checkpoint(cp)
-            if pending_consistency is not None:
-                fold.consistency(pending_consistency[0], pending_consistency[1], cp)
-                pending_consistency = None
-            last_cp = cp
+            if self.pending_consistency is not None:
+                fold.consistency(self.pending_consistency[0], self.pending_consistency[1], cp)
+                self.pending_consistency = None
+            self.last_cp = cp
         elif kind == "consistency":
             try:
                 if obj.keys() != {"type", "old_size", "proof"}:
                     raise ValueError("consistency line has unexpected fields")
                 old = _int(obj.get("old_size"), "old_size")
-                raw = obj.get("proof")
-                if not isinstance(raw, list) or len(raw) > MAX_PROOF:
+                hashes = obj.get("proof")
+                if not isinstance(hashes, list) or len(hashes) > MAX_PROOF:
                     raise ValueError("proof is not a list of at most 63 hashes")
-                proof = [_hex32(h, "proof hash") for h in raw]
+                proof = [_hex32(h, "proof hash") for h in hashes]
             except ValueError as exc:
                 raise Damage("malformed", f"line {number}: {exc}") from None
-            pending_consistency = (old, proof)
+            self.pending_consistency = (old, proof)
         else:
             raise Damage("malformed", f"line {number} is not an event or checkpoint line")
-    fold.finish(rep)
-    if min_witnesses:
-        assert last_cp is not None
-        names = valid_cosigners(last_cp, keys)
-        if len(names) < min_witnesses:
-            raise Damage(
-                "witnesses_missing",
-                f"the newest checkpoint ({last_cp.index}) carries {len(names)} valid "
-                f"witness cosignatures, {min_witnesses} required",
-                last_cp.tree_size,
-            )
-        rep.notes.append(f"newest checkpoint cosigned by {', '.join(names)}")
+
+    def finish(self, min_witnesses: int) -> None:
+        rep = self.rep
+        self.fold.finish(rep)
+        if min_witnesses:
+            last_cp = self.last_cp
+            assert last_cp is not None
+            names = valid_cosigners(last_cp, self.keys)
+            if len(names) < min_witnesses:
+                raise Damage(
+                    "witnesses_missing",
+                    f"the newest checkpoint ({last_cp.index}) carries {len(names)} valid "
+                    f"witness cosignatures, {min_witnesses} required",
+                    last_cp.tree_size,
+                )
+            rep.notes.append(f"newest checkpoint cosigned by {', '.join(names)}")
+
+
+def _strict_line(number: int, raw: bytes) -> Any:
+    if len(raw) > MAX_LINE:
+        raise Damage("malformed", f"line {number} is longer than {MAX_LINE} bytes")
+    line = raw.rstrip(b"\n")
+    if line.endswith(b"\r"):
+        raise Damage("malformed", f"line {number} ends with CR")
+    if not line:
+        raise Damage("malformed", f"line {number} is empty")
+    try:
+        return strict_loads(line.decode("utf-8", "strict"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise Damage("malformed", f"line {number} is not strict UTF-8 JSON ({exc})") from None
+
+
+def _verify_export(
+    stream: Iterable[bytes],
+    keys: KeyRing,
+    rep: Report,
+    trusted: Trusted | None,
+    min_witnesses: int,
+) -> None:
+    lines = iter(stream)
+    check = _ExportFold(next(lines, None), keys, rep, trusted)
+    check.feed(_scan(lines, 2))
+    check.finish(min_witnesses)
 
 
 # --------------------------------------------------------------------------- proofs
