@@ -10,7 +10,8 @@ one, standard library and `cryptography` only):
     python keyledger_verify.py receipt FILE --vkey VKEY
     python keyledger_verify.py note FILE --vkey VKEY
 
-Add `--witness VKEY` (repeatable) and `--min-witnesses N` to require cosignatures.
+Add `--witness VKEY` (repeatable) and `--min-witnesses N` to require cosignatures,
+and `--workers N` to say how many processes check an export's events.
 The app never imports this file. Exit 0 when intact, 1 when not, 2 on a usage error.
 """
 
@@ -68,6 +69,14 @@ def _trusted(path: str, keys: core.KeyRing) -> core.Checkpoint:
     return cp
 
 
+def _count(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("not a whole number, 0 or more")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -80,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-witnesses", type=int, default=0, metavar="N")
     parser.add_argument("--trusted-checkpoint", metavar="FILE")
     parser.add_argument("--leaf-hash", metavar="HEX", help="for a proof without event bytes")
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        metavar="N",
+        help="processes checking an export's events (default: one per core for a big "
+        "file; 0: none, this process only)",
+    )
     args = parser.parse_args(argv)
     try:
         keys = _keyring(args)
@@ -93,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.what == "export":
-            with open(args.file, "rb") as fh:
-                report = core.verify_export(
-                    fh,
-                    keys,
-                    trusted=core.Trusted(trusted.tree_size, trusted.root) if trusted else None,
-                    min_witnesses=args.min_witnesses,
-                )
+            report = core.verify_export_file(
+                args.file,
+                keys,
+                trusted=core.Trusted(trusted.tree_size, trusted.root) if trusted else None,
+                min_witnesses=args.min_witnesses,
+                workers=args.workers,
+            )
         else:
             with open(args.file, "rb") as fh:
                 raw = fh.read(core.MAX_LINE + 1)
