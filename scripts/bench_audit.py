@@ -9,7 +9,10 @@ events with trail.row (what trail.record adds), seals them in batches with the r
 sealer (signing a checkpoint per batch), then runs `verify_log` in a fresh child
 process per size and worker setting ("0": one process; "auto": what `flask audit
 verify` picks; or a number), so peak RSS is its own. CPU time counts the verify
-process and its worker processes. Prints a Markdown table for docs/performance.md.
+process and its worker processes. With --offline, also exports the log and times
+the single-file offline verifier on it under `python -I`, with its default worker
+processes and with `--workers 0` (--offline-workers). Prints Markdown tables for
+docs/performance.md.
 Not a test: figures depend on the machine.
 """
 
@@ -119,9 +122,10 @@ def verify_child(tmp: str, workers: str) -> None:
     )
 
 
-def offline_bench(tmp: Path) -> dict[str, float]:
-    """Export the log, write the single-file verifier and time it on the export in a
-    fresh process (wall time, CPU and peak RSS of that process)."""
+def offline_bench(tmp: Path, workers: list[str]) -> list[dict[str, float]]:
+    """Export the log, write the single-file verifier and time it on the export, once
+    per worker setting ("auto": its default), each run from a fresh helper process
+    so peak RSS and CPU (the verifier and its worker processes) are its own."""
     from app.audit import log as auditlog
     from app.audit import service
     from app.audit.cli import verifier_source
@@ -139,24 +143,44 @@ def offline_bench(tmp: Path) -> dict[str, float]:
         db.engine.dispose()
     script = tmp / "keyledger_verify.py"
     script.write_text(verifier_source())
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    runs = []
+    for w in workers:
+        child = ["--offline-child", str(tmp), "--child-workers", w, "--child-vkey", vkey]
+        out = subprocess.run(
+            [sys.executable, __file__, *child],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        print(out.stderr.strip(), file=sys.stderr)
+        runs.append({**json.loads(out.stdout.strip().splitlines()[-1]), "workers": w})
+    return runs
+
+
+def offline_child(tmp: str, workers: str, vkey: str) -> None:
+    """Run in a fresh process: the offline verifier on the export, as an auditor
+    would (python -I), printing JSON with wall time, CPU and peak RSS."""
+    folder = Path(tmp)
+    cmd = [sys.executable, "-I", str(folder / "keyledger_verify.py"), "export"]
+    cmd += [str(folder / "export.jsonl"), "--vkey", vkey]
+    if workers != "auto":
+        cmd += ["--workers", workers]
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-I", str(script), "export", str(export), "--vkey", vkey],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert done.returncode == 0, done.stderr
     print(done.stdout.strip(), file=sys.stderr)
-    return {
-        "seconds": wall,
-        "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "rss_peak_mib": after.ru_maxrss / 1024,
-        "bytes": export.stat().st_size,
-    }
+    print(
+        json.dumps(
+            {
+                "seconds": wall,
+                "cpu_seconds": kids.ru_utime + kids.ru_stime,
+                "rss_peak_mib": kids.ru_maxrss / 1024,
+                "bytes": (folder / "export.jsonl").stat().st_size,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -165,14 +189,22 @@ def main() -> None:
     parser.add_argument("--dir", help="build here and keep (reused when the size matches)")
     parser.add_argument("--workers", nargs="+", default=["0", "auto"])
     parser.add_argument("--offline", action="store_true", help="also time the offline verifier")
+    parser.add_argument(
+        "--offline-workers", nargs="+", default=["auto", "0"], help="its --workers settings"
+    )
     parser.add_argument("--verify-child")
+    parser.add_argument("--offline-child")
     parser.add_argument("--child-workers", default="0")
+    parser.add_argument("--child-vkey")
     args = parser.parse_args()
     if args.verify_child:
         verify_child(args.verify_child, args.child_workers)
         return
+    if args.offline_child:
+        offline_child(args.offline_child, args.child_workers, args.child_vkey)
+        return
     rows = []
-    offline_rows: list[tuple[int, dict[str, float], float]] = []
+    offline_rows: list[tuple[int, dict, float]] = []
     for n in args.events:
         with tempfile.TemporaryDirectory(prefix="bench-audit-") as scratch:
             tmp = Path(args.dir) / str(n) if args.dir else Path(scratch)
@@ -201,8 +233,8 @@ def main() -> None:
                 rows.append((n, built, workers, v, os.getloadavg()[0]))
                 print(v["summary"], file=sys.stderr)
             if args.offline:
-                o = offline_bench(tmp)
-                offline_rows.append((n, o, os.getloadavg()[0]))
+                for o in offline_bench(tmp, args.offline_workers):
+                    offline_rows.append((n, o, os.getloadavg()[0]))
     print(
         "| events | appended/s | sealed/s | checkpoints | verify workers | verified/s (wall) | "
         "verified/s (CPU) | verify time | RSS before verify | peak RSS | worker peak RSS | "
@@ -222,12 +254,16 @@ def main() -> None:
 
     if offline_rows:
         print()
-        print("| events | export size | offline verified/s (wall) | (CPU) | peak RSS | load |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            "| events | export size | offline --workers | offline verified/s (wall) | (CPU) "
+            "| peak RSS | load |"
+        )
+        print("| ---: | ---: | :-: | ---: | ---: | ---: | ---: |")
         for n, o, load in offline_rows:
             print(
-                f"| {n:,} | {o['bytes'] / 2**20:.0f} MiB | {n / o['seconds']:,.0f} | "
-                f"{n / o['cpu_seconds']:,.0f} | {o['rss_peak_mib']:.0f} MiB | {load:.2f} |"
+                f"| {n:,} | {o['bytes'] / 2**20:.0f} MiB | {o['workers']} | "
+                f"{n / o['seconds']:,.0f} | {n / o['cpu_seconds']:,.0f} | "
+                f"{o['rss_peak_mib']:.0f} MiB | {load:.2f} |"
             )
 
 
