@@ -106,13 +106,8 @@ class Anchor:
         # copies the last (the one with the cosignatures).
         newest = item
         for _, other in entries:
-            if not isinstance(other, str) and other.index > newest.index:
+            if not isinstance(other, str) and other.index >= newest.index:
                 newest = other
-        if newest is not item:
-            newest = max(
-                (e for _, e in entries if not isinstance(e, str) and e.index == newest.index),
-                key=lambda e: len(e.cosignatures),
-            )
         return newest
 
 

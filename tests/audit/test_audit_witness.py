@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import add_events, build_log, rewind_to, run_offline, scalar, seal, tamper
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from app.audit import core, service
 from app.audit.anchor import Anchor
@@ -207,3 +207,25 @@ def test_cosignatures_are_held_outside_the_database_and_guard_the_sealer(
         scalar(app, "SELECT count(*) FROM audit_checkpoint WHERE tree_size > :n", n=backup_size)
         == 0
     )
+
+
+def test_the_anchors_newest_entry_is_the_highest_index_and_its_cosigned_copy(app, tmp_path):
+    """Witnesses can answer after the sealer has signed the next checkpoint, so the
+    cosigned copy of one checkpoint may follow a later checkpoint in the anchor."""
+    from app.audit import log as auditlog
+
+    build_log(app, (3, 2))
+    with app.app_context(), db.engine.connect() as conn:
+        first, second = auditlog.checkpoint_at(conn, 3), auditlog.checkpoint_at(conn, 5)
+    assert first is not None and second is not None and first.index < second.index
+    witness_key = Ed25519PrivateKey.generate()
+    sig = core.cosign(first.note, NAME, witness_key, 1_700_000_000)
+    cosigned = first.with_cosignatures([sig])
+    anchor = Anchor(tmp_path / "anchor.txt")
+    for cp in (first, second, cosigned):
+        anchor.append(cp)
+    newest = anchor.newest()
+    assert (newest.index, newest.cosignatures) == (second.index, ())
+    anchor.append(second.with_cosignatures([core.cosign(second.note, NAME, witness_key, 1)]))
+    newest = anchor.newest()
+    assert newest.index == second.index and [s.name for s in newest.cosignatures] == [NAME]
