@@ -42,7 +42,8 @@ ZERO_HASH = bytes(HASH_SIZE)
 SIG_ED25519 = 0x01
 SIG_COSIGNATURE = 0x04
 EM_DASH = "\u2014"
-TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+# ASCII digits only, and nothing after the Z (\d takes other scripts' digits, $ a newline).
+TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 LEGACY_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
@@ -368,7 +369,7 @@ def event_problem(body: Any) -> str | None:
     for name in ("actor_ip", "target"):
         if body[name] is not None and not isinstance(body[name], str):
             return f"event {name} is not a string or null"
-    if not TIME_RE.match(body["time"]):
+    if not TIME_RE.fullmatch(body["time"]):
         return "event time is not UTC ISO-8601 with microseconds"
     if body["sensitivity"] not in SENSITIVITIES:
         return "event sensitivity is not one of low, medium, high, critical"
@@ -801,7 +802,7 @@ def _parse_note(note: bytes) -> tuple[str, int, bytes, int, str, str | None, byt
             raise ValueError(f"checkpoint line {name!r} missing or out of order")
         fields[name] = value
     index = _decimal(fields["index"], "checkpoint index")
-    if not TIME_RE.match(fields["time"]):
+    if not TIME_RE.fullmatch(fields["time"]):
         raise ValueError("checkpoint time is not UTC ISO-8601 with microseconds")
     try:
         datetime.strptime(fields["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -1369,7 +1370,7 @@ _CANONICAL_EVENT = re.compile(
     '{"action":' + _STR1 + ',"actor":' + _STR1 + ',"actor_ip":(?:' + _STR + "|null)"
     ',"details":(\\{.*?\\}),"event_id":' + _STR1 + ',"outcome":"(?:success|failure|denied)"'
     ',"sensitivity":"(?:low|medium|high|critical)","target":(?:' + _STR + "|null)"
-    ',"time":"\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{6}Z","v":1}',
+    ',"time":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z","v":1}',
     re.DOTALL,
 )
 # Plain JSON but floats and NaN refused (the C scanner calls these only for them).

@@ -194,6 +194,12 @@ CASES = [
     ("empty actor", canonical(actor=""), REFUSED),
     ("time without micros", canonical(time="2024-01-02T03:04:05Z"), REFUSED),
     (
+        "time in Arabic-Indic digits",
+        canonical(time="\u0662\u0660\u0662\u0664-01-02T03:04:05.000006Z"),
+        REFUSED,
+    ),
+    ("time ending in a newline", canonical(time="2024-01-02T03:04:05.000006Z\n"), REFUSED),
+    (
         "top-level order",
         edit('{"action":"key.created",', "{").replace(b'"v":1}', b'"v":1,"action":"key.created"}'),
         REFUSED,
