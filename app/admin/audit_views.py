@@ -284,7 +284,10 @@ def _run_verification(app: Flask, run_id: int, actor: str, ip: str | None) -> No
         run.root = report.root.hex() if report.ok else None
         run.last_checkpoint_time = report.last_checkpoint_time
         run.checked = report.events if report.ok else run.checked
-        run.summary = report.summary()[:2000]
+        # What `flask audit verify` prints as WARNING lines (a halted sealer, a stale
+        # checkpoint, a lagging anchor, cosignatures missing from the database).
+        warnings = "".join(f"; WARNING: {w}" for w in report.warnings)
+        run.summary = (report.summary() + warnings)[:2000]
         if report.damage is not None:
             run.bad_seq = report.damage.seq
             run.kind = report.damage.kind

@@ -114,6 +114,14 @@ def test_verify_now_reports_intact_through_n(app, admin):
     assert scalar(app, "SELECT count(*) FROM audit_event WHERE action = 'audit.verified'") == 1
 
 
+def test_verify_now_shows_the_warnings_the_cli_prints(app, admin):
+    build_log(app)
+    tamper(app, "UPDATE audit_state SET halted = 'the anchor holds checkpoint 9'")
+    html = admin.client.get(_verify_now(admin)).get_data(as_text=True)
+    assert "WARNING: the sealer is HALTED" in html
+    assert "the anchor holds checkpoint 9" in html
+
+
 def test_verify_now_names_the_first_bad_event(app, admin):
     build_log(app)
     tamper(app, "DELETE FROM audit_event WHERE seq = 6")
