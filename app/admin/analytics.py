@@ -481,16 +481,21 @@ def failing_users_chart(session: Session, window: Window, link: AuditLink) -> Ch
     )
 
 
+# The security view's headline figures: (label, the audit action each counts).
+SECURITY_FIGURES = (
+    ("Failed validations", "key.validation_failed"),
+    ("Unauthorized access", "access.unauthorized"),
+    ("Rate-limit refusals (key and minute)", "key.rate_limited"),
+    ("Failed logins", LOGIN_FAILURES[0]),
+    ("Throttled logins", LOGIN_FAILURES[1]),
+    ("Keys revoked", "key.revoked"),
+    ("Keys rotated", "key.rotated"),
+)
+
+
 def security_figures(session: Session, window: Window, link: AuditLink) -> list[dict[str, Any]]:
     """The headline counts of the security view, each with the audit link it counts."""
-    actions = (
-        "key.validation_failed",
-        "access.unauthorized",
-        "key.rate_limited",
-        *LOGIN_FAILURES,
-        "key.revoked",
-        "key.rotated",
-    )
+    actions = [action for _, action in SECURITY_FIGURES]
     counts = dict.fromkeys(actions, 0)
     for action, c in session.execute(
         select(AuditEvent.action, func.count())
@@ -502,44 +507,13 @@ def security_figures(session: Session, window: Window, link: AuditLink) -> list[
         select(func.coalesce(func.sum(UsageRollup.status_429), 0)).where(_day_rollups(window))
     )
     w = window.audit_args()
-    return [
-        {
-            "label": "Failed validations",
-            "value": counts["key.validation_failed"],
-            "link": link(action="key.validation_failed", **w),
-        },
-        {
-            "label": "Unauthorized access",
-            "value": counts["access.unauthorized"],
-            "link": link(action="access.unauthorized", **w),
-        },
-        {
-            "label": "Rate-limit refusals (key and minute)",
-            "value": counts["key.rate_limited"],
-            "link": link(action="key.rate_limited", **w),
-            "note": f"{int(refused or 0):,} answers with status 429 in usage",
-        },
-        {
-            "label": "Failed logins",
-            "value": counts["user.login_failed"],
-            "link": link(action="user.login_failed", **w),
-        },
-        {
-            "label": "Throttled logins",
-            "value": counts["user.login_throttled"],
-            "link": link(action="user.login_throttled", **w),
-        },
-        {
-            "label": "Keys revoked",
-            "value": counts["key.revoked"],
-            "link": link(action="key.revoked", **w),
-        },
-        {
-            "label": "Keys rotated",
-            "value": counts["key.rotated"],
-            "link": link(action="key.rotated", **w),
-        },
-    ]
+    figures: list[dict[str, Any]] = []
+    for label, action in SECURITY_FIGURES:
+        figure = {"label": label, "value": counts[action], "link": link(action=action, **w)}
+        if action == "key.rate_limited":
+            figure["note"] = f"{int(refused or 0):,} answers with status 429 in usage"
+        figures.append(figure)
+    return figures
 
 
 def recent_key_changes(session: Session, limit: int = 10) -> list[AuditEvent]:
