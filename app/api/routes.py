@@ -149,7 +149,12 @@ def _owner(record: KeyRecord) -> User:
     return owner
 
 
-def _json_body() -> dict[str, Any] | Response:
+def _json_body(
+    allowed: frozenset[str] | None = None, hints: dict[str, str] | None = None
+) -> dict[str, Any] | Response:
+    """The request's JSON object (empty body: {}), or the 400 that says what is wrong
+    with it. With `allowed`, any other field is refused; `hints` adds a word on why
+    for a field a caller might expect to set here."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
@@ -162,6 +167,10 @@ def _json_body() -> dict[str, Any] | Response:
     unsafe = text.unsafe_json(body)
     if unsafe is not None:
         return api_error(400, "bad_request", unsafe)
+    unknown = sorted(set(body) - allowed) if allowed is not None else []
+    if unknown:
+        hint = next((h for field, h in (hints or {}).items() if field in unknown), "")
+        return api_error(400, "bad_request", f"unknown field(s): {', '.join(unknown)}{hint}")
     return body
 
 
@@ -222,13 +231,9 @@ CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days", "ip_allowlist", "m
 def create_key(record: KeyRecord) -> ResponseReturnValue:
     """Scopes rule: a key may only grant scopes it holds itself. Tier and lifetime cap
     are always the owner's (a key has no tier of its own)."""
-    body = _json_body()
+    body = _json_body(CREATE_FIELDS, {"tier": " (a key's tier is always its owner's)"})
     if isinstance(body, Response):
         return body
-    unknown = sorted(set(body) - CREATE_FIELDS)
-    if unknown:
-        hint = " (a key's tier is always its owner's)" if "tier" in unknown else ""
-        return api_error(400, "bad_request", f"unknown field(s): {', '.join(unknown)}{hint}")
     name, scopes = body.get("name"), body.get("scopes", [])
     days = body.get("lifetime_days", 30)
     if not isinstance(name, str):
