@@ -18,10 +18,10 @@ host shares them:
   guessing is slow. Revoked and expired keys do not count: their holder has the
   secret; they are not guessing.
 
-Not the blueprint decorator: under gunicorn a no-op route behind Flask-Limiter's
-dynamic limit reaches 0.45 of the plain no-op's throughput, the no-op plus `charge`
-0.61 (its resolution per request and two round trips, hit then window, against one
-script in one round trip; docs/performance.md). The counts live under the key the
+Not the blueprint decorator: it resolves the limit on every request and takes two
+round trips (hit, then window) where `charge` runs one script in one; on a route that
+does nothing else it costs more than a whole validation may (docs/performance.md,
+"Rate limits: `charge`, not the decorator"). The counts live under the key the
 decorator would use, so Flask-Limiter's tools read them.
 
 Strategy: moving-window by default: exact ("60 per any 60 s"), which a customer's
@@ -409,8 +409,8 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
     """EVALSHA of CHARGE_LUA on a connection this thread keeps from the storage's pool.
 
     Why not redis-py's client call: its pool check-out, retry wrapper and argument
-    handling cost as much CPU as the round trip itself (72 vs 36 us per call, measured
-    in docs/performance.md). A broken kept connection is dropped and the call tried
+    handling cost the worker as much CPU as the call itself (docs/performance.md,
+    "Redis: a connection kept per thread"). A broken kept connection is dropped and the call tried
     once on a fresh one (what redis-py's own retry does); an unreachable server still
     raises at once, and the API answers 503.
     """
@@ -531,8 +531,9 @@ def spare_the_api(app: Flask) -> None:
     """Run Flask-Limiter's app-wide hooks outside the API only.
 
     Why: they find no limit to apply on the API (its request filter, app/api, exempts
-    it: `charge` counts API requests) yet cost ~60 us per API request (before, after
-    and teardown; docs/performance.md), a sixth of a validation. The filter stays as the
+    it: `charge` counts API requests) yet run before, after and at teardown of each one,
+    a share of a validation worth saving (docs/performance.md, "Flask-Limiter's hooks
+    skip the API"). The filter stays as the
     documented safety net should a Flask-Limiter release register other hooks.
     """
 

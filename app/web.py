@@ -100,8 +100,8 @@ class PortalSessionInterface(SecureCookieSessionInterface):
 
     On /api/ (and /static/) a request gets an empty session that is never saved and
     costs no query: the key-authenticated API never reads the portal's cookie, and
-    building the signer, parsing and re-signing it was ~3 % of a busy validation
-    worker's CPU (py-spy, docs/performance.md)."""
+    building the signer, parsing and re-signing it showed in profiles of a busy
+    validation worker (docs/performance.md, "No portal session on the API")."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if _skips_sessions(app, request.path):

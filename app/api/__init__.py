@@ -11,8 +11,9 @@ bp = Blueprint("api", __name__, template_folder=None)
 def _counted_by_charge() -> bool:
     """Flask-Limiter's own pass is skipped on the API: each API request is counted once,
     against its key's tier and the client IP's failed guesses, by app/ratelimit.py's
-    `charge` (one script, one round trip). Its before_request resolved no limit here and
-    cost about 4 % of a validation (docs/performance.md)."""
+    `charge` (one script, one round trip). Its before_request resolved no limit here yet
+    cost a share of every validation (docs/performance.md, "Flask-Limiter's hooks skip
+    the API")."""
     return request.blueprint == "api"
 
 

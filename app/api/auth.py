@@ -177,7 +177,8 @@ def _refused_ip(auth: ApiAuth, result: lifecycle.Validation) -> bool:
 
 def _read_body(auth: ApiAuth) -> bool:
     # From the environ: werkzeug's header view raises and catches a KeyError for each
-    # absent header (Transfer-Encoding, usually), which cost ~5 us apiece here.
+    # absent header (Transfer-Encoding, usually), on every validation (docs/performance.md,
+    # "Body and headers from the WSGI environ").
     environ = request.environ
     length = get_content_length(
         environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING")
@@ -187,9 +188,9 @@ def _read_body(auth: ApiAuth) -> bool:
         return False
     try:
         if length is not None:
-            # The server bounds wsgi.input to Content-Length; werkzeug's stream wrapper
-            # around it cost a validation ~20 us (docs/performance.md). Nothing else
-            # reads a validation's body.
+            # The server bounds wsgi.input to Content-Length, so werkzeug's stream
+            # wrapper around it is work a validation need not pay (docs/performance.md,
+            # "Body and headers from the WSGI environ"). Nothing else reads the body.
             raw = environ["wsgi.input"].read(length)
         else:  # chunked: werkzeug enforces max_content_length while reading
             raw = request.get_data(cache=True)

@@ -122,8 +122,9 @@ def account(response: Response) -> Response:
 
 
 # (key, client IP) pairs already audited as key.validated in the current minute.
-# Why: an audit event per successful validation cost several times the request
-# itself (measured in docs/performance.md); every validation is in usage, and the
+# Why: an audit event per successful validation cost more background CPU than the
+# request itself (docs/performance.md, "key.validated once a minute"); every
+# validation is in usage, and the
 # trail keeps what matters for security: which key was used, from where, and when,
 # to the minute. Failures are each audited.
 _validated_seen: dict[tuple[str, str | None], None] = {}

@@ -114,8 +114,8 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
     """One indexed query: the key joined to its owner's tier, or None for an unknown id.
 
     Run as Core on the session's connection (same transaction): the ORM execute path
-    costs about as much again as the query itself for a plain row (bench: 230-350 vs
-    160-180 us per miss on SQLite).
+    costs about as much again as the query itself for a plain row (docs/performance.md,
+    "Key lookups: Core, cached").
     """
     row = session.connection().execute(_QUERY, {"public_id": public_id}).one()
     record = KeyRecord(

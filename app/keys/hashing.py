@@ -1,7 +1,8 @@
 """Secret hashing. HMAC-SHA256 under a server-side pepper, not a slow hash.
 
 A 192-bit random secret cannot be brute-forced, so a slow KDF adds nothing but
-latency (argon2 here costs ~80 ms, capping validation near 12/s per core). The pepper
+latency: argon2 would cap a core at a few validations a second (docs/performance.md,
+"Secret hashing: HMAC, not argon2"). The pepper
 lives outside the database, so a stolen database alone verifies nothing.
 """
 

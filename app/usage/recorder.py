@@ -427,9 +427,10 @@ def _row(e: UsageEvent) -> dict[str, Any]:
 def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """The batch's raw events, in the session's transaction.
 
-    PostgreSQL: COPY, which cost the database server and the worker a fraction of the
-    pipelined INSERT per row that executemany sends (docs/performance.md). Elsewhere:
-    Core executemany, where a multi-row VALUES statement measured 5x slower to build.
+    PostgreSQL: COPY, which costs the database server and the worker a fraction of the
+    pipelined INSERT per row that executemany sends. Elsewhere: Core executemany; a
+    multi-row VALUES statement was slower to build (docs/performance.md, "The usage
+    flush").
     """
     if conn.dialect.name != "postgresql":
         conn.execute(insert(UsageRecord.__table__), rows)
@@ -549,7 +550,8 @@ def _upsert_rollups(
 def _upsert(dialect: str, table: Any, built_before: dict[tuple[str, str], Any]) -> Any:
     """The upsert that adds a batch's counts (and latency sums) to a roll-up table's
     stored rows, built once per dialect and table: building `excluded` and its column
-    collection was 2% of a busy worker's CPU (py-spy, docs/performance.md).
+    collection on every flush showed in profiles of a busy worker (docs/performance.md,
+    "The usage flush").
 
     PostgreSQL: INSERT ... SELECT FROM unnest(arrays) ON CONFLICT, one statement per
     table; executemany sent one upsert per row (pipelined), about three per event when a
