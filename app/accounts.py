@@ -131,10 +131,12 @@ def create_user(
     return user
 
 
-def authenticate(
+def check_credentials(
     session: Session, passwords: Passwords, *, email: str, password: str, actor_ip: str | None
 ) -> User | None:
-    """Check credentials, upgrade the hash if parameters changed, audit either way."""
+    """Check an email and password (upgrading the hash if parameters changed); a
+    failure is audited here, a success is not a log-in yet: a second factor may stand
+    between this and `record_login` (commits)."""
     user = find_user(session, email) if len(email) <= 254 else None
     ok = passwords.check(user.password_hash if user else None, password)
     if not ok or user is None:
@@ -169,11 +171,23 @@ def authenticate(
         raise AccountInactive("This account is disabled. Ask an administrator to enable it.")
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
-    trail.record(
-        session, "user.login", actor=f"user:{user.id}", actor_ip=actor_ip, target=f"user:{user.id}"
-    )
     session.commit()
     return user
+
+
+def record_login(
+    session: Session, user: User, *, actor_ip: str | None, details: dict[str, Any] | None = None
+) -> None:
+    """Audit a completed log-in (every factor passed); commits."""
+    trail.record(
+        session,
+        "user.login",
+        actor=f"user:{user.id}",
+        actor_ip=actor_ip,
+        target=f"user:{user.id}",
+        details=details,
+    )
+    session.commit()
 
 
 LOGIN_FAILURES = ("user.login_failed", "user.login_throttled")

@@ -123,7 +123,7 @@ def login() -> ResponseReturnValue:
         if retry is not None:
             return _throttled(email, retry, "account")
         try:
-            user = accounts.authenticate(
+            user = accounts.check_credentials(
                 db.session,
                 passwords(),
                 email=email,
@@ -134,13 +134,19 @@ def login() -> ResponseReturnValue:
             form.password.errors.append(str(exc))
         else:
             if user is not None:
-                session.clear()  # nothing of the anonymous session carries over
-                login_user(user)
-                _tell_failures(user)
-                return redirect(_safe_next(request.args.get("next")))
+                return finish_login(user, request.args.get("next"))
             ratelimit.spend_budget(_account_limit(), "login-account", budget)
             form.password.errors.append("Email or password is wrong.")
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
+
+
+def finish_login(user: User, next_url: str | None) -> ResponseReturnValue:
+    """Every factor has passed: record the log-in and start the session."""
+    session.clear()  # nothing of the anonymous session carries over
+    accounts.record_login(db.session, user, actor_ip=client_ip())
+    login_user(user)
+    _tell_failures(user)
+    return redirect(_safe_next(next_url))
 
 
 @bp.route("/logout", methods=["POST"])
