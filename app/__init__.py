@@ -23,6 +23,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     conf.update(settings.from_env())
     conf.update(config or {})
     settings.ensure_secrets(conf)
+    settings.production_defaults(conf)
 
     app = Flask(
         __name__,

@@ -39,6 +39,26 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_optional_bool(name: str) -> bool | None:
+    """None when unset, so production_defaults can pick the environment's default."""
+    raw = os.environ.get(name)
+    return None if raw is None or raw.strip() == "" else _env_bool(name, False)
+
+
+def production_defaults(config: dict[str, Any]) -> None:
+    """Fill the settings whose default depends on KEYLEDGER_ENV.
+
+    Production serves HTTPS (ASVS 3.4.1, 3.4.4, 14.4.5): Secure `__Host-` cookies and
+    HSTS unless a setting says otherwise (a plain-HTTP staging host, say). Elsewhere
+    both stay off, since `make serve` answers on plain http://127.0.0.1.
+    """
+    if config.get("SESSION_COOKIE_SECURE") is None:
+        config["SESSION_COOKIE_SECURE"] = config.get("KEYLEDGER_ENV") == "production"
+    if config.get("HSTS") is None:
+        config["HSTS"] = bool(config["SESSION_COOKIE_SECURE"])
+    config["REMEMBER_COOKIE_SECURE"] = bool(config["SESSION_COOKIE_SECURE"])
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -96,7 +116,9 @@ def from_env() -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         "KEY_PREFIX": os.environ.get("KEY_PREFIX", "klk"),
         "REGISTRATION_OPEN": _env_bool("REGISTRATION_OPEN", True),
-        "SESSION_COOKIE_SECURE": _env_bool("SESSION_COOKIE_SECURE", False),
+        # Unset: on with KEYLEDGER_ENV=production, off otherwise (production_defaults).
+        "SESSION_COOKIE_SECURE": _env_optional_bool("SESSION_COOKIE_SECURE"),
+        "HSTS": _env_optional_bool("HSTS"),
         "PROXY_FIX_HOPS": _env_int("PROXY_FIX_HOPS", 0),
         "KEY_MAX_DAYS": _tier_map("KEY_MAX_DAYS", {"basic": 90, "premium": 180, "enterprise": 365}),
         "TIER_RATE_LIMITS": _tier_map(

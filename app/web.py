@@ -236,17 +236,25 @@ def register(app: Flask) -> None:
     # The portal's blueprints only (registered on this app): the API pays nothing.
     for blueprint in ("auth", "portal", "admin"):
         app.url_value_preprocessors.setdefault(blueprint, []).append(session_lookup_failed)
-    always_hsts = bool(app.config.get("SESSION_COOKIE_SECURE"))
+    # HSTS: always where the deployment serves HTTPS (config.production_defaults),
+    # else on the requests that came over HTTPS.
+    always_hsts = bool(app.config.get("HSTS"))
 
     @app.after_request
     def security_headers(response: Response) -> Response:
         headers = response.headers
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
-        # Pages only (redirects included): the API answers JSON and pays nothing more
-        # here; the few non-HTML portal answers (usage JSON, audit exports) set their
+        mimetype = response.mimetype
+        if mimetype == "application/json":
+            # Every JSON answer (key lists, usage, proofs, receipts, charts) may carry
+            # an account's data: no shared or back-button cache keeps it. The public
+            # answers meant to be cached (audit checkpoints) say so themselves.
+            headers.setdefault("Cache-Control", "no-store")
+            return response
+        # Pages (redirects included); the other non-HTML answers (exports) set their
         # own Cache-Control.
-        if response.mimetype == "text/html":
+        if mimetype == "text/html":
             headers.setdefault("Content-Security-Policy", CSP)
             headers.setdefault("X-Frame-Options", "DENY")
             if always_hsts or request.is_secure:

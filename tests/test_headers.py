@@ -100,3 +100,66 @@ def test_methods_not_in_use_are_refused(app, user):
     assert user.client.delete("/keys").status_code == 405
     assert user.client.put("/login").status_code == 405
     assert user.client.open("/keys", method="TRACE").status_code == 405
+
+
+def _production_app(tmp_path, migrated_db, **over):
+    from conftest import _fresh_db
+
+    conf = base_config(tmp_path, _fresh_db(migrated_db, tmp_path))
+    conf.update(KEYLEDGER_ENV="production", AUDIT_SIGNING_KEY=None, **over)
+    from app.config import _GENERATED
+
+    conf["AUDIT_SIGNING_KEY"] = _GENERATED["audit_signing_key.pem"][1]()
+    return create_app(conf)
+
+
+def test_production_defaults_to_host_cookies_and_hsts(tmp_path, migrated_db, monkeypatch):
+    """ASVS 3.4.1, 3.4.4, 14.4.5: KEYLEDGER_ENV=production alone gives Secure __Host-
+    cookies and HSTS on every page, without remembering one more setting."""
+    monkeypatch.delenv("SESSION_COOKIE_SECURE", raising=False)
+    monkeypatch.delenv("HSTS", raising=False)
+    app = _production_app(tmp_path, migrated_db)
+    try:
+        resp = app.test_client().get("/login", base_url="https://keyledger.test")
+        cookie = next(v for k, v in resp.headers.items() if k == "Set-Cookie")
+        assert cookie.startswith("__Host-session=") and "Secure" in cookie
+        plain = app.test_client().get("/login")  # TLS ends at a proxy that says nothing
+        assert int(HSTS.search(plain.headers["Strict-Transport-Security"]).group(1)) >= 31536000
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_production_defaults_give_way_to_explicit_settings(tmp_path, migrated_db, monkeypatch):
+    """Behind a plain-HTTP staging proxy an operator turns them off, from the environment."""
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "false")
+    monkeypatch.setenv("HSTS", "off")
+    app = _production_app(tmp_path, migrated_db)
+    try:
+        resp = app.test_client().get("/login")
+        cookie = next(v for k, v in resp.headers.items() if k == "Set-Cookie")
+        assert cookie.startswith("session=") and "Secure" not in cookie
+        assert "Strict-Transport-Security" not in resp.headers
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_every_json_answer_is_not_stored(app, user, admin):
+    """Key lists, usage, proofs and charts carry an account's data: no shared or
+    back-button cache may keep them (ASVS 8.2.1)."""
+    from conftest import flush_usage
+
+    _, plaintext = user.create_key(scopes=("keys:read", "usage:read"))
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+    user.client.post("/api/v1/keys/validate", json={"key": plaintext})
+    flush_usage(app)
+    answers = [
+        user.client.get("/api/v1/keys", headers=bearer),
+        user.client.get("/api/v1/usage", headers=bearer),
+        user.client.post("/api/v1/keys/validate", json={"key": plaintext}),
+        admin.client.get("/admin/charts/requests.json"),
+    ]
+    for resp in answers:
+        assert resp.status_code == 200 and resp.mimetype == "application/json", resp.request.path
+        assert "no-store" in resp.headers.get("Cache-Control", ""), resp.request.path

@@ -1,7 +1,10 @@
 """/healthz and /readyz for load balancers.
 
 /healthz: the process is up and answering (no I/O at all), for liveness probes.
-/readyz: every registered check passes; otherwise 503 naming the failing ones. Checks
+/readyz: every registered check passes (200), or not (503). Anonymous callers learn only
+that (ASVS 14.3.3: versions, paths and error texts help an attacker, not a load
+balancer); with `Authorization: Bearer <METRICS_TOKEN>` the answer names each check and
+why it fails, and a failing answer is logged with them either way. Checks
 are registered per app (`register_check(app, name, fn)`, in app.extensions), so
 another part of the app adds one with one line; a check returns a short detail string
 when healthy and raises (any exception) when not. The default ones: the database, the
@@ -11,6 +14,7 @@ database.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +25,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select, text
 
+log = logging.getLogger(__name__)
 EXTENSION = "keyledger.ready_checks"
 Check = Callable[[], str | None]
 
@@ -67,9 +72,19 @@ def readyz() -> ResponseReturnValue:
 
     ok, results = run_checks(current_app._get_current_object())  # type: ignore[attr-defined]
     db.session.remove()  # a failed check must not leave the session's transaction broken
-    body: dict[str, Any] = {"status": "ready" if ok else "unready", "checks": results}
-    if not ok:
-        body["failing"] = [name for name, r in results.items() if not r["ok"]]
+    body: dict[str, Any] = {"status": "ready" if ok else "unready"}
+    failing = [name for name, r in results.items() if not r["ok"]]
+    if failing:
+        log.warning(
+            "not ready: %s",
+            "; ".join(f"{name}: {results[name]['error']}" for name in failing),
+        )
+    from app.observability.metrics import presents_metrics_token
+
+    if presents_metrics_token():
+        body["checks"] = results
+        if failing:
+            body["failing"] = failing
     response = jsonify(body)
     response.status_code = 200 if ok else 503
     response.headers["Cache-Control"] = "no-store"

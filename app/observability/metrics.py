@@ -292,9 +292,14 @@ def metrics(app: Flask | None = None) -> Metrics:
 
 
 def _authorized() -> bool:
+    return not current_app.config.get("METRICS_TOKEN") or presents_metrics_token()
+
+
+def presents_metrics_token() -> bool:
+    """The request carries `Authorization: Bearer <METRICS_TOKEN>` (one is configured)."""
     token = current_app.config.get("METRICS_TOKEN")
     if not token:
-        return True
+        return False
     scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
         given.strip().encode(), str(token).encode()

@@ -183,9 +183,12 @@ def test_redis_cluster_limit_storage(
 
     uri, ports = redis_cluster
     app = make_app(
-        RATELIMIT_STORAGE_URI=uri, TIER_RATE_LIMITS=SMALL, FAILED_VALIDATION_LIMIT="3/minute"
+        RATELIMIT_STORAGE_URI=uri,
+        TIER_RATE_LIMITS=SMALL,
+        FAILED_VALIDATION_LIMIT="3/minute",
+        METRICS_TOKEN="t",
     )
-    ready = app.test_client().get("/readyz")
+    ready = app.test_client().get("/readyz", headers={"Authorization": "Bearer t"})
     assert ready.json["checks"]["limit_storage"] == {
         "ok": True,
         "detail": "RedisClusterStorage",
