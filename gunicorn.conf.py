@@ -146,7 +146,7 @@ class JsonLogger(GunicornLogger):
     in the app's format: JSON unless LOG_FORMAT=text. The formatter goes on gunicorn's
     handlers as it makes them, not through logconfig_dict: any logconfig_dict makes
     gunicorn write an access line for every request even without --access-logfile
-    (docs/performance.md)."""
+    (docs/performance.md, "Gunicorn: no access log by accident")."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)

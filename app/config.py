@@ -147,7 +147,8 @@ def from_env() -> dict[str, Any]:
         # The API's hot path (docs/api.md): how long a worker trusts a cached key lookup
         # without Redis limits (revocation reaches every worker within it; under 1 s) and
         # with them (a shared key stamp announces changes at once; app/keys/cache.py), the
-        # failed-guess budget per client IP, and the limit strategy (docs/performance.md).
+        # failed-guess budget per client IP, and the limit strategy (docs/performance.md,
+        # "Key lookups: Core, cached" and "Rate-limit strategy: moving window").
         "KEY_CACHE_TTL": _env_float("KEY_CACHE_TTL", 0.5),
         "KEY_CACHE_MAX_AGE": _env_float("KEY_CACHE_MAX_AGE", 30.0),
         "FAILED_VALIDATION_LIMIT": os.environ.get("FAILED_VALIDATION_LIMIT", "30/minute"),
