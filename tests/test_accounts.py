@@ -84,6 +84,11 @@ def test_register_rejects_mismatched_confirmation(app, portal):
         "nul\x00byte@example.com",
         "tab\t@example.com",
         ("x" * 250) + "@example.com",
+        # Issue 22: markup and SQL fragments that a permissive regex took for addresses.
+        'xss"><svg/onload=alert(1)>@ex<b>ample.com',
+        "admin@example.com'--",
+        "a@[127.0.0.1]",
+        "x@-bad-.example.com",
     ],
 )
 def test_register_rejects_malformed_emails(app, portal, email):
@@ -91,6 +96,20 @@ def test_register_rejects_malformed_emails(app, portal, email):
     resp = portal.register(email)
     assert resp.status_code == 400
     assert snapshot(app) == before
+
+
+def test_the_cli_refuses_a_malformed_email(app, runner):
+    before = snapshot(app)
+    result = runner.invoke(
+        args=["users", "create", "admin@example.com'--"], input="correct horse battery\n" * 2
+    )
+    assert result.exit_code != 0
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("email", ["a.b+tag@sub.example.co.uk", "üser@exämple.de"])
+def test_register_accepts_ordinary_and_international_addresses(app, portal, email):
+    assert portal.register(email).status_code == 302
 
 
 def test_register_refuses_a_duplicate_email_in_any_case(app, portal):

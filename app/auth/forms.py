@@ -1,9 +1,9 @@
-from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Regexp
+from wtforms import BooleanField, EmailField, Field, IntegerField, PasswordField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, ValidationError
 from wtforms.widgets import HiddenInput
 
 from app import text
-from app.accounts import EMAIL_RE, MAX_PASSWORD, MIN_PASSWORD
+from app.accounts import MAX_PASSWORD, MIN_PASSWORD, is_valid_email
 from app.forms import Form
 
 
@@ -11,6 +11,11 @@ def _strip(value: object) -> object:
     """Pasted addresses often carry spaces around them; the address is checked in the
     one spelling uniqueness is decided on (NFKC, lower case)."""
     return text.normalize_email(value) if isinstance(value, str) else value
+
+
+def _valid_email(form: Form, field: Field) -> None:
+    if field.data and not is_valid_email(field.data):
+        raise ValidationError("Enter a valid email address.")
 
 
 _email = [
@@ -22,7 +27,7 @@ _email = [
 class RegisterForm(Form):
     email = EmailField(
         "Email",
-        validators=[*_email, Regexp(EMAIL_RE, message="Enter a valid email address.")],
+        validators=[*_email, _valid_email],
         filters=[_strip],
     )
     password = PasswordField(
