@@ -16,7 +16,6 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,6 +33,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from app.background import Worker
 
 log = logging.getLogger(__name__)
 EXTENSION = "keyledger.metrics"
@@ -131,6 +132,7 @@ class Metrics:
         self._observe = self.validation_seconds.observe
         self._sampler_pid: int | None = None
         self.sample_interval = float(app.config.get("METRICS_SAMPLE_INTERVAL") or 5.0)
+        self.sampler = Worker("metrics-sampler", self.sample, self.sample_interval, wait_first=True)
         if multiprocess_dir() is None:
             self.registry.register(DatabaseCollector(app))
 
@@ -186,18 +188,9 @@ class Metrics:
         under TESTING: a test scrape samples on the spot, and apps come and go."""
         if self._sampler_pid == os.getpid() or self.app.testing:
             return
-        self._sampler_pid = os.getpid()
+        self._sampler_pid = os.getpid()  # checked first: this runs before every request
         self.sample()
-        threading.Thread(target=self._sample_forever, name="metrics-sampler", daemon=True).start()
-
-    def _sample_forever(self) -> None:
-        pid = os.getpid()
-        while self._sampler_pid == pid:
-            time.sleep(self.sample_interval)
-            try:
-                self.sample()
-            except Exception:  # keep sampling whatever one pass met
-                log.exception("metrics sample failed")
+        self.sampler.ensure_running()
 
     def sample(self) -> None:
         recorder = self.app.extensions.get("keyledger.usage")

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.background import Worker
 from app.billing import snapshot
 from app.extensions import db
 from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
@@ -140,10 +141,10 @@ class BatchRecorder:
         self._queue: deque[UsageEvent | _Audit] = deque()
         self._retry = _Batch()
         self._flush_lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._worker = Worker(
+            "usage-flush", self.flush, self.interval, enabled=self.mode == "thread", wait_first=True
+        )
         self._last_used: dict[int, tuple[datetime, str | None]] = {}
         self._engine: Engine | None = None
 
@@ -171,28 +172,10 @@ class BatchRecorder:
         if self.mode == "sync":
             self.flush()
         elif self.mode == "thread":
-            if self._thread is None:
-                self._start_thread()
+            if not self._closed:
+                self._worker.ensure_running()
             if len(self._queue) >= self.batch_max:
-                self._wake.set()
-
-    def _start_thread(self) -> None:
-        with self._start_lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(
-                target=self._run, name=f"usage-flush-{os.getpid()}", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep the thread alive whatever one batch did
-                log.exception("usage flush failed; will retry")
+                self._worker.wake()
 
     # -- the writing side --------------------------------------------------------------
 
@@ -379,11 +362,8 @@ class BatchRecorder:
         """Stop the thread and write what is left (gunicorn worker_exit, atexit)."""
         if self._pid != os.getpid():
             return
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._closed = True
+        self._worker.stop(timeout)
         if flush:
             try:
                 self.flush()

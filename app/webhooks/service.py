@@ -9,16 +9,12 @@ Running it in every worker is safe (deterministic message ids, leased attempts).
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-
 from flask import Flask, current_app
 
+from app.background import Worker
 from app.webhooks import delivery, events
 from app.webhooks.settings import WebhookSettings
 
-log = logging.getLogger(__name__)
 EXTENSION = "keyledger.webhooks"
 
 
@@ -26,12 +22,17 @@ class Dispatcher:
     def __init__(self, app: Flask, settings: WebhookSettings) -> None:
         self.app = app
         self.settings = settings
-        self._pid: int | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         enabled = app.config.get("WEBHOOK_DISPATCHER")
-        self.enabled = (not app.testing) if enabled is None else bool(enabled)
+        self.worker = Worker(
+            "webhooks",
+            self.run_once,
+            settings.interval,
+            enabled=(not app.testing) if enabled is None else bool(enabled),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.worker.enabled
 
     def run_once(self) -> tuple[int, int]:
         """(messages queued, attempts made) in one pass."""
@@ -44,29 +45,14 @@ class Dispatcher:
                 db.session.remove()
 
     def ensure_running(self) -> None:
-        if not self.enabled or (self._pid == os.getpid() and self._thread is not None):
-            return
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None:
-                return
-            self._stop = threading.Event()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self.loop, name="webhooks", daemon=True)
-            self._thread.start()
+        self.worker.ensure_running()
 
     def loop(self) -> None:
-        stop = self._stop
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("webhook dispatcher pass failed; retrying")
-            stop.wait(self.settings.interval)
+        """Pass after pass in the calling thread (`flask webhooks run`)."""
+        self.worker.run()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join(timeout)
+        self.worker.stop(timeout)
 
 
 def dispatcher(app: Flask | None = None) -> Dispatcher:
