@@ -18,7 +18,8 @@ from itertools import accumulate
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
 from app import accounts
 from app.audit import trail
@@ -86,6 +87,10 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
     """Create demo-N@example.com accounts (password "keyledger demo password"), their
     keys, and EVENTS requests spread over the last DAYS days."""
     rng = random.Random(rng_seed)
+    # The traffic has a stream of its own: how many draws it takes depends on the clock
+    # (the day/night rhythm is anchored to the hour the seed runs), and it must not
+    # shift which accounts, keys, tier changes and revocations the seed picks.
+    traffic = random.Random(f"{rng_seed}/traffic")
     session = db.session
     policy = key_policy()
     now = datetime.now(UTC).replace(microsecond=0)
@@ -141,20 +146,22 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
     key_cum = list(accumulate(1 / (r + 1) ** 0.9 for r in range(len(key_facts))))
     status_cum = list(accumulate(STATUS_WEIGHTS))
 
+    changers = rng.sample(users, min(len(users), max(1, n_users // 20)))
+    new_tier = {u.id: rng.choice([t for t in TIERS if t != u.tier]) for u in changers}
+
     def sample_time(created: datetime) -> datetime:
-        h = bisect(hour_cum, rng.random() * hour_cum[-1])
-        at = start + timedelta(hours=min(h, hours - 1), seconds=rng.uniform(0, 3600))
+        h = bisect(hour_cum, traffic.random() * hour_cum[-1])
+        at = start + timedelta(hours=min(h, hours - 1), seconds=traffic.uniform(0, 3600))
         if at < created:
-            at = created + (now - created) * rng.random()
+            at = created + (now - created) * traffic.random()
         return min(at, now - timedelta(seconds=1))
 
     # Generated in time order, so that the tier changes below fall mid-stream.
     plan: list[tuple[datetime, int]] = []
     for _ in range(n_events):
-        k = bisect(key_cum, rng.random() * key_cum[-1])
+        k = bisect(key_cum, traffic.random() * key_cum[-1])
         plan.append((sample_time(key_facts[k][3]), k))
     plan.sort()
-    changers = rng.sample(users, min(len(users), max(1, n_users // 20)))
     change_at = n_events // 2
 
     rec = recorder()
@@ -164,14 +171,13 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
         for i, (at, k) in enumerate(bar):
             if i == change_at:
                 for user in changers:  # upgrades and downgrades mid-month
-                    tier = rng.choice([t for t in TIERS if t != user.tier])
-                    accounts.set_tier(session, user, tier, actor="cli")
-                    tier_of[user.id] = tier
+                    accounts.set_tier(session, user, new_tier[user.id], actor="cli")
+                    tier_of[user.id] = new_tier[user.id]
             key_id, owner_id, public_id, _ = key_facts[k]
-            status = STATUSES[bisect(status_cum, rng.random() * status_cum[-1])]
-            endpoint, method = ENDPOINTS[rng.randrange(len(ENDPOINTS))]
-            ms = rng.lognormvariate(math.log(18), 0.7) * (6 if status >= 500 else 1)
-            ip = rng.choice(ips[key_id])
+            status = STATUSES[bisect(status_cum, traffic.random() * status_cum[-1])]
+            endpoint, method = ENDPOINTS[traffic.randrange(len(ENDPOINTS))]
+            ms = traffic.lognormvariate(math.log(18), 0.7) * (6 if status >= 500 else 1)
+            ip = traffic.choice(ips[key_id])
             rec.record(
                 UsageEvent(
                     key_id, owner_id, endpoint, method, status, ms, ip, at, tier_of[owner_id]
@@ -188,13 +194,15 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
                     details={"limit": "key", "recorded": "first per key (or IP) and minute"},
                     at=at,
                 )
-            if rng.random() < 0.01:  # a failed validation near this moment
-                _failed_validation(rec, rng, at, public_id, ip, noisy)
+            if traffic.random() < 0.01:  # a failed validation near this moment
+                _failed_validation(rec, traffic, at, public_id, ip, noisy)
             if (i + 1) % batch == 0:
                 rec.flush()
         rec.flush()
 
     _security_events(rng, users, keys, start, now, max(1, n_events // 5000), noisy)
+    # A stream of its own: the same seed picks the same keys whatever the traffic was.
+    _revoke_and_rotate(random.Random(f"{rng_seed}/picks"))
     rec.flush()
     # What `flask billing close` does: the first billing view then reads day snapshots.
     closed, _ = snapshot.close_all(db.engine, now=datetime.now(UTC))
@@ -222,7 +230,7 @@ def _failed_validation(rec, rng: random.Random, at, public_id: str, ip: str, noi
 
 
 def _security_events(rng, users, keys, start, now, n, noisy) -> None:
-    """Failed logins, unauthorized attempts, and some keys revoked and rotated."""
+    """Failed logins and unauthorized attempts."""
     session = db.session
     span = (now - start).total_seconds()
     for _ in range(n):
@@ -252,12 +260,35 @@ def _security_events(rng, users, keys, start, now, n, noisy) -> None:
             at=start + timedelta(seconds=rng.uniform(0, span)),
         )
     session.commit()
+
+
+def _revoke_and_rotate(picks: random.Random) -> None:
+    """Some keys revoked, some rotated with a day's grace, as owners do."""
+    session = db.session
     policy = key_policy()
-    live = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
-    for key in rng.sample(live, max(1, len(live) // 30)):
+    live = _live_keys(session)
+    for key in picks.sample(live, min(len(live), max(1, len(live) // 30))):
         lifecycle.revoke_key(session, key, actor=key.owner, actor_ip="198.51.100.10")
-    live = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
-    for key in rng.sample(live, max(1, len(live) // 30)):
+    live = _live_keys(session)
+    for key in picks.sample(live, min(len(live), max(1, len(live) // 30))):
         lifecycle.rotate_key(
             session, policy, key, grace="24h", actor=key.owner, actor_ip="198.51.100.11"
         )
+
+
+def _live_keys(session: Session) -> list[ApiKey]:
+    """Keys a person could still revoke or rotate: not revoked, not expired, and not
+    already rotated (a key in its grace period has a successor; rotating it again is
+    refused). In id order, so the same seed picks the same keys on every backend."""
+    successor = aliased(ApiKey)
+    return list(
+        session.scalars(
+            select(ApiKey)
+            .where(
+                ApiKey.revoked_at.is_(None),
+                ApiKey.expires_at > datetime.now(UTC),
+                ~exists().where(successor.rotated_from_id == ApiKey.id),
+            )
+            .order_by(ApiKey.id)
+        )
+    )

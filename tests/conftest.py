@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,29 @@ def app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def fresh_app(migrated_db: str, tmp_path: Path) -> Iterator[Callable[[], Flask]]:
+    """Make apps one after another, each on an empty database (on PostgreSQL the same
+    database emptied again: finish with one app before making the next)."""
+    made: list[Flask] = []
+
+    def make() -> Flask:
+        for earlier in made:
+            with earlier.app_context():
+                db.session.remove()
+                db.engine.dispose()
+        tmp = tmp_path / f"app{len(made)}"
+        tmp.mkdir()
+        made.append(create_app(base_config(tmp, _fresh_db(migrated_db, tmp))))
+        return made[-1]
+
+    yield make
+    for earlier in made:
+        with earlier.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture
