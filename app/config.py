@@ -187,6 +187,9 @@ def from_env() -> dict[str, Any]:
         "WEBHOOK_INTERVAL": _env_float("WEBHOOK_INTERVAL", 5.0),
         "WEBHOOK_RETRY_BASE": _env_float("WEBHOOK_RETRY_BASE", 5.0),
         "WEBHOOK_RETRY_HOURS": _env_float("WEBHOOK_RETRY_HOURS", 24.0),
+        # Per endpoint: retries across all its messages, and "send a test" presses.
+        "WEBHOOK_RETRY_BUDGET": os.environ.get("WEBHOOK_RETRY_BUDGET", "60 per hour"),
+        "WEBHOOK_TEST_LIMIT": os.environ.get("WEBHOOK_TEST_LIMIT", "5 per 10 minutes"),
         "WEBHOOK_DISPATCHER": (
             _env_bool("WEBHOOK_DISPATCHER", True) if os.environ.get("WEBHOOK_DISPATCHER") else None
         ),

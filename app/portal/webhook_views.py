@@ -8,6 +8,7 @@ from app.extensions import db
 from app.models import WebhookEndpoint
 from app.portal import bp
 from app.portal.webhook_forms import EVENT_LABELS, EmptyForm, EndpointForm
+from app.ratelimit import budget_spent, spend_budget
 from app.web import client_ip
 from app.webhooks import endpoints, service
 
@@ -72,6 +73,11 @@ def webhook_detail(public_id: str) -> ResponseReturnValue:
 def webhook_test(public_id: str) -> ResponseReturnValue:
     endpoint = _own_endpoint_or_404(public_id)
     if EmptyForm().validate_on_submit():
+        limit = service.settings().test_limit
+        if not spend_budget(limit, "webhook-test", endpoint.public_id):
+            wait = budget_spent(limit, "webhook-test", endpoint.public_id) or 60
+            flash(f"Too many tests for this endpoint; try again in {wait} s.", "error")
+            return redirect(url_for("portal.webhook_detail", public_id=public_id))
         endpoints.send_test(db.session, endpoint)
         flash("A test event is queued; it appears in the log below once sent.", "success")
     return redirect(url_for("portal.webhook_detail", public_id=public_id))

@@ -100,8 +100,29 @@ def _claim(session: Session, delivery_id: int, now: datetime) -> bool:
     return claimed == 1
 
 
+def _retry_wait(settings: WebhookSettings, endpoint: WebhookEndpoint) -> int | None:
+    """Spend one retry from the endpoint's budget; seconds to wait when it is spent.
+
+    An unreachable limit storage lets the retry through: the budget protects the
+    endpoint, and the message's own backoff still bounds it."""
+    from app import ratelimit
+
+    try:
+        if ratelimit.spend_budget(settings.retry_budget, "webhook-retries", endpoint.public_id):
+            return None
+        return ratelimit.budget_spent(
+            settings.retry_budget, "webhook-retries", endpoint.public_id
+        ) or int(settings.retry_base)
+    except Exception:  # the storage's own errors (redis, limits) are not one class
+        log.warning("webhook retry budget unreadable; retrying anyway", exc_info=True)
+        return None
+
+
 def deliver_due(session: Session, settings: WebhookSettings, now: datetime | None = None) -> int:
-    """Attempt every message that is due; returns how many attempts were made."""
+    """Attempt every message that is due; returns how many attempts were made.
+
+    Retries spend the endpoint's budget (settings.retry_budget): once it is spent, the
+    endpoint's retries wait for it, while first attempts still go out."""
     now = now or utcnow()
     due = (
         session.execute(
@@ -130,6 +151,13 @@ def deliver_due(session: Session, settings: WebhookSettings, now: datetime | Non
             delivery.lease_until = None
             session.commit()
             continue
+        if delivery.attempts > 0:
+            wait = _retry_wait(settings, endpoint)
+            if wait is not None:
+                delivery.next_attempt_at = now + timedelta(seconds=max(wait, 1))
+                delivery.lease_until = None
+                session.commit()
+                continue
         body = delivery.payload.encode()
         secret = signing.derive_secret(settings.pepper, endpoint.salt)
         sent_at = utcnow()

@@ -13,20 +13,41 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 MAX_URL = 2048
+
+IPv4 = ipaddress.IPv4Address
+IPv6 = ipaddress.IPv6Address
+# IPv6 spellings that carry an IPv4 address, and where it sits (low bit of its 32):
+# the embedded address must be public too, or `[::ffff:0:7f00:1]` reaches loopback.
+_EMBEDDING = (
+    (ipaddress.ip_network("::ffff:0:0/96"), 0),  # IPv4-mapped
+    (ipaddress.ip_network("::ffff:0:0:0/96"), 0),  # IPv4-translated (SIIT, RFC 2765)
+    (ipaddress.ip_network("::/96"), 0),  # IPv4-compatible (deprecated, RFC 4291)
+    (ipaddress.ip_network("64:ff9b::/96"), 0),  # NAT64 well-known prefix (RFC 6052)
+    (ipaddress.ip_network("2002::/16"), 80),  # 6to4 (RFC 3056)
+)
+# Never a webhook's address, whatever Python's tables say (they lag the IANA registries
+# in older versions): local-use NAT64 (RFC 8215), Teredo, site-local (deprecated,
+# RFC 3879), the 6to4 relay anycast (deprecated, RFC 7526).
+_NEVER = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "2001::/32", "fec0::/10", "192.88.99.0/24")
+)
 
 
 class TargetRefused(ValueError):
     """The URL may not be called; the message is safe to show to its owner."""
 
 
-def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return _public(ip.ipv4_mapped)
-        if ip in _NAT64:
-            return _public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+def _public(ip: IPv4 | IPv6) -> bool:
+    """Global unicast, and so is every IPv4 address it embeds (ASVS 12.6.1)."""
+    if any(ip in net for net in _NEVER if net.version == ip.version):
+        return False
+    if isinstance(ip, IPv6):
+        for net, shift in _EMBEDDING:
+            if ip in net:
+                if int(ip) >> shift & 0xFFFFFFFF in (0, 1):  # :: and ::1 themselves
+                    return False
+                return _public(IPv4(int(ip) >> shift & 0xFFFFFFFF))
     return ip.is_global and not ip.is_multicast
 
 

@@ -393,6 +393,17 @@ def test_private_addresses_are_refused_by_default(app, strict_app, receiver):
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.8/hook",
         "http://[::ffff:127.0.0.1]:9/",
+        # Issue 22: IPv6 spellings that embed a private IPv4 address, and ranges
+        # Python's own tables call global.
+        "http://[::7f00:1]:9/",  # IPv4-compatible
+        "http://[::ffff:0:7f00:1]:9/",  # IPv4-translated
+        "http://[2002:7f00:1::1]:9/",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of the metadata address
+        "http://[64:ff9b::a00:8]/",  # NAT64 of 10.0.0.8
+        "http://[64:ff9b:1::7f00:1]:9/",  # local-use NAT64
+        "http://[fec0::1]/",  # site-local
+        "http://192.88.99.1/",  # 6to4 relay anycast
+        "http://2130706433:9/",  # 127.0.0.1 as one number
     ):
         resp = register(person, url)
         assert resp.status_code == 400, url
@@ -446,3 +457,48 @@ def test_the_dispatcher_thread_delivers_off_the_request_path(migrated_db, tmp_pa
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def _press_test(portal: Portal, public_id: str):
+    return portal.submit(
+        f"/account/webhooks/{public_id}", {}, f"/account/webhooks/{public_id}/test"
+    )
+
+
+def test_send_a_test_is_rate_limited_per_endpoint(app, user, receiver):
+    """Five presses in ten minutes; the sixth queues nothing and says so."""
+    registered(user, receiver.url)
+    registered(user, receiver.url + "?second")
+    first, second = _endpoints(app)
+    for _ in range(5):
+        assert _press_test(user, first.public_id).status_code == 302
+    before = count_rows(app, "webhook_delivery")
+    resp = _press_test(user, first.public_id)
+    assert resp.status_code == 302
+    page = user.client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Too many tests for this endpoint" in page
+    assert count_rows(app, "webhook_delivery") == before == 5
+    # Another endpoint has its own budget.
+    _press_test(user, second.public_id)
+    assert count_rows(app, "webhook_delivery") == 6
+
+
+def test_retries_to_one_endpoint_have_a_total_budget(app, user, receiver):
+    """However many messages wait for a failing endpoint, it gets at most the budget of
+    retries (here 3 an hour); first attempts still go out, the rest wait their turn."""
+    app.config["WEBHOOK_RETRY_BUDGET"] = "3 per hour"
+    from app.webhooks import service
+    from app.webhooks.settings import WebhookSettings
+
+    app.extensions[service.EXTENSION].settings = WebhookSettings.from_config(app.config)
+    registered(user, receiver.url)
+    [endpoint] = _endpoints(app)
+    receiver.script = [(500, {})] * 100
+    for _ in range(5):
+        _press_test(user, endpoint.public_id)
+    assert dispatch(app)[1] == 5  # five first attempts
+    later = utcnow() + timedelta(minutes=10)  # every retry is due
+    assert dispatch(app, later)[1] == 3  # only the budget's worth of retries
+    assert dispatch(app, later)[1] == 0
+    assert len(receiver.requests) == 8
+    assert {d.state for d in deliveries(app)} == {"pending"}
