@@ -182,3 +182,32 @@ def test_gunicorn_starts_as_many_workers_as_the_limit_storage_can_share(env, fla
         if line.startswith("workers ")
     ]
     assert workers == [str(expected)]
+
+
+@pytest.mark.skipif(USE_PG, reason="the SQLite file of the embedded defaults")
+def test_database_file_and_anchor_are_private_like_the_secrets(tmp_path):
+    """Issue 22: instance/keyledger.db (key hashes, the audit trail) and the audit anchor
+    were created with the umask's 0644/0640; like the secrets, they are 0600."""
+    from flask_migrate import upgrade
+
+    from app.audit import log as auditlog
+    from app.audit import service, trail
+    from app.extensions import db
+
+    old = os.umask(0o022)
+    try:
+        conf = _config(tmp_path)
+        conf["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'instance' / 'keyledger.db'}"
+        app = create_app(conf)
+        with app.app_context():
+            upgrade()
+            trail.record(db.session, "key.created", actor="user:1", target="key:k")
+            db.session.commit()
+            auditlog.seal_all(db.engine, service.settings(app), force_checkpoint=True)
+            db.engine.dispose()
+    finally:
+        os.umask(old)
+    instance = tmp_path / "instance"
+    for name in ("keyledger.db", "audit_anchor.jsonl"):
+        assert (instance / name).exists(), name
+        assert stat.S_IMODE((instance / name).stat().st_mode) == 0o600, name
