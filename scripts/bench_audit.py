@@ -123,12 +123,12 @@ def verify_child(tmp: str, workers: str) -> None:
 
 
 def offline_bench(tmp: Path, workers: list[str]) -> list[dict[str, float]]:
-    """Export the log, write the single-file verifier and time it on the export, once
+    """Export the log, build the single-file verifier and time it on the export, once
     per worker setting ("auto": its default), each run from a fresh helper process
     so peak RSS and CPU (the verifier and its worker processes) are its own."""
     from app.audit import log as auditlog
     from app.audit import service
-    from app.audit.cli import verifier_source
+    from app.audit.bundle import build_verifier
     from app.extensions import db
 
     app = make_app(tmp, f"sqlite:///{tmp / 'bench.db'}")
@@ -141,8 +141,7 @@ def offline_bench(tmp: Path, workers: list[str]) -> list[dict[str, float]]:
                 for line in auditlog.export_lines(conn, settings):
                     fh.write(line)
         db.engine.dispose()
-    script = tmp / "keyledger_verify.py"
-    script.write_text(verifier_source())
+    build_verifier(tmp / "keyledger_verify.pyz")
     runs = []
     for w in workers:
         child = ["--offline-child", str(tmp), "--child-workers", w, "--child-vkey", vkey]
@@ -161,7 +160,7 @@ def offline_child(tmp: str, workers: str, vkey: str) -> None:
     """Run in a fresh process: the offline verifier on the export, as an auditor
     would (python -I), printing JSON with wall time, CPU and peak RSS."""
     folder = Path(tmp)
-    cmd = [sys.executable, "-I", str(folder / "keyledger_verify.py"), "export"]
+    cmd = [sys.executable, "-I", str(folder / "keyledger_verify.pyz"), "export"]
     cmd += [str(folder / "export.jsonl"), "--vkey", vkey]
     if workers != "auto":
         cmd += ["--workers", workers]

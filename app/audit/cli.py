@@ -3,6 +3,7 @@ recover, prune, witness, verifier."""
 
 from __future__ import annotations
 
+import io
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,6 @@ from app.audit.verify import verify_log
 from app.extensions import db
 
 audit = AppGroup("audit", help="Seal, sign, verify, export and prove the audit log.")
-HERE = Path(__file__).resolve().parent
 
 
 def _anchor_path(explicit: str | None) -> Path | None:
@@ -260,31 +260,17 @@ def audit_witness(
         server.server_close()
 
 
-def verifier_source() -> str:
-    """The single-file offline verifier: core.py's source, then offline.py's command
-    line with its import of the core replaced by the core itself."""
-    core_src = (HERE / "core.py").read_text()
-    cli_src = (HERE / "offline.py").read_text()
-    start = cli_src.index("# >>> core import")
-    end = cli_src.index("\n", cli_src.index("# <<< core import")) + 1
-    head = cli_src[:start].split('"""', 2)[2].replace("from __future__ import annotations\n", "")
-    return (
-        core_src
-        + "\n\n# "
-        + "-" * 75
-        + " command line (app/audit/offline.py)\n"
-        + head
-        + "core = sys.modules[__name__]\n"
-        + cli_src[end:]
-    )
-
-
 @audit.command("verifier")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default="-")
 def audit_verifier(output: str) -> None:
-    """Write the offline verifier as one file (standard library + cryptography)."""
-    text = verifier_source()
+    """Build the offline verifier: one zipapp file (standard library + cryptography),
+    run as `python keyledger_verify.pyz export FILE ...`."""
+    from app.audit.bundle import build_verifier
+
     if output == "-":
-        click.echo(text, nl=False)
+        buffer = io.BytesIO()
+        build_verifier(buffer)
+        click.get_binary_stream("stdout").write(buffer.getvalue())
     else:
-        Path(output).write_text(text)
+        build_verifier(Path(output))
+        click.echo(f"offline verifier written to {output}", err=True)

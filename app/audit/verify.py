@@ -17,11 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from app.audit import core
 from app.audit.anchor import read_anchor
 from app.audit.core import Damage, Report
+from app.audit.core.parallel import ordered_map, start_method, usable_cores
 from app.audit.log import LogSettings
 
 BATCH = 5000
@@ -234,20 +232,16 @@ class _Leaves:
             for span in spans:
                 yield take(_leaves_for(self.conn, span))
         else:
-            ctx = multiprocessing.get_context(_start_method())
             url = self.conn.engine.url.render_as_string(hide_password=False)
-            with ctx.Pool(workers, initializer=_worker_start, initargs=(url,)) as pool:
-                pending: deque[Any] = deque()
-                for span in spans:
-                    pending.append(pool.apply_async(_worker_leaves, (span,)))
-                    if len(pending) >= 2 * workers:
-                        break
-                while pending:
-                    result = pending.popleft().get()
-                    span = next(spans, None)
-                    if span is not None:
-                        pending.append(pool.apply_async(_worker_leaves, (span,)))
-                    yield take(result)
+            results = ordered_map(
+                _worker_leaves,
+                ((span,) for span in spans),
+                workers,
+                initializer=_worker_start,
+                initargs=(url,),
+            )
+            for result in results:
+                yield take(result)
         if size != total:
             raise _Dirty
 
@@ -271,21 +265,15 @@ def _ordered_leaves(conn: Connection, counter: list[int]) -> Iterator[bytes]:
         yield b"".join(out)
 
 
-def _start_method() -> str:
-    """fork starts a worker in milliseconds (spawn imports the app again, about a
-    second each), but is only safe while this process runs no other thread."""
-    return "fork" if threading.active_count() == 1 else "spawn"
-
-
 def auto_workers(total: int) -> int:
     """Worker processes for a log of `total` events: one per core on big logs. Forked
     workers start at once and, on a busy machine, get the cores' share that one
     process would not, so they pay whatever the load; spawned ones only when cores
     are idle, since their start-up (importing the app) is then all they add."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if cores < 2 or total < PARALLEL_MIN:
         return 0
-    if _start_method() == "fork":
+    if start_method() == "fork":
         return cores
     try:
         load = os.getloadavg()[0]

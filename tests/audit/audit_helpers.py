@@ -84,13 +84,13 @@ _BUNDLE: dict[str, Path] = {}
 
 
 def bundle_path() -> Path:
-    """The single-file verifier `flask audit verifier` writes, alone in a temp dir."""
+    """The single-file verifier `flask audit verifier` builds, alone in a temp dir."""
     if "path" not in _BUNDLE:
-        from app.audit.cli import verifier_source
+        from app.audit.bundle import build_verifier
 
         folder = Path(tempfile.mkdtemp(prefix="kl-verifier-"))
-        path = folder / "keyledger_verify.py"
-        path.write_text(verifier_source())
+        path = folder / "keyledger_verify.pyz"
+        build_verifier(path)
         _BUNDLE["path"] = path
     return _BUNDLE["path"]
 

@@ -210,7 +210,7 @@ def _rewrite_everything(app, sign) -> None:
     prev = core.ZERO_HASH
     statements = []
     for idx, note in rows:
-        cp = core._parse_note(bytes(note))
+        cp = core.checkpoints._parse_note(bytes(note))
         root = core.mth(leaves[: cp[1]])
         kid, _ = sign(b"")
         new_note = core.format_note(cp[0], cp[1], root, idx, cp[4], prev)

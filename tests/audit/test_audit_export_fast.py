@@ -94,7 +94,7 @@ def strict_ok(data: bytes) -> bool:
 def strict_takes(line: bytes) -> bool:
     """The strict path's verdict on an export's second line (the first event)."""
     header = (json.dumps(HEADER) + "\n").encode()
-    check = core._ExportFold(header, core.KeyRing(ORIGIN), core.Report(ok=False), None)
+    check = core.export._ExportFold(header, core.KeyRing(ORIGIN), core.Report(ok=False), None)
     try:
         check.line(2, line)
     except core.Damage:
@@ -106,7 +106,7 @@ def scan_takes(line: bytes) -> bool:
     """Whether the fast paths take the line as event 0 (a run starting there) rather
     than pass it on as is. (A run starting elsewhere sends its first line to the
     strict path, which names the wrong seq.)"""
-    (item,) = list(core._scan([line], 2))
+    (item,) = list(core.export._scan([line], 2))
     return item[2] == 0
 
 
@@ -214,9 +214,9 @@ CASES = [
 def test_fast_paths_take_only_what_the_strict_path_accepts(signer, name, data, path):
     line = event_line(0, data)
     assert scan_takes(line) == strict_takes(line) == strict_ok(data) == (path != REFUSED), name
-    first = core._EXPORT_EVENT.fullmatch(line) is not None
+    first = core.export._EXPORT_EVENT.fullmatch(line) is not None
     if path == SECOND:
-        assert not first and core._second_fast(line) is not None, name
+        assert not first and core.export._second_fast(line) is not None, name
     elif path == FIRST:
         assert first, name
     # The whole export: intact exactly when the strict path accepts the event.
@@ -341,6 +341,6 @@ def test_runs_break_where_seqs_do_and_every_leaf_is_kept():
     datas = [canonical(details={"n": i}) for i in range(10)]
     lines = [event_line(i, d) for i, d in enumerate(datas)]
     lines[6] = event_line(9, datas[6])  # a wrong seq starts a new run
-    items = list(core._scan(lines, 2))
+    items = list(core.export._scan(lines, 2))
     assert [(i[0], i[2], len(i[3]) // 32) for i in items] == [(2, 0, 6), (8, 9, 1), (9, 7, 3)]
     assert b"".join(i[3] for i in items) == b"".join(core.leaf_hash(d) for d in datas)

@@ -177,7 +177,7 @@ def test_ranges_are_whole_lines_covering_the_file(exported):
     start = data.index(b"\n") + 1
     with path.open("rb") as fh:
         for size in (1, 7, 400, 1500, 10**6):
-            spans = list(core._spans(fh, start, len(data), size))
+            spans = list(core.export._spans(fh, start, len(data), size))
             assert spans[0][0] == start and spans[-1][1] == len(data)
             assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
             assert all(data[hi - 1 : hi] == b"\n" for _, hi in spans)

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.audit import core
 
 ROOT = Path(__file__).resolve().parents[2]
-OFFLINE = ROOT / "app" / "audit" / "offline.py"
 
 
 # --------------------------------------------------------------------------- reference
@@ -494,3 +493,54 @@ def test_malformed_proofs_fail_cleanly(app, name, mutate):
     assert core.verify_proof_text(proof["text"], keys).ok
     report = core.verify_proof_text(mutate(proof["text"]), keys)
     assert not report.ok, name
+
+
+def test_the_verifier_built_from_the_package_runs_in_a_clean_virtualenv(app, tmp_path):
+    """`flask audit verifier` builds a zipapp of app/audit/core, byte for byte the
+    same each time; it runs in a fresh virtualenv that holds only `cryptography`."""
+    import zipfile
+
+    build_log(app, (12, 7))
+    out, key = export(app, tmp_path)
+    pyz = tmp_path / "keyledger_verify.pyz"
+    result = app.test_cli_runner().invoke(args=["audit", "verifier", "-o", str(pyz)])
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.pyz"
+    app.test_cli_runner().invoke(args=["audit", "verifier", "-o", str(again)])
+    assert pyz.read_bytes() == again.read_bytes()
+    modules = {p.name for p in (ROOT / "app" / "audit" / "core").glob("*.py")}
+    with zipfile.ZipFile(pyz) as zf:
+        names = {n for n in zf.namelist() if not n.endswith("/")}
+    assert names == {"__main__.py"} | {f"keyledger_audit/{m}" for m in modules}
+
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=120)
+    python = str(env / "bin" / "python")
+    pip = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "cryptography"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout
+    installed = {line.split("==")[0].lower() for line in listed.split()}
+    assert installed <= {"cryptography", "cffi", "pycparser", "pip", "setuptools"}, installed
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [python, "-I", str(pyz), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+
+    for workers in ("0", "2"):
+        done = run("export", str(out), "--public-key", str(key), "--workers", workers)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("audit trail intact: 19 events, 2 checkpoints")
+    lines = out.read_text().splitlines()
+    lines[3] = lines[3].replace("user:", "usr:")
+    out.write_text("\n".join(lines) + "\n")
+    done = run("export", str(out), "--public-key", str(key))
+    assert done.returncode == 1 and "DAMAGED" in done.stderr
+    assert run("export").returncode == 2

@@ -237,8 +237,9 @@ def test_rfc6962_reference_vectors_in_the_app():
 VECTOR_RUNNER = """
 import base64, glob, json, sys
 sys.argv = ["keyledger_verify.py"]
-import runpy
-ns = runpy.run_path("keyledger_verify.py", run_name="verifier")
+sys.path.insert(0, "keyledger_verify.pyz")
+import keyledger_audit
+ns = vars(keyledger_audit)
 b = lambda x: base64.b64decode(x) if x else b""
 wrong = n = 0
 for f in sorted(glob.glob(VECTORS + "/inclusion/*/*.json")):

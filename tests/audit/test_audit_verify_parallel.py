@@ -4,14 +4,14 @@ one-process check: the same root for an intact log, the same first damage otherw
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import pytest
 from audit_helpers import build_log, tamper
 
 from app.audit import service
-from app.audit.verify import PARALLEL_MIN, _start_method, auto_workers, verify_log
+from app.audit.core.parallel import start_method, usable_cores
+from app.audit.verify import PARALLEL_MIN, auto_workers, verify_log
 from app.extensions import db
 
 # What verify logs when it leaves the ranged check for the one-process one.
@@ -67,7 +67,7 @@ def test_damage_named_as_in_one_process(app, caplog, sql, kind, seq):
 def test_automatic_workers_one_per_core_on_big_logs_when_forking_is_safe():
     if threading.active_count() > 1:
         pytest.skip("another thread runs in this test process: workers would be spawned")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     assert auto_workers(PARALLEL_MIN - 1) == 0
     assert auto_workers(PARALLEL_MIN) == (cores if cores >= 2 else 0)
     # With another thread alive, workers are spawned (fork would copy its locks).
@@ -75,8 +75,8 @@ def test_automatic_workers_one_per_core_on_big_logs_when_forking_is_safe():
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        assert _start_method() == "spawn"
+        assert start_method() == "spawn"
     finally:
         stop.set()
         thread.join()
-    assert _start_method() == "fork"
+    assert start_method() == "fork"

@@ -1,49 +1,54 @@
 """Offline verifier for Keyledger audit exports, proofs, consistency proofs and receipts.
 
-The command line around app/audit/core.py. Run it next to core.py, or as the one
-file `flask audit verifier -o keyledger_verify.py` writes (core and this command in
-one, standard library and `cryptography` only):
+The auditor's command line over this package. `flask audit verifier -o
+keyledger_verify.pyz` builds the package into one zipapp file (standard library
+and `cryptography` only; see app/audit/bundle.py):
 
-    python keyledger_verify.py export FILE --public-key KEY.pem [--trusted-checkpoint CP]
-    python keyledger_verify.py proof FILE --vkey VKEY [--leaf-hash HEX]
-    python keyledger_verify.py consistency FILE --trusted-checkpoint CP --vkey VKEY
-    python keyledger_verify.py receipt FILE --vkey VKEY
-    python keyledger_verify.py note FILE --vkey VKEY
+    python keyledger_verify.pyz export FILE --public-key KEY.pem [--trusted-checkpoint CP]
+    python keyledger_verify.pyz proof FILE --vkey VKEY [--leaf-hash HEX]
+    python keyledger_verify.pyz consistency FILE --trusted-checkpoint CP --vkey VKEY
+    python keyledger_verify.pyz receipt FILE --vkey VKEY
+    python keyledger_verify.pyz note FILE --vkey VKEY
 
-Add `--witness VKEY` (repeatable) and `--min-witnesses N` to require cosignatures,
-and `--workers N` to say how many processes check an export's events.
-The app never imports this file. Exit 0 when intact, 1 when not, 2 on a usage error.
+(or `python -m app.audit.core` in a checkout). Add `--witness VKEY` (repeatable) and
+`--min-witnesses N` to require cosignatures, and `--workers N` to say how many
+processes check an export's events. The app never imports this module.
+Exit 0 when intact, 1 when not, 2 on a usage error.
 """
 
 from __future__ import annotations
 
 import sys
 
-# >>> core import (replaced by the core's source in the generated single file)
-try:
-    from app.audit import core
-except ImportError:  # copied next to core.py
-    import os
+from .checkpoints import (
+    Checkpoint,
+    checkpoint_from_json,
+    parse_signed_checkpoint,
+    signature_problem,
+    valid_cosigners,
+)
+from .events import strict_loads
+from .export import verify_export_file
+from .fold import Trusted
+from .notes import MAX_LINE, SIG_COSIGNATURE, KeyRing, load_key_text, parse_vkey
+from .proofs import verify_consistency_text, verify_proof_text, verify_receipts
+from .report import Damage, Report
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import core  # type: ignore[no-redef]
-# <<< core import
 
-
-def _keyring(args) -> core.KeyRing:
-    keys = core.KeyRing()
+def _keyring(args) -> KeyRing:
+    keys = KeyRing()
     for path in args.public_key or []:
         with open(path, encoding="utf-8") as fh:
-            pems, vkeys = core.load_key_text(fh.read())
+            pems, vkeys = load_key_text(fh.read())
         for key in pems:
             keys.add_public_key(key)
         for v in vkeys:
             keys.add_verifier(v)
     for text in args.vkey or []:
-        keys.add_verifier(core.parse_vkey(text))
+        keys.add_verifier(parse_vkey(text))
     for text in args.witness or []:
-        witness = core.parse_vkey(text)
-        if witness.sig_type != core.SIG_COSIGNATURE:
+        witness = parse_vkey(text)
+        if witness.sig_type != SIG_COSIGNATURE:
             raise ValueError("a witness vkey has signature type 0x04")
         keys.add_verifier(witness)
     if not keys.has_log_keys():
@@ -51,19 +56,19 @@ def _keyring(args) -> core.KeyRing:
     return keys
 
 
-def _trusted(path: str, keys: core.KeyRing) -> core.Checkpoint:
+def _trusted(path: str, keys: KeyRing) -> Checkpoint:
     with open(path, encoding="utf-8") as fh:
-        text = fh.read(core.MAX_LINE + 1)
+        text = fh.read(MAX_LINE + 1)
     try:
         cp = (
-            core.checkpoint_from_json(core.strict_loads(text))
+            checkpoint_from_json(strict_loads(text))
             if text.lstrip().startswith("{")
-            else core.parse_signed_checkpoint(text, keys)
+            else parse_signed_checkpoint(text, keys)
         )
     except ValueError as exc:
         raise ValueError(f"trusted checkpoint: {exc}") from None
     keys.set_origin(cp.origin)
-    problem = core.signature_problem(cp, keys)
+    problem = signature_problem(cp, keys)
     if problem:
         raise ValueError(f"trusted checkpoint: {problem[1]}")
     return cp
@@ -109,16 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.what == "export":
-            report = core.verify_export_file(
+            report = verify_export_file(
                 args.file,
                 keys,
-                trusted=core.Trusted(trusted.tree_size, trusted.root) if trusted else None,
+                trusted=Trusted(trusted.tree_size, trusted.root) if trusted else None,
                 min_witnesses=args.min_witnesses,
                 workers=args.workers,
             )
         else:
             with open(args.file, "rb") as fh:
-                raw = fh.read(core.MAX_LINE + 1)
+                raw = fh.read(MAX_LINE + 1)
             try:
                 text = raw.decode("utf-8", "strict")
             except UnicodeDecodeError:
@@ -137,43 +142,43 @@ def main(argv: list[str] | None = None) -> int:
 def _check_document(
     what: str,
     text: str,
-    keys: core.KeyRing,
-    trusted: core.Checkpoint | None,
+    keys: KeyRing,
+    trusted: Checkpoint | None,
     leaf: bytes | None,
     min_witnesses: int,
-) -> core.Report:
+) -> Report:
     if what == "proof":
-        return core.verify_proof_text(text, keys, leaf, min_witnesses)
+        return verify_proof_text(text, keys, leaf, min_witnesses)
     if what == "consistency":
         assert trusted is not None
-        return core.verify_consistency_text(text, keys, trusted)
+        return verify_consistency_text(text, keys, trusted)
     if what == "receipt":
         try:
-            doc = core.strict_loads(text)
+            doc = strict_loads(text)
         except (ValueError, RecursionError):
             doc = None
-        return core.verify_receipts(doc, keys, min_witnesses)
-    report = core.Report(ok=False)
+        return verify_receipts(doc, keys, min_witnesses)
+    report = Report(ok=False)
     try:
         try:
-            cp = core.parse_signed_checkpoint(text, keys)
+            cp = parse_signed_checkpoint(text, keys)
         except ValueError as exc:
-            raise core.Damage("malformed", str(exc)) from None
+            raise Damage("malformed", str(exc)) from None
         keys.set_origin(cp.origin)
-        problem = core.signature_problem(cp, keys)
+        problem = signature_problem(cp, keys)
         if problem:
-            raise core.Damage(*problem)
-        names = core.valid_cosigners(cp, keys)
+            raise Damage(*problem)
+        names = valid_cosigners(cp, keys)
         if len(names) < min_witnesses:
-            raise core.Damage("witnesses_missing", f"{len(names)} valid cosignatures")
+            raise Damage("witnesses_missing", f"{len(names)} valid cosignatures")
         report.ok, report.tree_size, report.root = True, cp.tree_size, cp.root
         report.notes = names
-    except core.Damage as damage:
+    except Damage as damage:
         report.damage = damage
     return report
 
 
-def _ok_line(what: str, report: core.Report) -> str:
+def _ok_line(what: str, report: Report) -> str:
     if what == "proof":
         return (
             f"inclusion proof valid: event in a log of {report.tree_size} events, "
@@ -185,7 +190,3 @@ def _ok_line(what: str, report: core.Report) -> str:
         return f"receipts valid: {report.events} events in a log of {report.tree_size}"
     cosigners = f", cosigned by {', '.join(report.notes)}" if report.notes else ""
     return f"checkpoint valid: {report.tree_size} events, root {report.root.hex()}{cosigners}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
