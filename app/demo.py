@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+import time
 from bisect import bisect
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
+from typing import TypeVar
 
 import click
 from flask import current_app
@@ -30,6 +35,9 @@ from app.keys import lifecycle
 from app.models import ApiKey, User
 from app.usage import UsageEvent, recorder
 from app.web import key_policy, passwords
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
 
 demo = AppGroup("demo", help="Demo data: accounts, keys and a month of traffic.")
 
@@ -59,6 +67,27 @@ class _SharedHash:
         return self._hash
 
 
+@contextmanager
+def _progress(items: Iterable[T], label: str, length: int) -> Iterator[Iterable[T]]:
+    """A bar on a terminal; otherwise a line at every tenth (logs, CI, `| tee`), so a
+    long seed is never silent."""
+    if sys.stdout.isatty():
+        with click.progressbar(items, label=f"{label:<8}", length=length) as bar:
+            yield bar
+    else:
+        yield _progress_lines(items, label, length)
+
+
+def _progress_lines(items: Iterable[T], label: str, length: int) -> Iterator[T]:
+    started = time.monotonic()
+    step = max(1, length // 10)
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % step == 0 or done == length:
+            took = time.monotonic() - started
+            click.echo(f"{label}: {done}/{length} ({done * 100 // length} %), {took:.0f} s")
+
+
 def _hour_weights(start: datetime, hours: int) -> list[float]:
     """Busy afternoons (UTC), quiet nights, lighter weekends."""
     weights = []
@@ -69,23 +98,42 @@ def _hour_weights(start: datetime, hours: int) -> list[float]:
     return weights
 
 
+# Sizes: the default takes about a minute; --full is a month of a busier service.
+SIZES = {
+    "default": {"n_users": 20, "n_keys": 100, "n_events": 50_000, "days": 30},
+    "full": {"n_users": 100, "n_keys": 1000, "n_events": 1_000_000, "days": 30},
+}
+
+
+def _size_option(flag: str, name: str, kind: click.IntRange) -> Callable[[F], F]:
+    small, full = SIZES["default"][name], SIZES["full"][name]
+    return click.option(
+        flag, name, type=kind, default=None, show_default=f"{small}, with --full {full}"
+    )
+
+
 @demo.command("seed")
-@click.option("--users", "n_users", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@click.option(
-    "--keys", "n_keys", type=click.IntRange(1, 1_000_000), default=1000, show_default=True
-)
-@click.option(
-    "--events",
-    "n_events",
-    type=click.IntRange(0, 100_000_000),
-    default=1_000_000,
-    show_default=True,
-)
-@click.option("--days", type=click.IntRange(1, 365), default=30, show_default=True)
+@_size_option("--users", "n_users", click.IntRange(1, 100_000))
+@_size_option("--keys", "n_keys", click.IntRange(1, 1_000_000))
+@_size_option("--events", "n_events", click.IntRange(0, 100_000_000))
+@_size_option("--days", "days", click.IntRange(1, 365))
+@click.option("--full", is_flag=True, help="The full size: 1,000,000 requests (minutes).")
 @click.option("--seed", "rng_seed", type=int, default=1, show_default=True, help="Random seed.")
-def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> None:
+def seed(
+    n_users: int | None,
+    n_keys: int | None,
+    n_events: int | None,
+    days: int | None,
+    full: bool,
+    rng_seed: int,
+) -> None:
     """Create demo-N@example.com accounts (password "keyledger demo password"), their
     keys, and EVENTS requests spread over the last DAYS days."""
+    size = SIZES["full" if full else "default"]
+    n_users = size["n_users"] if n_users is None else n_users
+    n_keys = size["n_keys"] if n_keys is None else n_keys
+    n_events = size["n_events"] if n_events is None else n_events
+    days = size["days"] if days is None else days
     rng = random.Random(rng_seed)
     # The traffic has a stream of its own: how many draws it takes depends on the clock
     # (the day/night rhythm is anchored to the hour the seed runs), and it must not
@@ -98,7 +146,7 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
 
     shared = _SharedHash(passwords())
     users: list[User] = []
-    with click.progressbar(range(n_users), label="Accounts") as bar:
+    with _progress(range(n_users), "Accounts", n_users) as bar:
         for i in bar:
             email = f"demo-{i + 1}@example.com"
             user = accounts.find_user(session, email)
@@ -110,7 +158,7 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
             users.append(user)
 
     keys: list[ApiKey] = []
-    with click.progressbar(range(n_keys), label="Keys    ") as bar:
+    with _progress(range(n_keys), "Keys", n_keys) as bar:
         for i in bar:
             owner = users[i % n_users] if i < n_users else rng.choice(users)
             cap = policy.max_lifetime(owner.tier)
@@ -167,7 +215,7 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
     rec = recorder()
     batch = int(current_app.config.get("USAGE_BATCH_MAX", 5000))
     rate_limited_seen: set[tuple[int, int]] = set()
-    with click.progressbar(plan, label="Requests", length=n_events) as bar:
+    with _progress(plan, "Requests", n_events) as bar:
         for i, (at, k) in enumerate(bar):
             if i == change_at:
                 for user in changers:  # upgrades and downgrades mid-month
@@ -200,11 +248,13 @@ def seed(n_users: int, n_keys: int, n_events: int, days: int, rng_seed: int) -> 
                 rec.flush()
         rec.flush()
 
+    click.echo("Security events: failed log-ins, unauthorized access, revocations, rotations")
     _security_events(rng, users, keys, start, now, max(1, n_events // 5000), noisy)
     # A stream of its own: the same seed picks the same keys whatever the traffic was.
     _revoke_and_rotate(random.Random(f"{rng_seed}/picks"))
     rec.flush()
     # What `flask billing close` does: the first billing view then reads day snapshots.
+    click.echo("Billing snapshot of the closed days")
     closed, _ = snapshot.close_all(db.engine, now=datetime.now(UTC))
     click.echo(
         f"seeded {len(users)} accounts, {len(keys)} keys, {n_events} requests over {days} days "
