@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import email_validator
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from app import sessions, text
 from app.audit import trail
 from app.config import TIERS
-from app.models import AuditEvent, User
+from app.models import AuditEvent, TierPeriod, User
 from app.models._types import utcnow
 
 MIN_PASSWORD = 12
@@ -126,6 +127,7 @@ def create_user(
     user = User(email=email, password_hash=password_hash, tier=tier, is_admin=is_admin)
     session.add(user)
     session.flush()
+    session.add(TierPeriod(user_id=user.id, since=user.created_at, tier=tier))
     trail.record(
         session,
         "user.registered" if actor is None else "user.created",
@@ -257,14 +259,22 @@ def record_throttled(
 
 
 def set_tier(
-    session: Session, user: User, tier: str, *, actor: str, actor_ip: str | None = None
+    session: Session,
+    user: User,
+    tier: str,
+    *,
+    actor: str,
+    actor_ip: str | None = None,
+    at: datetime | None = None,
 ) -> bool:
-    """Change a user's tier (and so every key's). Returns False when unchanged."""
+    """Change a user's tier (and so every key's), from `at` (now; `flask demo seed`
+    backdates it) for billing's proration. Returns False when unchanged."""
     if tier not in TIERS:
         raise AccountError(f"Tier must be one of {', '.join(TIERS)}.")
     if user.tier == tier:
         return False
     old, user.tier = user.tier, tier
+    session.add(TierPeriod(user_id=user.id, since=at or utcnow(), tier=tier))
     trail.record(
         session,
         "user.tier_changed",

@@ -23,7 +23,7 @@ from typing import TypeVar
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app import accounts
@@ -32,7 +32,7 @@ from app.billing import snapshot
 from app.config import TIERS
 from app.extensions import db
 from app.keys import lifecycle
-from app.models import ApiKey, User
+from app.models import ApiKey, TierPeriod, User
 from app.usage import UsageEvent, recorder
 from app.web import key_policy, passwords
 
@@ -181,6 +181,18 @@ def seed(
             keys.append(key)
     key_facts = [(k.id, k.user_id, k.public_id, k.created_at) for k in keys]
     tier_of = {u.id: u.tier for u in users}
+    # An account exists from before its oldest key: billing bills its plan from then on.
+    oldest = {u.id: u.created_at for u in users}
+    for _, owner_id, _, created in key_facts:
+        oldest[owner_id] = min(oldest[owner_id], created)
+    for user in users:
+        if oldest[user.id] < user.created_at:
+            session.execute(
+                update(TierPeriod)
+                .where(TierPeriod.user_id == user.id, TierPeriod.since == user.created_at)
+                .values(since=oldest[user.id])
+            )
+            user.created_at = oldest[user.id]
     session.commit()  # and no transaction left open while the traffic is written
     ips = {
         kid: [f"198.51.100.{rng.randint(1, 254)}" for _ in range(rng.randint(1, 3))]
@@ -219,7 +231,7 @@ def seed(
         for i, (at, k) in enumerate(bar):
             if i == change_at:
                 for user in changers:  # upgrades and downgrades mid-month
-                    accounts.set_tier(session, user, new_tier[user.id], actor="cli")
+                    accounts.set_tier(session, user, new_tier[user.id], actor="cli", at=at)
                     tier_of[user.id] = new_tier[user.id]
             key_id, owner_id, public_id, _ = key_facts[k]
             status = STATUSES[bisect(status_cum, traffic.random() * status_cum[-1])]

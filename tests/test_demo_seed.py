@@ -66,8 +66,8 @@ def test_demo_seed_fills_a_database_through_the_recording_path(app: Flask) -> No
     assert _one(app, "SELECT COUNT(*) FROM billing_day_closed") in closed
     with app.app_context():
         start, end = first_day, snapshot.closed_through(now)
-        read = billing.lines(db.session, billing.plans(app), start, end)
-        summed = billing.lines(db.session, billing.plans(app), start, end, now=start)
+        read = billing.lines(db.session, start, end)
+        summed = billing.lines(db.session, start, end, now=start)
     assert read == summed and sum(x.requests for x in read) > 0
 
 

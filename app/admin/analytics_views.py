@@ -12,8 +12,9 @@ from flask_login import current_user
 
 from app.admin import analytics, bp
 from app.audit import trail
-from app.billing import lines, month_of, month_range, plans, recent_months, totals
+from app.billing import month_of, month_range, plans, recent_months
 from app.billing.export import EXTENSIONS, FORMATS, MIMETYPES, render
+from app.billing.statement import bill
 from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
@@ -92,16 +93,20 @@ def _month() -> tuple[str, object, object]:
 def billing() -> ResponseReturnValue:
     month, start, end = _month()
     plan_set = plans()
-    priced = lines(db.session, plan_set, start, end)  # type: ignore[arg-type]
-    # The largest amounts on the page; every line is in the downloads.
-    shown = sorted(priced, key=lambda x: (-x.amount, -x.billable, x.email, x.key_id))
+    month_bill = bill(db.session, plan_set, start, end)  # type: ignore[arg-type]
+    # The largest amounts on the page; every charge and key line is in the downloads.
+    shown = sorted(month_bill.charges, key=lambda x: (-x.amount, -x.billable, x.email, x.tier))
+    keys: dict[int, set[str]] = {}
+    for x in month_bill.lines:
+        keys.setdefault(x.owner_id, set()).add(x.key_id)
     return render_template(
         "admin/billing.html",
         month=month,
         months=recent_months(utcnow(), 12),
-        lines=shown[:BILLING_PAGE_LINES],
-        all_lines=len(priced),
-        total=totals(priced, plan_set.currency),
+        charges=shown[:BILLING_PAGE_LINES],
+        all_charges=len(shown),
+        keys=keys,
+        total=month_bill.totals(),
         plans=plan_set,
         formats=FORMATS,
     )

@@ -1,4 +1,4 @@
-"""Billing by plan: what each key's use in a month costs, from the hour roll-ups
+"""Billing by plan: what an account's use in a month costs, from the hour roll-ups
 (summed once per closed day into a snapshot, app/billing/snapshot.py).
 
 The one place that turns usage into money (docs/usage.md, "Billing"):
@@ -7,21 +7,21 @@ The one place that turns usage into money (docs/usage.md, "Billing"):
   over the allowance, one currency), from BILLING_PLANS, parsed once at start-up;
 - billable = an answered request of an identified key whose status is 200-499 and
   not 429 (rate-limit refusals and our own 5xx failures are not charged);
-- each hour is priced at the tier recorded with it, so a tier change mid-month splits
-  a key's month into one line per tier; the plan's allowance and base price are shared
-  between those lines in proportion to the hours of use at each tier.
+- a tier is the account's subscription: app/billing/statement.py charges the base price
+  once per account and month, prorated by the days at each tier, and prices the overage
+  on the pool of the account's keys; here, each key's use per recorded tier (`lines`),
+  the breakdown that pool is summed from.
 
-Money is Decimal throughout, rounded once per line (half up, to the currency's cents).
+Money is Decimal throughout, rounded once per charge (half up, to the currency's cents).
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Flask, current_app
@@ -159,7 +159,8 @@ def recent_months(now: datetime, n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Line:
-    """One key's use at one tier in one month, priced."""
+    """One key's use at one recorded tier in one month: the breakdown of an account's
+    pool (the money is the account's, app/billing/statement.py)."""
 
     owner_id: int
     email: str
@@ -169,70 +170,6 @@ class Line:
     hours: int  # hours with use at this tier
     requests: int
     billable: int
-    allowance: int
-    overage: int
-    amount: Decimal
-    currency: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_id": self.owner_id,
-            "email": self.email,
-            "key_id": self.key_id,
-            "key_name": self.key_name,
-            "tier": self.tier,
-            "hours": self.hours,
-            "requests": self.requests,
-            "billable": self.billable,
-            "allowance": self.allowance,
-            "overage": self.overage,
-            "amount": str(self.amount),
-            "currency": self.currency,
-        }
-
-
-COLUMNS = (
-    "user_id",
-    "email",
-    "key_id",
-    "key_name",
-    "tier",
-    "hours",
-    "requests",
-    "billable",
-    "allowance",
-    "overage",
-    "amount",
-    "currency",
-)
-
-
-@dataclass(frozen=True)
-class Totals:
-    requests: int
-    billable: int
-    overage: int
-    amount: Decimal
-    currency: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "billable": self.billable,
-            "overage": self.overage,
-            "amount": str(self.amount),
-            "currency": self.currency,
-        }
-
-
-def totals(lines: list[Line], currency: str) -> Totals:
-    return Totals(
-        sum(x.requests for x in lines),
-        sum(x.billable for x in lines),
-        sum(x.overage for x in lines),
-        sum((x.amount for x in lines), Decimal("0.00")),
-        currency,
-    )
 
 
 def _tier_expr() -> Any:
@@ -240,24 +177,15 @@ def _tier_expr() -> Any:
     return func.coalesce(UsageRollup.tier, User.tier)
 
 
-def price(plan: Plan, share: Decimal, billable: int) -> tuple[int, int, Decimal]:
-    """(allowance, overage, amount) for `share` of a month of `plan` and its use."""
-    allowance = int((plan.included * share).to_integral_value(ROUND_HALF_UP))
-    overage = max(0, billable - allowance)
-    amount = plan.base * share + plan.per_1000 * overage / 1000
-    return allowance, overage, amount.quantize(CENT, ROUND_HALF_UP)
-
-
 def lines(
     session: Session,
-    plan_set: Plans,
     start: datetime,
     end: datetime,
     *,
     owner_id: int | None = None,
     now: datetime | None = None,
 ) -> list[Line]:
-    """Every key's priced use in [start, end) (a month): the day snapshots of its closed
+    """Every key's use per recorded tier in [start, end) (a month): the day snapshots of its closed
     days (app/billing/snapshot.py) and the hour roll-ups of the rest.
 
     Across every account, the closed days without a snapshot are written first. One
@@ -278,7 +206,7 @@ def lines(
         again = snapshot.written(session, lo, hi)
         if any(again.get(day) != at for day, at in seen.items()):
             rows = session.execute(_usage(start, end, [], owner_id)).all()
-    return _priced(rows, plan_set)
+    return _merged(rows)
 
 
 def _usage(start: datetime, end: datetime, snapped: list[datetime], owner_id: int | None) -> Any:
@@ -354,98 +282,17 @@ def _usage(start: datetime, end: datetime, snapped: list[datetime], owner_id: in
     )
 
 
-def _priced(rows: Iterable[Any], plan_set: Plans) -> list[Line]:
+def _merged(rows: Iterable[Any]) -> list[Line]:
+    """One line per key and tier: the snapshot and hour parts may each give one."""
     merged: dict[tuple[str, str], list[Any]] = {}
     for owner, email, pid, name, t, hours, n, billable in rows:
         row = merged.setdefault((pid, t), [owner, email, pid, name, t, 0, 0, 0])
         row[5] += int(hours)
         row[6] += int(n or 0)
         row[7] += int(billable or 0)
-    per_key: dict[str, list[list[Any]]] = defaultdict(list)
-    for row in merged.values():
-        per_key[row[2]].append(row)
-    out: list[Line] = []
-    for key_rows in per_key.values():
-        hours_used = sum(int(r[5]) for r in key_rows)
-        for owner, email, pid, name, t, hours, n, billable in key_rows:
-            share = Decimal(int(hours)) / Decimal(hours_used)
-            allowance, overage, amount = price(plan_set[t], share, int(billable or 0))
-            out.append(
-                Line(
-                    owner_id=int(owner),
-                    email=email,
-                    key_id=pid,
-                    key_name=name,
-                    tier=t,
-                    hours=int(hours),
-                    requests=int(n or 0),
-                    billable=int(billable or 0),
-                    allowance=allowance,
-                    overage=overage,
-                    amount=amount,
-                    currency=plan_set.currency,
-                )
-            )
+    out = [Line(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in merged.values()]
     out.sort(key=lambda x: (x.email, x.key_id, x.tier))
     return out
-
-
-@dataclass(frozen=True)
-class Projection:
-    """The current month for one account: so far, and at this pace by month end."""
-
-    month: str
-    elapsed_hours: float
-    month_hours: int
-    billable: int
-    allowance: int
-    projected_billable: int
-    projected_amount: Decimal
-    amount: Decimal
-    currency: str
-
-    @property
-    def used_share(self) -> float:
-        return self.billable / self.allowance if self.allowance else 0.0
-
-
-def project(
-    session: Session, plan_set: Plans, owner: User, now: datetime
-) -> tuple[Projection, list[Line]]:
-    """This month's lines for `owner` and a straight-line projection to month end.
-
-    The projection assumes the rest of the month goes like the hours so far and is
-    priced at the account's current tier.
-    """
-    start, end = month_range(month_of(now))
-    month_lines = lines(session, plan_set, start, end, owner_id=owner.id, now=now)
-    total = totals(month_lines, plan_set.currency)
-    elapsed = max((now - start) / timedelta(hours=1), 1.0)
-    month_hours = int((end - start) / timedelta(hours=1))
-    keys = {x.key_id for x in month_lines}
-    plan = plan_set[owner.tier]
-    projected = round(total.billable * month_hours / elapsed)
-    # Projected per key at the current tier: each key a full month of the plan.
-    projected_amount = Decimal("0.00")
-    for key in keys:
-        billable = sum(x.billable for x in month_lines if x.key_id == key)
-        _, _, amount = price(plan, Decimal(1), round(billable * month_hours / elapsed))
-        projected_amount += amount
-    allowance = plan.included * max(len(keys), 1)
-    return (
-        Projection(
-            month=month_of(now),
-            elapsed_hours=elapsed,
-            month_hours=month_hours,
-            billable=total.billable,
-            allowance=allowance,
-            projected_billable=projected,
-            projected_amount=projected_amount,
-            amount=total.amount,
-            currency=plan_set.currency,
-        ),
-        month_lines,
-    )
 
 
 # ------------------------------------------------------------------ cloud events

@@ -6,7 +6,9 @@ from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
-from app.billing import COLUMNS, lines, month_range, plans, project, recent_months, totals
+from app.billing import month_of, month_range, plans, recent_months
+from app.billing.export import COLUMNS, rows
+from app.billing.statement import bill, project
 from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
@@ -22,16 +24,19 @@ def index() -> ResponseReturnValue:
     now = utcnow()
     plan_set = plans()
     projection, current = project(db.session, plan_set, current_user, now)
+    first = month_of(current_user.created_at)  # no months before the account existed
     past = []
     for month in recent_months(now, PAST_MONTHS + 1)[1:]:
+        if month < first:
+            break
         start, end = month_range(month)
-        month_lines = lines(db.session, plan_set, start, end, owner_id=current_user.id)
-        past.append((month, totals(month_lines, plan_set.currency), len(month_lines)))
+        month_bill = bill(db.session, plan_set, start, end, owner_id=current_user.id, now=now)
+        past.append((month, month_bill.totals(), len(month_bill.lines)))
     return render_template(
         "billing/index.html",
         projection=projection,
-        lines=current,
-        total=totals(current, plan_set.currency),
+        bill=current,
+        total=current.totals(),
         plan=plan_set[current_user.tier],
         plans=plan_set,
         past=past,
@@ -41,13 +46,12 @@ def index() -> ResponseReturnValue:
 @bp.route("/billing/export.csv")
 @login_required
 def export_csv() -> ResponseReturnValue:
-    """The account's own priced lines for ?month= (default this month), as CSV."""
-    month = request.args.get("month", "").strip() or utcnow().strftime("%Y-%m")
+    """The account's own bill for ?month= (default this month), as CSV: the export's
+    rows for this account."""
+    month = request.args.get("month", "").strip() or month_of(utcnow())
     try:
         start, end = month_range(month)
     except ValueError as exc:
         abort(400, description=str(exc))
-    plan_set = plans()
-    priced = lines(db.session, plan_set, start, end, owner_id=current_user.id)
-    rows = ([x.to_dict()[c] for c in COLUMNS] for x in priced)
-    return csv_response(f"keyledger-billing-{month}.csv", COLUMNS, rows)
+    month_bill = bill(db.session, plans(), start, end, owner_id=current_user.id)
+    return csv_response(f"keyledger-billing-{month}.csv", COLUMNS, rows(month_bill))

@@ -9,7 +9,7 @@ from app.models.audit import (
     AuditState,
     AuditVerification,
 )
-from app.models.billing import BillingDay, BillingDayClosed
+from app.models.billing import BillingDay, BillingDayClosed, TierPeriod
 from app.models.session import UserSession
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
@@ -25,6 +25,7 @@ __all__ = [
     "AuditVerification",
     "BillingDay",
     "BillingDayClosed",
+    "TierPeriod",
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -39,3 +39,20 @@ class BillingDayClosed(db.Model):
 
     day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TierPeriod(db.Model):
+    """From `since` until the account's next row, the account was at `tier`.
+
+    The account's plan history: billing prorates a month's base price and allowance by
+    the days at each tier (docs/usage.md, "Billing"). Written with the account and with
+    each tier change (app.accounts), never changed afterwards.
+    """
+
+    __tablename__ = "tier_period"
+    __table_args__ = (Index("ix_tier_period_user_since", "user_id", "since"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    tier: Mapped[str] = mapped_column(String(16))

@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 from conftest import Portal, audit_events, base_config
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from app import create_app
+from app import accounts, create_app
 from app.config import ConfigError
 from app.extensions import db
+from app.models import User
 from app.usage import recorder
+from tests.billing.conftest import since
 from tests.usage.conftest import Key, make_key
 
+OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 # Every status class, the refusals that are not billable, and nonsense a service reported.
 STATUSES = (200, 201, 204, 302, 304, 400, 401, 403, 404, 429, 429, 500, 502, 503, 99, 600)
@@ -58,6 +61,8 @@ def _traffic(app: Flask, keys: list[Key], tiers: list[str]) -> None:
 
 @pytest.fixture
 def two_accounts(app: Flask, user: Portal, other: Portal) -> list[Key]:
+    for email in ("alice@example.com", "bob@example.com"):
+        since(app, email, OCT)
     keys = [make_key(app, user, "alice-a"), make_key(app, user, "alice-b")]
     keys.append(make_key(app, other, "bob-a"))
     _traffic(app, keys, ["basic", "basic", "premium"])
@@ -75,14 +80,19 @@ def test_export_totals_equal_the_raw_events(app: Flask, two_accounts: list[Key])
     assert len(raw) == 3 and all(b < n for n, b in raw.values())  # refusals were excluded
 
     rows = list(csv.DictReader(io.StringIO(_cli(app, "--month", "2026-11"))))
-    got = {r["key_id"]: (int(r["requests"]), int(r["billable"])) for r in rows}
+    keys = [r for r in rows if r["line"] == "key"]
+    got = {r["key_id"]: (int(r["requests"]), int(r["billable"])) for r in keys}
     assert got == raw
     assert {r["email"] for r in rows} == {"alice@example.com", "bob@example.com"}
+    plan_rows = [r for r in rows if r["line"] == "plan"]
+    assert sum(int(r["billable"]) for r in plan_rows) == sum(b for _, b in raw.values())
 
     body = json.loads(_cli(app, "--month", "2026-11", "--format", "json"))
     assert body["totals"]["requests"] == sum(n for n, _ in raw.values())
     assert body["totals"]["billable"] == sum(b for _, b in raw.values())
-    assert Decimal(body["totals"]["amount"]) == sum(Decimal(x["amount"]) for x in body["lines"])
+    amounts = [Decimal(a["amount"]) for a in body["accounts"]]
+    assert Decimal(body["totals"]["amount"]) == sum(amounts)
+    assert sum(Decimal(r["amount"]) for r in plan_rows) == sum(amounts)
 
     events = [
         json.loads(x)
@@ -122,10 +132,13 @@ def test_cloudevents_are_one_per_key_and_hour_with_stable_ids(
     assert e["id"] == f"{e['data']['key_id']}-{e['time'][:13].replace('-', '').replace(':', '')}"
 
 
-def test_a_tier_change_mid_month_bills_each_hour_at_its_tier(priced_app: Flask) -> None:
+def test_a_tier_change_mid_month_prorates_the_plan_by_days_and_prices_use_at_its_tier(
+    priced_app: Flask,
+) -> None:
     app = priced_app
     alice = Portal(app.test_client())
     alice.register("alice@example.com")
+    since(app, "alice@example.com", OCT)
     key = make_key(app, alice)
     rec = recorder(app)
     for h in range(6):  # six hours at basic, five billable requests each
@@ -136,29 +149,35 @@ def test_a_tier_change_mid_month_bills_each_hour_at_its_tier(priced_app: Flask) 
         rec.record(
             dataclasses.replace(key.event(at=NOV + timedelta(hours=h), status=503), tier="basic")
         )
+    # Upgraded on 21 November at 15:00: 20 days at basic, 10 at premium (a day counts at
+    # the tier it ends at).
+    change = NOV + timedelta(days=20, hours=15)
+    with app.app_context():
+        owner = db.session.scalar(select(User).where(User.email == "alice@example.com"))
+        accounts.set_tier(db.session, owner, "premium", actor="cli", at=change)
     for h in range(4):  # then four hours at premium, a hundred each
         for m in range(100):
-            at = NOV + timedelta(days=20, hours=h, seconds=m)
+            at = change + timedelta(hours=h, seconds=m)
             rec.record(dataclasses.replace(key.event(at=at), tier="premium"))
     rec.flush()
 
-    lines = {r["tier"]: r for r in csv.DictReader(io.StringIO(_cli(app, "--month", "2026-11")))}
-    assert set(lines) == {"basic", "premium"}
-    basic, premium = lines["basic"], lines["premium"]
-    # Basic: 6 of 10 hours -> 60 % of the allowance (6) and of the base (0.60);
-    # 30 billable, 24 over at 2.00 per 1,000 -> 0.048; 0.648 rounds to 0.65.
-    assert (basic["requests"], basic["billable"], basic["allowance"], basic["overage"]) == (
-        "36",
-        "30",
-        "6",
-        "24",
-    )
-    assert basic["amount"] == "0.65" and basic["currency"] == "EUR"
-    # Premium: 40 % -> allowance 40, base 4.00; 400 billable, 360 over at 1.00 -> 0.36.
-    assert (premium["billable"], premium["allowance"], premium["overage"]) == ("400", "40", "360")
-    assert premium["amount"] == "4.36"
+    rows = list(csv.DictReader(io.StringIO(_cli(app, "--month", "2026-11"))))
+    plan = {r["tier"]: r for r in rows if r["line"] == "plan"}
+    assert set(plan) == {"basic", "premium"}
+    basic, premium = plan["basic"], plan["premium"]
+    # Basic: 20 of 30 days -> base 0.67, allowance 7 (of 10); 30 billable, 23 over at
+    # 2.00 per 1,000 -> 0.05; 0.72.
+    assert (basic["days"], basic["base"], basic["allowance"]) == ("20", "0.67", "7")
+    assert (basic["requests"], basic["billable"], basic["overage"]) == ("36", "30", "23")
+    assert basic["amount"] == "0.72" and basic["currency"] == "EUR"
+    # Premium: 10 days -> base 3.33, allowance 33; 400 billable, 367 over at 1.00 -> 0.37.
+    assert (premium["days"], premium["base"], premium["allowance"]) == ("10", "3.33", "33")
+    assert (premium["billable"], premium["overage"], premium["amount"]) == ("400", "367", "3.70")
     total = json.loads(_cli(app, "--month", "2026-11", "--format", "json"))["totals"]
-    assert total["amount"] == "5.01"
+    assert total["amount"] == "4.42"
+    # October: basic all month, no use: its base only.
+    october = json.loads(_cli(app, "--month", "2026-10", "--format", "json"))["totals"]
+    assert october["amount"] == "1.00"
 
 
 def test_the_api_records_the_owners_tier_with_each_hour(app: Flask, admin: Portal) -> None:
@@ -229,8 +248,8 @@ def test_billing_page_shows_only_the_users_own_keys_and_its_csv_matches(
     csv_resp = user.client.get(f"/billing/export.csv?month={now:%Y-%m}")
     assert csv_resp.status_code == 200 and csv_resp.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(csv_resp.get_data(as_text=True))))
-    assert [r["key_id"] for r in rows] == [mine.public_id]
-    total = sum(Decimal(r["amount"]) for r in rows)
+    assert [r["key_id"] for r in rows if r["line"] == "key"] == [mine.public_id]
+    total = sum(Decimal(r["amount"]) for r in rows if r["amount"])
     assert f"data-billing-total>{total} USD<" in html
     assert user.client.get("/billing/export.csv?month=2026-13").status_code == 400
     assert Portal(app.test_client()).client.get("/billing").status_code == 302  # log in first
@@ -242,7 +261,7 @@ def test_admin_billing_page_and_downloads(
     page = admin.client.get("/admin/billing?month=2026-11")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert all(k.public_id in html for k in two_accounts)
+    assert "alice@example.com" in html and "bob@example.com" in html
     body = json.loads(_cli(app, "--month", "2026-11", "--format", "json"))
     assert f"data-billing-total>{body['totals']['amount']} USD<" in html
     for fmt, mimetype in (
@@ -279,4 +298,4 @@ def test_a_key_name_that_looks_like_a_formula_stays_text_in_the_csv(
     rows = list(
         csv.DictReader(io.StringIO(user.client.get("/billing/export.csv").get_data(as_text=True)))
     )
-    assert [r["key_name"] for r in rows] == ["'=HYPERLINK(1)"]
+    assert [r["key_name"] for r in rows if r["line"] == "key"] == ["'=HYPERLINK(1)"]

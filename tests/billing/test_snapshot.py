@@ -24,6 +24,7 @@ from app.extensions import db
 from app.models import BillingDay, BillingDayClosed
 from app.usage import recorder
 from app.usage.recorder import _upsert_rollups
+from tests.billing.conftest import since
 from tests.billing.test_billing import NOV, STATUSES, _raw
 from tests.usage.conftest import Key, make_key
 
@@ -32,7 +33,7 @@ DEC = datetime(2026, 12, 1, tzinfo=UTC)
 
 def _lines(app: Flask, start: datetime = NOV, end: datetime = DEC, **kw: Any) -> list:
     with app.app_context():
-        return billing.lines(db.session, billing.plans(app), start, end, **kw)
+        return billing.lines(db.session, start, end, **kw)
 
 
 def _hours_only(app: Flask, start: datetime = NOV, end: datetime = DEC, **kw: Any) -> list:
@@ -176,6 +177,7 @@ def test_a_late_event_reopens_its_day_and_is_billed_on_the_next_view(
     root = _admin(app)
     alice = Portal(app.test_client())
     alice.register("alice@example.com")
+    since(app, "alice@example.com", NOV - timedelta(days=30))
     key = make_key(app, alice)
     for day in range(30):
         _record(app, key, NOV + timedelta(days=day, hours=10), "basic")
