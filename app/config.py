@@ -201,6 +201,11 @@ def from_env() -> dict[str, Any]:
         "READY_AUDIT_MAX_LAG": _env_float("READY_AUDIT_MAX_LAG", 0.0) or None,
         # Witnesses (docs/audit.md): `URL VKEY` per line or `;`-separated.
         "AUDIT_WITNESSES": os.environ.get("AUDIT_WITNESSES", ""),
+        # Two-factor sign-in (docs/security.md): who must use it until an admin chooses
+        # on /admin/security (none | admins | everyone), and the days given to set it up.
+        "MFA_REQUIRED": os.environ.get("MFA_REQUIRED", "none"),
+        "MFA_GRACE_DAYS": _env_int("MFA_GRACE_DAYS", 7),
+        "MFA_ISSUER": os.environ.get("MFA_ISSUER", "Keyledger"),
     }
 
 

@@ -41,6 +41,17 @@ DEFAULT_SENSITIVITY = {
     "audit.exported": "medium",
     "audit.verified": "low",
     "billing.exported": "medium",
+    # Second factors, reset by mail, owner settings (issue 19).
+    "user.2fa_enabled": "high",
+    "user.2fa_disabled": "high",
+    "user.2fa_failed": "high",
+    "user.2fa_reset": "critical",
+    "user.recovery_code_used": "high",
+    "user.passkey_added": "high",
+    "user.passkey_removed": "high",
+    "user.password_reset_requested": "medium",
+    "user.password_reset": "high",
+    "settings.2fa_policy_changed": "critical",
 }
 
 

@@ -1,5 +1,13 @@
-from wtforms import BooleanField, EmailField, Field, IntegerField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    Field,
+    IntegerField,
+    PasswordField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Regexp, ValidationError
 from wtforms.widgets import HiddenInput
 
 from app import text
@@ -113,3 +121,54 @@ class CloseAccountForm(Form):
         validators=[DataRequired(message="Tick the box to confirm.")],
     )
     submit = SubmitField("Close my account")
+
+
+_code = [
+    DataRequired(message="Enter the code from your app, or a recovery code."),
+    Length(max=32, message="A code has 6 digits; a recovery code 10 letters and digits."),
+]
+
+
+class CodeForm(Form):
+    """The log-in's second step: an authenticator code or a recovery code."""
+
+    code = StringField(
+        "Code", validators=_code, description="6 digits from your app, or a recovery code."
+    )
+    submit = SubmitField("Verify")
+
+
+class TotpStartForm(Form):
+    submit = SubmitField("Set up an authenticator app")
+
+
+class TotpConfirmForm(Form):
+    password = PasswordField(
+        "Your password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    code = StringField(
+        "Code from the app",
+        validators=[
+            DataRequired(message="Enter the 6-digit code the app shows."),
+            Regexp(r"^\s*[0-9]{6}\s*$", message="The code has 6 digits."),
+        ],
+    )
+    submit = SubmitField("Turn on two-factor sign-in")
+
+
+class TotpDisableForm(Form):
+    password = PasswordField(
+        "Your password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    code = StringField("Code from the app, or a recovery code", validators=_code)
+    submit = SubmitField("Turn off the authenticator app")
+
+
+class RecoveryCodesForm(Form):
+    password = PasswordField(
+        "Your password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    submit = SubmitField("Make new recovery codes")

@@ -15,13 +15,13 @@ from flask.typing import ResponseReturnValue
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts, errors, ratelimit
+from app import accounts, errors, ratelimit, twofactor
 from app.audit import trail
 from app.auth import bp
-from app.auth.forms import LoginForm, LogoutForm, RegisterForm
+from app.auth.forms import CodeForm, LoginForm, LogoutForm, RegisterForm
 from app.extensions import db, limiter
 from app.models import User
-from app.web import client_ip, passwords
+from app.web import client_ip, key_policy, passwords
 
 
 def _safe_next(target: str | None) -> str:
@@ -134,19 +134,90 @@ def login() -> ResponseReturnValue:
             form.password.errors.append(str(exc))
         else:
             if user is not None:
+                if twofactor.has_second_factor(db.session, user):
+                    return _start_code_step(user, request.args.get("next"))
                 return finish_login(user, request.args.get("next"))
             ratelimit.spend_budget(_account_limit(), "login-account", budget)
             form.password.errors.append("Email or password is wrong.")
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
 
 
-def finish_login(user: User, next_url: str | None) -> ResponseReturnValue:
+def finish_login(
+    user: User, next_url: str | None, details: dict[str, str] | None = None
+) -> ResponseReturnValue:
     """Every factor has passed: record the log-in and start the session."""
     session.clear()  # nothing of the anonymous session carries over
-    accounts.record_login(db.session, user, actor_ip=client_ip())
+    accounts.record_login(db.session, user, actor_ip=client_ip(), details=details)
     login_user(user)
     _tell_failures(user)
+    need = twofactor.requirement(db.session, user, current_app.config)
+    if need.required and need.deadline is not None:
+        return redirect(url_for("auth.two_factor"))
     return redirect(_safe_next(next_url))
+
+
+# The password was right and a second factor is due: who, since when, and where to go
+# next live in the (signed) anonymous session until the code step ends it.
+PENDING_USER, PENDING_AT, PENDING_NEXT = "2fa_user", "2fa_at", "2fa_next"
+PENDING_SECONDS = 300
+
+
+def _start_code_step(user: User, next_url: str | None) -> ResponseReturnValue:
+    session.clear()
+    session[PENDING_USER] = user.id
+    session[PENDING_AT] = int(time.time())
+    session[PENDING_NEXT] = next_url or ""
+    return redirect(url_for("auth.login_code"))
+
+
+def pending_user() -> User | None:
+    """The user whose password was right, while the code step is open."""
+    uid, at = session.get(PENDING_USER), session.get(PENDING_AT)
+    if not isinstance(uid, int) or not isinstance(at, int):
+        return None
+    if not 0 <= time.time() - at <= PENDING_SECONDS:
+        return None
+    user = db.session.get(User, uid)
+    return user if user is not None and user.is_active else None
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], on_breach=_ip_breach)
+def login_code() -> ResponseReturnValue:
+    """The second step: a code from the app or a recovery code (or a passkey, whose
+    answer goes to /login/passkey). A wrong code spends the account's log-in budget."""
+    if current_user.is_authenticated:
+        return redirect(url_for("portal.dashboard"))
+    user = pending_user()
+    if user is None:
+        session.pop(PENDING_USER, None)
+        flash("Log in again: the code step lasts five minutes.", "info")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        budget = accounts.throttle_id(user.email)
+        retry = ratelimit.budget_spent(_account_limit(), "login-account", budget)
+        if retry is not None:
+            return _throttled(user.email, retry, "account")
+        try:
+            method = twofactor.verify_code(
+                db.session, key_policy().pepper, user, form.code.data or "", actor_ip=client_ip()
+            )
+        except twofactor.CodeRefused as exc:
+            ratelimit.spend_budget(_account_limit(), "login-account", budget)
+            form.code.errors = [*form.code.errors, str(exc)]
+        else:
+            if method == "recovery_code":
+                left = twofactor.recovery_codes_left(db.session, user)
+                flash(
+                    f"Recovery code used; {left} left. Make new ones on your account page.",
+                    "warning",
+                )
+            return finish_login(user, session.get(PENDING_NEXT) or None, {"factor": method})
+    passkeys = twofactor.passkey_count(db.session, user)
+    return render_template(
+        "auth/login_code.html", form=form, passkeys=passkeys
+    ), 400 if form.errors else 200
 
 
 @bp.route("/logout", methods=["POST"])

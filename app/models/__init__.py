@@ -10,6 +10,14 @@ from app.models.audit import (
     AuditVerification,
 )
 from app.models.billing import BillingDay, BillingDayClosed, TierPeriod
+from app.models.second_factor import (
+    KnownDevice,
+    Passkey,
+    PasswordReset,
+    RecoveryCode,
+    SiteSetting,
+    TotpSecret,
+)
 from app.models.session import UserSession
 from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
@@ -25,7 +33,13 @@ __all__ = [
     "AuditVerification",
     "BillingDay",
     "BillingDayClosed",
+    "KnownDevice",
+    "Passkey",
+    "PasswordReset",
+    "RecoveryCode",
+    "SiteSetting",
     "TierPeriod",
+    "TotpSecret",
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",

@@ -23,6 +23,8 @@ class User(UserMixin, db.Model):
     # blocks login. The row stays, so the audit trail's `user:N` keeps its meaning.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Owner notices turned off on /account, space-separated (app/notices.py names them).
+    notices_off: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
     keys = relationship(
         "ApiKey", back_populates="owner", lazy="dynamic", foreign_keys="ApiKey.user_id"
