@@ -51,7 +51,7 @@ def edit(old: str, new: str, **changes) -> bytes:
 def event_line(seq: int, data: bytes) -> bytes:
     """The line the exporter writes for these stored bytes."""
     row = SimpleNamespace(seq=seq, leaf_hash=core.leaf_hash(data), canonical=data)
-    return auditlog._event_line(row).encode()
+    return auditlog.export._event_line(row).encode()
 
 
 @pytest.fixture(scope="module")

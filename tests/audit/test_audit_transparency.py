@@ -558,7 +558,7 @@ def test_the_app_never_imports_the_command_line_file():
 
     code = (
         "import sys, app.audit.cli, app.audit.verify, app.audit.public, app.audit.witness\n"
-        "print('app.audit.offline' in sys.modules)"
+        "print('app.audit.core.offline' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
