@@ -119,7 +119,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(billing_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
-    from app.audit.public import bp as transparency_bp
+    from app.transparency.routes import bp as transparency_bp
 
     app.register_blueprint(transparency_bp, url_prefix="/audit")
     csrf.exempt(api_bp)

@@ -557,7 +557,7 @@ def test_the_app_never_imports_the_command_line_file():
     import sys
 
     code = (
-        "import sys, app.audit.cli, app.audit.verify, app.audit.public, app.audit.witness\n"
+        "import sys, app.audit.cli, app.audit.verify, app.transparency.routes, app.audit.witness\n"
         "print('app.audit.core.offline' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,0 +1,1 @@
+"""The public, login-free transparency endpoints (/audit/...) over app.audit's log."""
