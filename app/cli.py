@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from app import accounts
 from app.config import TIERS
@@ -14,7 +17,49 @@ from app.extensions import db
 from app.models import User
 from app.web import passwords, session_lifetimes
 
-users = AppGroup("users", help="Manage accounts.")
+
+class CommandGroup(AppGroup):
+    """Every `flask` group of ours: a command run on a database that was never migrated
+    (or is behind this code) says what to run instead of printing SQLAlchemy's
+    traceback. Checked only after a database error, so offline commands never need one."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DBAPIError:
+            problem = _schema_problem(ctx.ensure_object(ScriptInfo).load_app())
+            if problem is None:
+                raise
+            raise click.ClickException(problem) from None
+
+
+def _schema_problem(app: Flask) -> str | None:
+    """What is wrong with the database's schema, or None if it is at this code's head."""
+    from alembic.script import ScriptDirectory
+
+    with app.app_context():
+        where = db.engine.url.render_as_string(hide_password=True)
+        try:
+            with db.engine.connect() as conn:
+                current = set()
+                if inspect(conn).has_table("alembic_version"):
+                    current = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+        except DBAPIError:
+            return None  # unreachable, or another fault: the original error says more
+        config = app.extensions["migrate"].migrate.get_config()
+        heads = set(ScriptDirectory.from_config(config).get_heads())
+    todo = "run `flask db upgrade` (or `make serve` once), then try again"
+    if not current:
+        return f"the database {where} was never migrated: {todo}"
+    if current != heads:
+        return (
+            f"the database {where} is at revision {', '.join(sorted(current))}, this "
+            f"version needs {', '.join(sorted(heads))}: {todo}"
+        )
+    return None
+
+
+users = CommandGroup("users", help="Manage accounts.")
 
 
 def _read_password() -> str:

@@ -101,9 +101,29 @@ def is_redis(uri: str | None) -> bool:
     )
 
 
+def instance_folder(raw: str | None) -> Path:
+    """KEYLEDGER_INSTANCE, or instance/ when unset. Secrets are generated there, so an
+    empty value (which would mean the working directory) and the project's own root
+    (where `git add .` would commit them) are refused rather than guessed at."""
+    if raw is None:
+        return PROJECT_ROOT / "instance"
+    if not raw.strip():
+        raise ConfigError(
+            "KEYLEDGER_INSTANCE is set but empty: unset it to use instance/, "
+            "or name the folder for this instance's secrets and database"
+        )
+    folder = Path(raw).expanduser()
+    if folder.resolve() == PROJECT_ROOT:
+        raise ConfigError(
+            f"KEYLEDGER_INSTANCE names the project's root ({PROJECT_ROOT}): secrets would "
+            "be written beside the code; use a folder of its own, e.g. instance/"
+        )
+    return folder
+
+
 def from_env() -> dict[str, Any]:
     """Every setting the app reads, taken from the environment once at start-up."""
-    instance = Path(os.environ.get("KEYLEDGER_INSTANCE", PROJECT_ROOT / "instance"))
+    instance = instance_folder(os.environ.get("KEYLEDGER_INSTANCE"))
     return {
         "KEYLEDGER_ENV": os.environ.get("KEYLEDGER_ENV", "development"),
         "INSTANCE_PATH": str(instance),

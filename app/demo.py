@@ -22,13 +22,13 @@ from typing import TypeVar
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app import accounts
 from app.audit import trail
 from app.billing import snapshot
+from app.cli import CommandGroup
 from app.config import TIERS
 from app.extensions import db
 from app.keys import lifecycle
@@ -39,7 +39,7 @@ from app.web import key_policy, passwords
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., object])
 
-demo = AppGroup("demo", help="Demo data: accounts, keys and a month of traffic.")
+demo = CommandGroup("demo", help="Demo data: accounts, keys and a month of traffic.")
 
 PASSWORD = "keyledger demo password"  # noqa: S105 (demo accounts, printed on purpose)
 ENDPOINTS = (

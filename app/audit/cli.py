@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from flask.cli import AppGroup
 
 from app.audit import core, service
 from app.audit import log as auditlog
 from app.audit.verify import verify_log
+from app.cli import CommandGroup
 from app.extensions import db
 
-audit = AppGroup("audit", help="Seal, sign, verify, export and prove the audit log.")
+audit = CommandGroup("audit", help="Seal, sign, verify, export and prove the audit log.")
 
 
 def _anchor_path(explicit: str | None) -> Path | None:
@@ -29,9 +29,16 @@ def _keys(paths: tuple[str, ...]) -> core.KeyRing:
     keys = core.KeyRing(service.settings().origin)
     for path in paths:
         try:
-            pems, vkeys = core.load_key_text(Path(path).read_text())
-        except (OSError, ValueError) as exc:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
             raise click.ClickException(f"cannot read public key {path}: {exc}") from None
+        try:
+            pems, vkeys = core.load_key_text(raw.decode())
+        except ValueError:  # UnicodeDecodeError included
+            raise click.ClickException(
+                f"{path} is not a public key: expected an Ed25519 PEM public key or a "
+                "C2SP vkey line, as `flask audit public-key [--vkey]` prints"
+            ) from None
         for key in pems:
             keys.add_public_key(key)
         for v in vkeys:
@@ -47,7 +54,12 @@ def _fail(report: core.Report) -> None:
 @audit.command("verify")
 @click.option("--export", "export_file", type=click.Path(dir_okay=False), help="Verify an export.")
 @click.option("--proof", "proof_file", type=click.Path(dir_okay=False), help="Check a proof.")
-@click.option("--public-key", "public_keys", multiple=True, help="Trusted PEM or vkey file.")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Trusted PEM or vkey file; on the database, its newest checkpoint must be signed by one.",
+)
 @click.option("--anchor", "anchor", help="Anchor file to compare with (default: configured).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="0: one process.")
 def audit_verify(
@@ -81,6 +93,7 @@ def audit_verify(
         else:
             click.echo(report.summary())
         return
+    keys = _keys(public_keys) if public_keys else None  # a bad file stops before the work
     report = verify_log(
         db.engine, service.settings(), anchor_path=_anchor_path(anchor), workers=workers
     )
@@ -89,6 +102,23 @@ def audit_verify(
     if not report.ok:
         _fail(report)
     click.echo(report.summary())
+    if keys is not None:
+        _newest_checkpoint_signed_by(keys)
+
+
+def _newest_checkpoint_signed_by(keys: core.KeyRing) -> None:
+    """--public-key on the database: the log is intact, but is it the log the caller
+    trusts? Its newest checkpoint must carry a signature by one of the keys given."""
+    with db.engine.connect() as conn:
+        cp = auditlog.latest_checkpoint(conn)
+    if cp is None:
+        click.echo("no checkpoint yet: nothing is signed by the key given", err=True)
+        sys.exit(1)
+    problem = core.signature_problem(cp, keys)
+    if problem is not None:
+        click.echo(f"not signed by the key given: {problem[1]}", err=True)
+        sys.exit(1)
+    click.echo(f"checkpoint {cp.index} ({cp.tree_size} events) is signed by the key given")
 
 
 @audit.command("checkpoint")

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
-from flask.cli import AppGroup
 
 from app.billing import month_range, plans, snapshot
 from app.billing.export import FORMATS, render
+from app.cli import CommandGroup
 from app.extensions import db
 from app.usage import recorder
 
-billing = AppGroup("billing", help="Billing by plan: exports per user and key, day snapshots.")
+billing = CommandGroup("billing", help="Billing by plan: exports per user and key, day snapshots.")
 
 
 @billing.command("export")

@@ -1,21 +1,15 @@
-"""`flask usage prune` and `flask usage billing`."""
+"""`flask usage prune` (and a pointer from the old `flask usage billing`)."""
 
 from __future__ import annotations
 
-import csv
-import sys
-from datetime import UTC, datetime
-
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
+from app.cli import CommandGroup
 from app.extensions import db
-from app.usage import recorder
-from app.usage.queries import billing as billing_lines
 from app.usage.retention import prune as prune_usage
 
-usage = AppGroup("usage", help="Usage records: retention and billing.")
+usage = CommandGroup("usage", help="Usage records: retention.")
 
 
 @usage.command("prune")
@@ -51,26 +45,16 @@ def prune(days: int | None, minute_days: int | None, dry_run: bool) -> None:
     )
 
 
-def _month(value: str) -> tuple[datetime, datetime]:
-    try:
-        start = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise click.BadParameter("use YYYY-MM, e.g. 2026-11") from exc
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
+@usage.command(
+    "billing",
+    hidden=True,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+def billing_moved() -> None:
+    """Replaced by `flask billing export` (one billing export, priced): a pointer for
+    scripts and fingers that still type the old name."""
+    raise click.UsageError(
+        "`flask usage billing` was replaced by `flask billing export --month YYYY-MM "
+        "[--format csv|json|cloudevents]`: the month's requests per user and key, with "
+        'the billable count, tier and price (docs/usage.md, "Billing")'
     )
-    return start, end
-
-
-@usage.command("billing")
-@click.argument("month")
-def billing(month: str) -> None:
-    """Requests per owner and key in MONTH (YYYY-MM, UTC), as CSV, from hour roll-ups."""
-    start, end = _month(month)
-    recorder().flush()
-    out = csv.writer(sys.stdout)
-    out.writerow(["owner_id", "key_id", "requests", "errors_5xx"])
-    for line in billing_lines(db.session, start, end):
-        out.writerow([line.owner_id, line.key_id, line.requests, line.errors_5xx])

@@ -6,12 +6,11 @@ hour roll-ups of each UTC day (counts and histograms are sums, so this is exact)
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, UsageLatencyBin, UsageRollup
@@ -147,36 +146,3 @@ def summary(buckets: list[Bucket]) -> Bucket:
         for i, n in b.bins.items():
             total.bins[i] = total.bins.get(i, 0) + n
     return total
-
-
-@dataclass(frozen=True)
-class BillingLine:
-    owner_id: int
-    key_id: int
-    requests: int
-    errors_5xx: int
-
-
-def billing(session: Session, start: datetime, end: datetime) -> list[BillingLine]:
-    """Requests per owner and key in [start, end), from hour roll-ups (whole hours)."""
-    lo, hi = floor(start, "hour"), _ceil(end, "hour")
-    rows = session.execute(
-        select(
-            UsageRollup.owner_id,
-            UsageRollup.key_id,
-            func.sum(UsageRollup.count),
-            func.sum(UsageRollup.status_5xx),
-        )
-        .where(
-            UsageRollup.granularity == "hour",
-            UsageRollup.bucket >= lo,
-            UsageRollup.bucket < hi,
-        )
-        .group_by(UsageRollup.owner_id, UsageRollup.key_id)
-        .order_by(UsageRollup.owner_id, UsageRollup.key_id)
-    )
-    lines: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for owner_id, key_id, n, n5 in rows:
-        lines[(owner_id, key_id)][0] += int(n or 0)
-        lines[(owner_id, key_id)][1] += int(n5 or 0)
-    return [BillingLine(o, k, n, n5) for (o, k), (n, n5) in lines.items()]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 
 import click
-from flask.cli import AppGroup
 
+from app.cli import CommandGroup
 from app.webhooks.service import dispatcher
 
-webhooks = AppGroup("webhooks", help="Send queued webhook deliveries.")
+webhooks = CommandGroup("webhooks", help="Send queued webhook deliveries.")
 
 
 @webhooks.command("run")
