@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
-from app import accounts
+from app import accounts, outcomes
 from app.audit import trail
 from app.billing import snapshot
 from app.cli import CommandGroup
@@ -251,7 +251,11 @@ def seed(
                     actor_ip=ip,
                     target=f"key:{public_id}",
                     outcome="denied",
-                    details={"limit": "key", "recorded": "first per key (or IP) and minute"},
+                    details={
+                        "error": "rate_limited",
+                        "limit": "key",
+                        "recorded": "first per key (or IP) and minute",
+                    },
                     at=at,
                 )
             if traffic.random() < 0.01:  # a failed validation near this moment
@@ -285,7 +289,7 @@ def _failed_validation(rec, rng: random.Random, at, public_id: str, ip: str, noi
         actor=actor,
         actor_ip=ip if known else rng.choice(noisy) if rng.random() < 0.7 else ip,
         target=actor if known else None,
-        outcome="denied" if reason == "insufficient_scope" else "failure",
+        outcome=outcomes.OUTCOMES[reason].audit_outcome,
         details={"error": reason, "endpoint": "/api/v1/keys/validate"},
         at=at,
     )

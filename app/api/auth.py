@@ -19,7 +19,7 @@ from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.utils import get_content_length
 
-from app import ratelimit
+from app import outcomes, ratelimit
 from app.extensions import db
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyCache, KeyRecord
@@ -33,7 +33,7 @@ MAX_METHOD_LEN = 16
 MAX_PATH_LEN = 1024
 VALIDATE_ENDPOINT = "api.validate"
 # Answers that mean "this could be a guess": they spend the client IP's failure budget.
-GUESS_ERRORS = frozenset({"malformed_key", "invalid_key"})
+GUESS_ERRORS = frozenset(o.code for o in outcomes.OUTCOMES.values() if o.guess)
 # What a served request's method may be: an HTTP token (RFC 9110), so the stored upper
 # case is ASCII of the same length ("ß".upper() is "SS" and would overrun the column).
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -61,6 +61,12 @@ class ApiAuth:
         self.status, self.error, self.message = status, error, message
         return self
 
+    def refuse(self, code: str, message: str | None = None) -> ApiAuth:
+        """Fail with a catalogued outcome (app/outcomes.py): its status, and its message
+        unless a more precise one is given."""
+        outcome = outcomes.OUTCOMES[code]
+        return self.fail(outcome.status, code, message or outcome.message)
+
 
 def key_cache() -> KeyCache:
     return current_app.extensions["keyledger.key_cache"]
@@ -82,16 +88,13 @@ def _resolve() -> ApiAuth:
     presented = _presented_keys(auth.body if validating else None)
     if not presented:
         if validating:
-            return auth.fail(
-                400,
+            return auth.refuse(
                 "bad_request",
                 'no key given: send {"key": "..."}, Authorization: Bearer <key> or X-API-Key',
             )
-        return auth.fail(
-            401, "missing_key", "send your API key as Authorization: Bearer <key> or X-API-Key"
-        )
+        return auth.refuse("missing_key")
     if any(p != presented[0] for p in presented[1:]):
-        return auth.fail(400, "bad_request", "two different keys were given; send one")
+        return auth.refuse("bad_request", "two different keys were given; send one")
     if validating and not _check_fields(auth):
         return auth
 
@@ -109,7 +112,7 @@ def _resolve() -> ApiAuth:
         if retry is not None:
             return _blocked(auth, retry)
         auth.public_id = result.public_id
-        return auth.fail(403, "ip_not_allowed", _MESSAGES["ip_not_allowed"])
+        return auth.refuse("ip_not_allowed")
     if result.key is not None:  # identified: one storage round trip for both limits
         charged = ratelimit.charge(ip, result.key)
         if charged.ip_retry is not None:
@@ -121,16 +124,16 @@ def _resolve() -> ApiAuth:
             result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
             if result.key is None:  # deleted meanwhile
                 auth.public_id = result.public_id
-                return auth.fail(401, "invalid_key", _MESSAGES["invalid_key"])
+                return auth.refuse("invalid_key")
             if _refused_ip(auth, result):  # its allowlist changed meanwhile
                 auth.public_id = result.public_id
-                return auth.fail(403, "ip_not_allowed", _MESSAGES["ip_not_allowed"])
+                return auth.refuse("ip_not_allowed")
         auth.key, auth.public_id, auth.charge = result.key, result.public_id, charged
         if not charged.allowed:
             auth.retry_after = charged.retry_after()
             if charged.quota_exceeded:
-                return auth.fail(429, "quota_exceeded", _MESSAGES["quota_exceeded"])
-            return auth.fail(429, "rate_limited", "this key is over its rate limit")
+                return auth.refuse("quota_exceeded")
+            return auth.refuse("rate_limited")
     else:
         retry = ratelimit.failures_exhausted(ip)
         if retry is not None:
@@ -141,27 +144,13 @@ def _resolve() -> ApiAuth:
             return _blocked(auth, ratelimit.failures_exhausted(ip) or 1)
         auth.public_id = result.public_id
     if not result.valid:
-        auth.fail(401, result.error or "invalid_key", _MESSAGES.get(result.error or ""))
+        auth.refuse(result.error or "invalid_key")
     return auth
 
 
 def _blocked(auth: ApiAuth, retry: int) -> ApiAuth:
     auth.retry_after = retry
-    return auth.fail(429, "rate_limited", _BLOCKED)
-
-
-_BLOCKED = "too many failed validations from this address; wait and retry"
-
-
-_MESSAGES = {
-    "malformed_key": "this is not a Keyledger key (shape, length or checksum is wrong)",
-    "invalid_key": "no live key matches",
-    "revoked": "this key was revoked",
-    "expired": "this key has expired",
-    "ip_not_allowed": "this key does not work from this address (its IP allowlist)",
-    "quota_exceeded": "this key's monthly request quota is spent; it resets at the month's "
-    "start (UTC)",
-}
+    return auth.refuse("rate_limited", outcomes.GUESSES_SPENT)
 
 
 def _refused_ip(auth: ApiAuth, result: lifecycle.Validation) -> bool:
@@ -184,7 +173,7 @@ def _read_body(auth: ApiAuth) -> bool:
         environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING")
     )
     if length is not None and length > MAX_BODY:
-        auth.fail(413, "payload_too_large", f"the body is limited to {MAX_BODY} bytes")
+        auth.refuse("payload_too_large", f"the body is limited to {MAX_BODY} bytes")
         return False
     try:
         if length is not None:
@@ -195,17 +184,17 @@ def _read_body(auth: ApiAuth) -> bool:
         else:  # chunked: werkzeug enforces max_content_length while reading
             raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        auth.fail(413, "payload_too_large", f"the body is limited to {MAX_BODY} bytes")
+        auth.refuse("payload_too_large", f"the body is limited to {MAX_BODY} bytes")
         return False
     if not raw.strip():
         return True
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
-        auth.fail(400, "bad_request", "the body is not JSON")
+        auth.refuse("bad_request", "the body is not JSON")
         return False
     if not isinstance(body, dict):
-        auth.fail(400, "bad_request", "the body must be a JSON object")
+        auth.refuse("bad_request", "the body must be a JSON object")
         return False
     auth.body = body
     return True
@@ -234,8 +223,7 @@ def _check_fields(auth: ApiAuth) -> bool:
         and len(scopes) <= MAX_REQUEST_SCOPES
         and all(isinstance(s, str) and 0 < len(s) <= MAX_SCOPE_LEN for s in scopes)
     ):
-        auth.fail(
-            400,
+        auth.refuse(
             "bad_request",
             f'"scopes" must be a list of at most {MAX_REQUEST_SCOPES} non-empty strings '
             f"of at most {MAX_SCOPE_LEN} characters",
@@ -245,20 +233,19 @@ def _check_fields(auth: ApiAuth) -> bool:
     if served is None:
         return True
     if not isinstance(served, dict):
-        auth.fail(400, "bad_request", '"request" must be an object {"method", "path", "client_ip"}')
+        auth.refuse("bad_request", '"request" must be an object {"method", "path", "client_ip"}')
         return False
     reported = served.get("client_ip")
     if reported is not None:
         auth.client = policies.client_address(reported)
         if auth.client is None:
-            auth.fail(400, "bad_request", '"request.client_ip" must be an IPv4 or IPv6 address')
+            auth.refuse("bad_request", '"request.client_ip" must be an IPv4 or IPv6 address')
             return False
     method, path = served.get("method"), served.get("path")
     if method is not None and not (
         isinstance(method, str) and len(method) <= MAX_METHOD_LEN and _METHOD.fullmatch(method)
     ):
-        auth.fail(
-            400,
+        auth.refuse(
             "bad_request",
             f'"request.method" must be an HTTP method of 1-{MAX_METHOD_LEN} ASCII letters',
         )
@@ -268,8 +255,7 @@ def _check_fields(auth: ApiAuth) -> bool:
     if path is not None and not (
         isinstance(path, str) and 0 < len(path) <= MAX_PATH_LEN and not UNSTORABLE.search(path)
     ):
-        auth.fail(
-            400,
+        auth.refuse(
             "bad_request",
             f'"request.path" must be a string of 1-{MAX_PATH_LEN} characters without '
             "control characters",

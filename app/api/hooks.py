@@ -11,6 +11,7 @@ from flask import current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
+from app import outcomes
 from app.api import bp
 from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
 from app.errors import UNAVAILABLE
@@ -19,11 +20,6 @@ from app.models._types import utcnow
 from app.usage import UsageEvent
 
 log = logging.getLogger(__name__)
-
-
-AUDITED_FAILURES = frozenset(
-    {"malformed_key", "invalid_key", "revoked", "expired", "insufficient_scope", "ip_not_allowed"}
-)
 
 
 @bp.after_request
@@ -100,7 +96,7 @@ def account(response: Response) -> Response:
                 },
                 at=now,
             )
-    elif auth.error in AUDITED_FAILURES:
+    elif auth.error in outcomes.AUDITED_FAILURES:
         actor = f"key:{auth.public_id}" if auth.public_id else "anonymous"
         details: dict[str, object] = {"error": auth.error, "endpoint": _rule()}
         if auth.missing:
@@ -112,9 +108,7 @@ def account(response: Response) -> Response:
             actor=actor,
             actor_ip=ip,
             target=actor if auth.public_id else None,
-            outcome="denied"
-            if auth.error in ("insufficient_scope", "ip_not_allowed")
-            else "failure",
+            outcome=outcomes.OUTCOMES[auth.error].audit_outcome,
             details=details,
             at=now,
         )

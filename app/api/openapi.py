@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app import outcomes
 from app.config import TIERS
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -472,21 +473,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                     "required": ["valid", "error"],
                     "properties": {
                         "valid": {"const": False},
-                        "error": {
-                            "enum": [
-                                "bad_request",
-                                "payload_too_large",
-                                "malformed_key",
-                                "invalid_key",
-                                "revoked",
-                                "expired",
-                                "insufficient_scope",
-                                "ip_not_allowed",
-                                "rate_limited",
-                                "quota_exceeded",
-                                "unavailable",
-                            ]
-                        },
+                        "error": {"enum": list(outcomes.VALIDATION_ERRORS)},
                         "message": {"type": ["string", "null"]},
                         "missing": {"type": "array", "items": {"type": "string"}},
                     },

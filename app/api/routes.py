@@ -69,9 +69,9 @@ def validate() -> ResponseReturnValue:
         # success path pays nothing for it.
         unsafe = next(filter(None, map(text.problem, missing)), None)
         if unsafe is not None:
-            auth.fail(400, "bad_request", f'"scopes" {unsafe}')
+            auth.refuse("bad_request", f'"scopes" {unsafe}')
             return auth_error(auth, validating=True)
-        auth.fail(403, "insufficient_scope", "the key does not hold every scope asked for")
+        auth.refuse("insufficient_scope")
         auth.missing = missing
         body = {"valid": False, "error": auth.error, "missing": missing}
         return jsonify(body), 403
@@ -133,7 +133,7 @@ def key_required(scope: str) -> Callable[[Callable[..., ResponseReturnValue]], A
             record = auth.key
             assert record is not None
             if scope not in record.scopes:
-                auth.fail(403, "insufficient_scope", f"this needs a key with the {scope} scope")
+                auth.refuse("insufficient_scope", f"this needs a key with the {scope} scope")
                 auth.missing = [scope]
                 return api_error(403, "insufficient_scope", auth.message or "", missing=[scope])
             return view(record, *args, **kwargs)

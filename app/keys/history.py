@@ -10,18 +10,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import outcomes
 from app.keys.lifecycle import successor
 from app.models import ApiKey, AuditEvent
-
-# What each validation failure means to the key's owner.
-FAILURE_TEXT = {
-    "insufficient_scope": "missing scope",
-    "revoked": "the key is revoked",
-    "expired": "the key has expired",
-    "rate_limited": "over the tier's rate limit",
-    "invalid_key": "wrong secret",
-    "malformed_key": "malformed key",
-}
 
 
 @dataclass(frozen=True)
@@ -54,16 +45,16 @@ def _details(event: AuditEvent) -> dict:
 
 
 def _explain(event: AuditEvent, details: dict) -> tuple[str | None, str | None]:
-    if event.action in ("key.validation_failed", "key.rate_limited"):
-        error = details.get("error")
-        text = FAILURE_TEXT.get(str(error))
+    if event.action in outcomes.REFUSAL_ACTIONS:
+        outcome = outcomes.of_event(event.action, details)
+        text = outcome.owner_text
         missing = details.get("missing")
-        if error == "insufficient_scope" and isinstance(missing, list) and missing:
-            text = "missing " + ", ".join(str(s) for s in missing)
+        if outcome.code == "insufficient_scope" and isinstance(missing, list) and missing:
+            text = f"{text}: missing " + ", ".join(str(s) for s in missing)
         endpoint = details.get("endpoint")
-        if text and endpoint:
+        if endpoint:
             text = f"{text} (on {endpoint})"
-        return (str(error) if error else None), text
+        return outcome.code, text
     if event.action == "key.revoked" and details.get("by_admin"):
         reason = details.get("reason")
         return "by_admin", "by an administrator" + (f": {reason}" if reason else "")

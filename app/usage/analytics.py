@@ -20,22 +20,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from app import outcomes
 from app.models import ApiKey, AuditEvent, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
+from app.outcomes import CHART_CLASSES
 from app.usage.histogram import quantile, upper_edge
 from app.usage.queries import SOURCE, STEP, UsageQueryError, bucket_range, floor
 
-# The outcome split every chart shows. "4xx" is the rest of 4xx once refused
-# credentials (401/403) and rate limits (429) are counted apart.
-OUTCOMES = ("2xx", "3xx", "4xx", "401/403", "429", "5xx", "other")
-OUTCOME_LABELS = {
-    "2xx": "Succeeded (2xx)",
-    "3xx": "Redirected (3xx)",
-    "4xx": "Client error (other 4xx)",
-    "401/403": "Refused (401/403)",
-    "429": "Rate limited (429)",
-    "5xx": "Server error (5xx)",
-    "other": "Other status",
-}
+# The outcome split every chart shows (app/outcomes.py names, labels and colours them).
+OUTCOMES = tuple(CHART_CLASSES)
+OUTCOME_LABELS = {c.name: c.label for c in CHART_CLASSES.values()}
 # range name -> (length, granularity); the current bucket is the last one.
 RANGES: dict[str, tuple[timedelta, str]] = {
     "hour": (timedelta(hours=1), "minute"),
@@ -61,14 +54,6 @@ LOG_FILTERS: dict[str, tuple[int, int]] = {
     "3xx": (300, 399),
     "4xx": (400, 499),
     "5xx": (500, 599),
-}
-FAILURE_REASONS = {
-    "malformed_key": "The key was not in Keyledger's format",
-    "invalid_key": "Wrong secret for this key ID",
-    "revoked": "The key was revoked",
-    "expired": "The key had expired",
-    "insufficient_scope": "The key lacks a scope the request needs",
-    "rate_limited": "Over the tier's rate limit",
 }
 
 
@@ -435,6 +420,7 @@ def dashboard_usage(session: Session, key_ids: Sequence[int], win: Window) -> di
     tot = total(buckets, win.start)
     return {
         **win.to_dict(),
+        "classes": outcomes.chart_classes(),
         "total": {"count": tot.count, "errors": tot.errors, "outcome": tot.outcome},
         "buckets": [b.to_dict() for b in buckets],
         "top_keys": top_keys(session, win, key_ids),
@@ -451,6 +437,7 @@ def key_usage(session: Session, key_id: int, win: Window, limit_per_minute: int)
     peak = peak_minute(session, win, [key_id])
     return {
         **win.to_dict(),
+        "classes": outcomes.chart_classes(),
         "total": tot,
         "buckets": [b.to_dict(latency=True) for b in buckets],
         "peak": {
@@ -546,7 +533,7 @@ def recent_failures(
     rows = session.scalars(
         select(AuditEvent)
         .where(
-            AuditEvent.action.in_(("key.validation_failed", "key.rate_limited")),
+            AuditEvent.action.in_(tuple(outcomes.REFUSAL_ACTIONS)),
             AuditEvent.target.in_(list(by_target)),
         )
         .order_by(AuditEvent.id.desc())
@@ -558,13 +545,13 @@ def recent_failures(
             details = json.loads(e.details)
         except ValueError:
             details = {}
-        error = str(details.get("error", "")) if isinstance(details, dict) else ""
+        outcome = outcomes.of_event(e.action, details)
         out.append(
             {
                 "at": e.created_at,
                 "key": by_target[e.target] if e.target else None,
-                "error": error,
-                "reason": FAILURE_REASONS.get(error, error or "unknown"),
+                "error": outcome.code,
+                "reason": outcome.owner_text,
                 "ip": e.actor_ip,
                 "endpoint": details.get("endpoint") if isinstance(details, dict) else None,
             }

@@ -5,13 +5,12 @@
 (() => {
   "use strict";
 
-  const PALETTE = {
-    "2xx": "#1a7f46", "3xx": "#2f5fd0", "4xx": "#b7791f", "429": "#7c3aed", "5xx": "#b42318", other: "#6b7280",
-  };
+  // Series named after an outcome or a status class carry their colour and legend in
+  // the JSON (app/outcomes.py); the fallback only tells apart series that have none.
   const FALLBACK = ["#2f5fd0", "#b42318", "#1a7f46", "#b7791f", "#7c3aed", "#0e7490", "#6b7280"];
 
-  function colour(name, i) {
-    return PALETTE[name] || FALLBACK[i % FALLBACK.length];
+  function colour(s, i) {
+    return s.colour || FALLBACK[i % FALLBACK.length];
   }
 
   function cell(tag, text, href) {
@@ -33,7 +32,7 @@
     const head = document.createElement("thead");
     const hr = document.createElement("tr");
     hr.appendChild(cell("th", data.kind === "hbar" ? "" : "Day"));
-    data.series.forEach((s) => hr.appendChild(cell("th", s.name, s.link)));
+    data.series.forEach((s) => hr.appendChild(cell("th", s.label || s.name, s.link)));
     head.appendChild(hr);
     const body = document.createElement("tbody");
     data.labels.forEach((label, i) => {
@@ -58,10 +57,10 @@
     const horizontal = kind === "hbar";
     const line = kind === "line";
     const datasets = data.series.map((s, i) => ({
-      label: s.name,
+      label: s.label || s.name,
       data: s.data,
-      backgroundColor: colour(s.name, i),
-      borderColor: colour(s.name, i),
+      backgroundColor: colour(s, i),
+      borderColor: colour(s, i),
       borderWidth: line ? 2 : 0,
       pointRadius: line ? 2 : 0,
       fill: false,

@@ -5,25 +5,11 @@
 (() => {
   "use strict";
 
-  const OUTCOMES = ["2xx", "3xx", "4xx", "401/403", "429", "5xx", "other"];
-  const COLORS = {
-    "2xx": "#1a7f46",
-    "3xx": "#2f5fd0",
-    "4xx": "#b7791f",
-    "401/403": "#7c3aed",
-    "429": "#c2410c",
-    "5xx": "#b42318",
-    other: "#6b7280",
-  };
-  const NAMES = {
-    "2xx": "Succeeded (2xx)",
-    "3xx": "Redirected (3xx)",
-    "4xx": "Other client errors (4xx)",
-    "401/403": "Refused (401/403)",
-    "429": "Rate limited (429)",
-    "5xx": "Server errors (5xx)",
-    other: "Other status",
-  };
+  // The outcome classes, their legend and colour come with every answer ("classes",
+  // from app/outcomes.py): this file keeps no palette of its own.
+  const shownClasses = (data, counts) =>
+    data.classes.filter((c) => c.always || counts.some((o) => o[c.name] > 0));
+  const colourOf = (data, name) => (data.classes.find((c) => c.name === name) || {}).colour;
   const TICKS = {
     minute: { hour: "2-digit", minute: "2-digit", timeZone: "UTC" },
     hour: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC" },
@@ -81,14 +67,12 @@
     const buckets = data.buckets;
     const labels = buckets.map((b) => label(b.start, data.granularity));
     // Always the main outcomes; rare ones only when they occur in the period.
-    const shown = OUTCOMES.filter(
-      (o) => ["2xx", "4xx", "401/403", "429", "5xx"].includes(o) || buckets.some((b) => b.outcome[o] > 0),
-    );
-    const datasets = shown.map((o) => ({
+    const shown = shownClasses(data, buckets.map((b) => b.outcome));
+    const datasets = shown.map((c) => ({
       type: "bar",
-      label: NAMES[o],
-      data: buckets.map((b) => b.outcome[o]),
-      backgroundColor: COLORS[o],
+      label: c.label,
+      data: buckets.map((b) => b.outcome[c.name]),
+      backgroundColor: c.colour,
       stack: "requests",
       yAxisID: "y",
     }));
@@ -118,7 +102,7 @@
     return { data: { labels, datasets }, options: { scales, interaction: { mode: "index", intersect: false } } };
   }
 
-  function topConfig(rows, name) {
+  function topConfig(data, rows, name) {
     // Keys may share a name (a rotated key keeps it): add the key ID where they do.
     const names = rows.map((r) => r.name);
     const labels = rows.map((r) =>
@@ -129,8 +113,8 @@
       data: {
         labels,
         datasets: [
-          { label: "succeeded and other", data: rows.map((r) => r.count - r.errors), backgroundColor: COLORS["2xx"], stack: "n" },
-          { label: "errors (4xx, 5xx)", data: rows.map((r) => r.errors), backgroundColor: COLORS["5xx"], stack: "n" },
+          { label: "succeeded and other", data: rows.map((r) => r.count - r.errors), backgroundColor: colourOf(data, "2xx"), stack: "n" },
+          { label: "errors (4xx, 5xx)", data: rows.map((r) => r.errors), backgroundColor: colourOf(data, "5xx"), stack: "n" },
         ],
       },
       options: {
@@ -223,11 +207,13 @@
       const split = section.querySelector("[data-outcome-split]");
       if (split) {
         split.replaceChildren();
-        OUTCOMES.filter((k) => o[k] > 0 || ["2xx", "4xx", "401/403", "429", "5xx"].includes(k)).forEach((k) => {
+        shownClasses(data, [o]).forEach((c) => {
           const li = el("li");
-          li.append(el("span", { class: `swatch sw-${k.replace("/", "-")}`, "aria-hidden": "true" }));
-          li.append(el("span", {}, `${NAMES[k]}: `));
-          li.append(el("strong", {}, fmt(o[k])));
+          const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+          swatch.style.background = c.colour; // CSSOM, not a style attribute: the CSP allows it
+          li.append(swatch);
+          li.append(el("span", {}, `${c.label}: `));
+          li.append(el("strong", {}, fmt(o[c.name])));
           split.append(li);
         });
       }
@@ -260,7 +246,7 @@
             instances.delete(name);
             return;
           }
-          config = topConfig(rows, name);
+          config = topConfig(data, rows, name);
         }
         config.options = {
           animation: false,
