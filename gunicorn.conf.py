@@ -80,14 +80,14 @@ def worker_exit(server: Any, worker: Any) -> None:
     SIGTERM, quick SIGINT/SIGQUIT, max-requests, reload); atexit is the second net.
     SIGKILL and a timed-out worker's abort run nothing: that is the crash bound.
     """
-    from app.usage.recorder import shutdown_all
+    from app.usage.batch import shutdown_all
 
     shutdown_all()
 
 
 def on_exit(server: Any) -> None:
     """In the master (which records nothing unless the app was preloaded and used)."""
-    from app.usage.recorder import shutdown_all
+    from app.usage.batch import shutdown_all
 
     shutdown_all()
     for path in _own_metrics_dir:

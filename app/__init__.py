@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
@@ -20,12 +19,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build an app from the environment, with `config` overriding (tests pass theirs)."""
+    """Build an app from the environment, with `config` overriding (tests pass theirs).
+
+    Each step binds one kind of thing to this app; importing the package binds nothing.
+    """
+    app = _make_app(config)
+    register_database(app)
+    register_extensions(app)
+    register_services(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_request_hooks(app)
+    register_commands(app)
+    register_observability(app)
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO)
+    return app
+
+
+def _make_app(config: dict[str, Any] | None) -> Flask:
+    """The Flask object with its settings: embedded defaults < environment < `config`."""
     conf: dict[str, Any] = dict(settings.DEFAULTS)
     conf.update(settings.from_env())
     conf.update(config or {})
     settings.ensure_secrets(conf)
-    settings.production_defaults(conf)
 
     app = Flask(
         __name__,
@@ -43,64 +60,38 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["PROXY_FIX_HOPS"]:
         hops = int(app.config["PROXY_FIX_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    return app
+
+
+def register_database(app: Flask) -> None:
+    """SQLAlchemy and migrations; the engine's connect hooks (deadlines, SQLite pragmas)."""
+    from app import deadlines
+    from app.models._types import render_item
 
     _bound_waits(app)
     _private_sqlite_file(str(app.config["SQLALCHEMY_DATABASE_URI"]))
     db.init_app(app)
     with app.app_context():
-        from app import deadlines
-
-        deadlines.install(db.engine, app.config)
-    from app.models._types import render_item
-
+        engine = db.engine
+        deadlines.install(engine, app.config)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
     migrate.init_app(
         app, db, directory=str(ROOT / "migrations"), render_as_batch=True, render_item=render_item
     )
-    csrf.init_app(app)
-    limiter.init_app(app)
+
+
+def register_extensions(app: Flask) -> None:
+    """CSRF, limits and logins (app/extensions.py holds the unbound objects)."""
+    from app import models
     from app.ratelimit import spare_the_api
 
+    csrf.init_app(app)
+    limiter.init_app(app)
     spare_the_api(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
-
-    from app.accounts import Passwords
-    from app.keys.lifecycle import KeyPolicy
-
-    app.extensions["keyledger.passwords"] = Passwords(app.config)
-    app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
-    from app.sessions import Lifetimes
-
-    app.extensions["keyledger.session_lifetimes"] = Lifetimes.from_config(app.config)
-    from app.keys.cache import KeyCache
-    from app.ratelimit import announce_key_change
-
-    app.extensions["keyledger.key_cache"] = KeyCache(
-        ttl=float(app.config["KEY_CACHE_TTL"]),
-        max_age=float(app.config["KEY_CACHE_MAX_AGE"]),
-        announce=announce_key_change,
-    )
-
-    from app.usage.recorder import BatchRecorder
-
-    # Lazy: its flush thread starts on first use, in the worker, never before a fork.
-    app.extensions["keyledger.usage"] = BatchRecorder.from_app(app)
-
-    from app import billing
-
-    billing.init_app(app)  # BILLING_PLANS, checked once
-
-    from app.audit import service as audit_service
-
-    # The audit log's signing key and anchor; its sealer thread starts on first request.
-    audit_service.init_app(app)
-
-    from app.webhooks import service as webhooks
-
-    webhooks.init_app(app)
-
-    from app import models
 
     @login_manager.user_loader
     def load_user(user_id: str) -> models.User | None:
@@ -108,33 +99,75 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         user = db.session.get(models.User, int(user_id)) if user_id.isdigit() else None
         return user if user is not None and user.is_active else None
 
+
+def register_services(app: Flask) -> None:
+    """The app's own per-app state in app.extensions, each read from the config once.
+
+    No background thread starts here: each starts on first use in the process that
+    serves, so nothing runs before gunicorn's fork.
+    """
+    from app import billing, usage
+    from app.accounts import Passwords
+    from app.audit import service as audit_service
+    from app.keys import cache as key_cache
+    from app.keys.lifecycle import KeyPolicy
+    from app.sessions import Lifetimes
+    from app.webhooks import service as webhooks
+
+    app.extensions["keyledger.passwords"] = Passwords(app.config)
+    app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
+    app.extensions["keyledger.session_lifetimes"] = Lifetimes.from_config(app.config)
+    key_cache.init_app(app)  # with the session hooks that keep it current
+    usage.init_app(app)  # the batched recorder, and the process's at-fork/at-exit hooks
+    billing.init_app(app)  # BILLING_PLANS, checked once
+    audit_service.init_app(app)  # the log's signing key and anchor; its sealer
+    webhooks.init_app(app)  # settings and the dispatcher
+
+
+def register_blueprints(app: Flask) -> None:
+    """The web layer: portal, admin, auth, the transparency pages and the JSON API."""
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp
     from app.billing.routes import bp as billing_bp
     from app.portal import bp as portal_bp
+    from app.transparency.routes import bp as transparency_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(billing_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
-    from app.transparency.routes import bp as transparency_bp
-
     app.register_blueprint(transparency_bp, url_prefix="/audit")
     csrf.exempt(api_bp)
 
-    from app import cli, errors, web
+
+def register_errorhandlers(app: Flask) -> None:
+    """Errors as HTML or JSON by path (app/errors.py)."""
+    from app import errors
 
     errors.register(app)
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Server-side sessions, security headers and the templates' context (app/web.py)."""
+    from app import web
+
     web.register(app)
+
+
+def register_commands(app: Flask) -> None:
+    """`flask users|keys|audit|usage|billing|webhooks|demo ...`."""
+    from app import cli
+
     cli.register(app)
+
+
+def register_observability(app: Flask) -> None:
+    """Logs with request ids, /healthz, /readyz, /metrics."""
     from app import observability
 
-    observability.init_app(app)  # logs + request ids, /healthz, /readyz, /metrics
-    if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO)
-    return app
+    observability.init_app(app)
 
 
 def _private_sqlite_file(uri: str) -> None:
@@ -180,7 +213,6 @@ def _bound_waits(app: Flask) -> None:
             )
 
 
-@event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     """Foreign keys and WAL on SQLite (the lock wait is app/deadlines.py's)."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):

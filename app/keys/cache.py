@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import bindparam, event, exists, literal, select, union_all
 from sqlalchemy.orm import Session
 
@@ -260,7 +260,6 @@ def note_changed(session: Session, public_id: str) -> None:
     session.info.setdefault("keyledger.changed_keys", set()).add(public_id)
 
 
-@event.listens_for(Session, "after_flush")
 def _note_changes(session: Session, flush_context: object) -> None:
     for obj in (*session.dirty, *session.deleted):
         if isinstance(obj, ApiKey):
@@ -269,7 +268,6 @@ def _note_changes(session: Session, flush_context: object) -> None:
             session.info["keyledger.changed_users"] = True  # a tier: every key may follow
 
 
-@event.listens_for(Session, "after_commit")
 def _forget_changes(session: Session) -> None:
     keys = session.info.pop("keyledger.changed_keys", None)
     users = session.info.pop("keyledger.changed_users", None)
@@ -284,7 +282,32 @@ def _forget_changes(session: Session) -> None:
     cache.announce_change()
 
 
-@event.listens_for(Session, "after_rollback")
 def _drop_notes(session: Session) -> None:
     session.info.pop("keyledger.changed_keys", None)
     session.info.pop("keyledger.changed_users", None)
+
+
+_SESSION_HOOKS = (
+    ("after_flush", _note_changes),
+    ("after_commit", _forget_changes),
+    ("after_rollback", _drop_notes),
+)
+
+
+def init_app(app: Flask) -> None:
+    """The app's key cache, and the session hooks that keep it current.
+
+    The hooks go on every Session (the recorder and the server sessions use plain
+    ones) and look up the cache of the app in context, so one set serves every app
+    of the process: registered with the first app, not at import.
+    """
+    from app.ratelimit import announce_key_change
+
+    app.extensions["keyledger.key_cache"] = KeyCache(
+        ttl=float(app.config["KEY_CACHE_TTL"]),
+        max_age=float(app.config["KEY_CACHE_MAX_AGE"]),
+        announce=announce_key_change,
+    )
+    for name, hook in _SESSION_HOOKS:
+        if not event.contains(Session, name, hook):
+            event.listen(Session, name, hook)

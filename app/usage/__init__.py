@@ -2,12 +2,11 @@
 
 The API blueprint hands each request's facts to the app's recorder and moves on; the
 recorder keeps writes out of the request's critical path. This is the interface the
-rest of the app calls; app/usage/recorder.py holds the implementation.
+rest of the app calls; app/usage/batch.py holds the implementation.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -43,11 +42,11 @@ def recorder(app: Flask | None = None) -> Recorder:
     return (app or current_app).extensions["keyledger.usage"]
 
 
-# Importing the submodule app.usage.recorder sets the package attribute `recorder` to
-# that module, which would shadow the function above for everyone importing it later
-# (`from app.usage import recorder`). Load the implementation here, once, and bind the
-# function again. Import names from the implementation with
-# `from app.usage.recorder import BatchRecorder`, never `import app.usage.recorder as m`.
-_get_recorder = recorder
-importlib.import_module("app.usage.recorder")
-recorder = _get_recorder
+def init_app(app: Flask) -> None:
+    """The app's batched recorder. Its flush thread starts on first use, in the process
+    that serves (never before gunicorn's fork); the process's at-fork and at-exit hooks
+    are installed with the first recorder."""
+    from app.usage.batch import BatchRecorder, install_process_hooks
+
+    app.extensions["keyledger.usage"] = BatchRecorder.from_app(app)
+    install_process_hooks()

@@ -23,7 +23,7 @@ from app.billing import snapshot
 from app.extensions import db
 from app.models import BillingDay, BillingDayClosed
 from app.usage import recorder
-from app.usage.recorder import _upsert_rollups
+from app.usage.batch import _upsert_rollups
 from tests.billing.conftest import since
 from tests.billing.test_billing import NOV, STATUSES, _raw
 from tests.usage.conftest import Key, make_key

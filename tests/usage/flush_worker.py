@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from app import create_app
 from app.usage import UsageEvent
-from app.usage.recorder import BatchRecorder
+from app.usage.batch import BatchRecorder
 
 
 def main() -> None:

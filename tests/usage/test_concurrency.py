@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import UsageLatencyBin, UsageRollup
 from app.usage import UsageEvent, recorder
-from app.usage.recorder import BatchRecorder
+from app.usage.batch import BatchRecorder
 
 from .conftest import Key
 

@@ -12,7 +12,7 @@ from flask import Flask
 from app import create_app
 from app.extensions import db
 from app.usage import recorder
-from app.usage.recorder import BatchRecorder
+from app.usage.batch import BatchRecorder
 
 from .conftest import Key
 

@@ -586,5 +586,15 @@ def _after_fork_in_child() -> None:
         rec._reset_process_state()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(shutdown_all)
+_hooks_installed = False
+
+
+def install_process_hooks() -> None:
+    """Once per process, from init_app (never at import): a forked child resets every
+    recorder it inherited, and a normal interpreter exit flushes them."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(shutdown_all)
