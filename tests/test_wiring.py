@@ -16,7 +16,8 @@ PROBE = """
 import importlib, json, pkgutil, sys
 import app
 for info in pkgutil.walk_packages(app.__path__, "app."):
-    importlib.import_module(info.name)
+    if not info.name.endswith(".__main__"):  # a script's entry point runs on import
+        importlib.import_module(info.name)
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
