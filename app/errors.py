@@ -14,7 +14,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.observability.logs import request_id
+
 log = logging.getLogger(__name__)
+
+SERVER_FAULT = (
+    "Keyledger failed on its side and nothing was changed; the error was logged. "
+    "Try again in a moment."
+)
 
 # What "the database or the limit storage is unreachable" looks like (TimeoutError
 # includes app.deadlines.DatabaseTimeout). The API answers these in its own shape
@@ -44,6 +51,34 @@ API_CODES = {
 }
 
 
+# The product's words for an error page when the code gave none of its own (a bare
+# abort(404), an unknown URL, a wrong method): Werkzeug's defaults speak of "the
+# server" and "the requested URL", not of what the person can do next.
+PAGE_WORDS: dict[int, tuple[str, str]] = {
+    400: (
+        "Request not understood",
+        "Keyledger could not read what was sent, so nothing was changed. Go back, reload "
+        "the page and try again.",
+    ),
+    401: ("Log in first", "This page is for signed-in accounts. Log in, then open it again."),
+    403: (
+        "Not for this account",
+        "Your account cannot open this page. If you need it, ask an admin.",
+    ),
+    404: (
+        "Page not found",
+        "Nothing is here: the address may be mistyped, or what it showed was removed or "
+        "belongs to another account.",
+    ),
+    405: (
+        "Not available that way",
+        "This address only answers Keyledger's own buttons and forms. Go back and use them.",
+    ),
+    413: ("Too much at once", "What was sent is too large, so nothing was changed."),
+    429: ("Slow down", "Too many requests. Wait a minute and try again."),
+}
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/")
 
@@ -51,13 +86,17 @@ def wants_json() -> bool:
 def _render(code: int, title: str, message: str) -> tuple[Any, int]:
     if wants_json():
         return jsonify({"error": API_CODES.get(code, "error"), "message": message}), code
+    # A server-side failure shows the request id, which the logs carry: something to
+    # quote when asking an admin what happened.
+    words = {"code": code, "title": title, "message": message}
+    words["reference"] = request_id.get() if code >= 500 else None
     try:
-        page = render_template("errors/error.html", code=code, title=title, message=message)
+        page = render_template("errors/error.html", **words)
     except UNAVAILABLE:
         # The page's header loads the signed-in user; with the database gone, any error
         # page (a 400, a 404) is drawn as for an anonymous visitor instead.
         _forget_user()
-        page = render_template("errors/error.html", code=code, title=title, message=message)
+        page = render_template("errors/error.html", **words)
     return page, code
 
 
@@ -96,6 +135,10 @@ def http_error_page(exc: HTTPException) -> ResponseReturnValue:
         message = "The request body is too large."
     else:
         message = exc.description or exc.name
+    if not wants_json() and code in PAGE_WORDS:
+        title, default = PAGE_WORDS[code]
+        own = exc.description and exc.description != type(exc).description
+        return _render(code, title, message if own else default)
     return _render(code, exc.name, message)
 
 
@@ -143,7 +186,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> ResponseReturnValue:
-        return _render(500, "Something went wrong", "The error was logged; nothing was changed.")
+        return _render(500, "Something went wrong", SERVER_FAULT)
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> ResponseReturnValue:
@@ -151,4 +194,4 @@ def register(app: Flask) -> None:
         from app.extensions import db
 
         db.session.rollback()
-        return _render(500, "Something went wrong", "The error was logged; nothing was changed.")
+        return _render(500, "Something went wrong", SERVER_FAULT)
