@@ -177,7 +177,11 @@ def check_credentials(
         session.commit()
         if state == "closed":
             raise AccountInactive("This account was closed by its owner.")
-        raise AccountInactive("This account is disabled. Ask an administrator to enable it.")
+        raise AccountInactive(
+            f"An administrator disabled this account on {user.disabled_at:%Y-%m-%d %H:%M} "
+            "UTC: its API keys were revoked and its sessions ended. Ask an administrator "
+            "to enable it."
+        )
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
     session.commit()
@@ -210,28 +214,61 @@ class FailedLogins:
     ips: list[str]
 
 
-def failed_since_last_login(session: Session, user: User) -> FailedLogins:
-    """What the user is told after logging in: read from the audit trail (the newest
-    `user.login` is the one just made; the one before it is "your last log-in")."""
-    target = f"user:{user.id}"
+def _previous_login(session: Session, target: str) -> int:
+    """The audit id of "your last log-in": the newest `user.login` is the one just made."""
     logins = session.scalars(
         select(AuditEvent.id)
         .where(AuditEvent.target == target, AuditEvent.action == "user.login")
         .order_by(AuditEvent.id.desc())
         .limit(2)
     ).all()
-    since = logins[1] if len(logins) > 1 else 0
+    return logins[1] if len(logins) > 1 else 0
+
+
+def failed_since_last_login(session: Session, user: User) -> FailedLogins:
+    """What the user is told after logging in: read from the audit trail. An attempt
+    with the right password on a disabled account (outcome "denied") is not a failed
+    guess: `disabled_since_last_login` tells that story instead."""
+    target = f"user:{user.id}"
     rows = session.execute(
         select(AuditEvent.actor_ip, func.count())
         .where(
             AuditEvent.target == target,
             AuditEvent.action.in_(LOGIN_FAILURES),
-            AuditEvent.id > since,
+            AuditEvent.outcome != "denied",
+            AuditEvent.id > _previous_login(session, target),
         )
         .group_by(AuditEvent.actor_ip)
         .order_by(func.count().desc())
     ).all()
     return FailedLogins(sum(n for _, n in rows), [ip or "unknown" for ip, _ in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class DisabledSpell:
+    disabled_at: datetime
+    enabled_at: datetime | None
+
+
+def disabled_since_last_login(session: Session, user: User) -> DisabledSpell | None:
+    """When an administrator disabled the account (and enabled it again) since the
+    owner's last log-in: the keys revoked then stay revoked, which the owner must hear
+    about before wondering why their services fail."""
+    target = f"user:{user.id}"
+    rows = session.execute(
+        select(AuditEvent.action, AuditEvent.created_at)
+        .where(
+            AuditEvent.target == target,
+            AuditEvent.action.in_(("user.disabled", "user.enabled")),
+            AuditEvent.id > _previous_login(session, target),
+        )
+        .order_by(AuditEvent.id)
+    ).all()
+    disabled = next((at for action, at in rows if action == "user.disabled"), None)
+    if disabled is None:
+        return None
+    enabled = next((at for action, at in reversed(rows) if action == "user.enabled"), None)
+    return DisabledSpell(disabled, enabled)
 
 
 def throttle_id(email: str) -> str:

@@ -72,7 +72,7 @@ def test_disable_revokes_every_key_ends_sessions_and_blocks_login(app, admin, us
 
     resp = user.login("alice@example.com")
     assert resp.status_code == 400
-    assert "This account is disabled" in resp.get_data(as_text=True)
+    assert "An administrator disabled this account" in resp.get_data(as_text=True)
     # A wrong password still says only the usual thing.
     wrong = user.login("alice@example.com", "not her password at all")
     assert "Email or password is wrong." in wrong.get_data(as_text=True)

@@ -98,6 +98,19 @@ def _account_limit() -> str:
 
 
 def _tell_failures(user: User) -> None:
+    spell = accounts.disabled_since_last_login(db.session, user)
+    if spell is not None:
+        again = (
+            f" and enabled it again on {spell.enabled_at:%Y-%m-%d %H:%M} UTC"
+            if spell.enabled_at
+            else ""
+        )
+        flash(
+            f"An administrator disabled your account on {spell.disabled_at:%Y-%m-%d %H:%M} "
+            f"UTC{again}. Your API keys were revoked then and stay revoked: create new "
+            "ones on the API keys page.",
+            "warning",
+        )
     failed = accounts.failed_since_last_login(db.session, user)
     if failed.count:
         where = ", ".join(failed.ips[:5]) + (" and others" if len(failed.ips) > 5 else "")
