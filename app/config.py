@@ -135,6 +135,8 @@ def from_env() -> dict[str, Any]:
         ),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         "KEY_PREFIX": os.environ.get("KEY_PREFIX", "klk"),
+        # Test keys' prefix; unset: KEY_PREFIX + "test" (klktest).
+        "TEST_KEY_PREFIX": os.environ.get("TEST_KEY_PREFIX", ""),
         "REGISTRATION_OPEN": _env_bool("REGISTRATION_OPEN", True),
         # Unset: on with KEYLEDGER_ENV=production, off otherwise (production_defaults).
         "SESSION_COOKIE_SECURE": _env_optional_bool("SESSION_COOKIE_SECURE"),

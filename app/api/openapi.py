@@ -14,6 +14,10 @@ from app.config import TIERS
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_TEST = {
+    "type": "boolean",
+    "description": "A test key: its own prefix, validates like any key, never billed.",
+}
 _KEY_ERRORS = ["missing_key", "malformed_key", "invalid_key", "revoked", "expired"]
 
 
@@ -442,6 +446,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "scopes",
                         "expires_at",
                         "meta",
+                        "test",
                         "ratelimit",
                         "remaining",
                         "quota",
@@ -458,6 +463,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "type": ["object", "null"],
                             "description": "The owner's metadata for this key (at most 1 KiB).",
                         },
+                        "test": _TEST,
                         "ratelimit": _ref("RateLimit"),
                         "remaining": {
                             "type": ["integer", "null"],
@@ -505,6 +511,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "ip_allowlist",
                         "meta",
                         "rate_limit",
+                        "test",
                     ],
                     "properties": {
                         "key_id": {"type": "string"},
@@ -527,6 +534,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "type": ["integer", "null"],
                             "description": "An admin's own per-minute limit (null: the tier's).",
                         },
+                        "test": _TEST,
                     },
                 },
                 "KeyList": {
@@ -545,6 +553,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "lifetime_days": {"type": "integer", "minimum": 1, "default": 30},
                         "ip_allowlist": _ref("IpAllowlist"),
                         "meta": _ref("Meta"),
+                        "test": {**_TEST, "default": False},
                     },
                 },
                 "IpAllowlist": {

@@ -110,6 +110,7 @@ def _valid_head(record: KeyRecord) -> str:
         "scopes": list(record.scopes),
         "expires_at": iso(record.expires_at),
         "meta": record.meta,
+        "test": record.test,
     }
     head = json.dumps(fixed, separators=(",", ":"))[:-1]  # open: "ratelimit" follows
     if len(_heads) > 10_000:
@@ -191,6 +192,7 @@ def key_json(key: ApiKey, public_ids: dict[int, str] | None = None) -> dict[str,
         "revoked_at": iso(key.revoked_at),
         "last_used_at": iso(key.last_used_at),
         "rotated_from": rotated_from,
+        "test": key.test,
         **policies.describe(key),
     }
 
@@ -223,7 +225,7 @@ def list_keys(record: KeyRecord) -> ResponseReturnValue:
     return jsonify({"keys": [key_json(k, public_ids) for k in keys]})
 
 
-CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days", "ip_allowlist", "meta"})
+CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days", "ip_allowlist", "meta", "test"})
 
 
 @bp.route("/keys", methods=["POST"])
@@ -242,6 +244,9 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
         return api_error(400, "bad_request", '"scopes" must be a list of strings')
     if not isinstance(days, int) or isinstance(days, bool):
         return api_error(400, "bad_request", '"lifetime_days" must be an integer')
+    test = body.get("test", False)
+    if not isinstance(test, bool):
+        return api_error(400, "bad_request", '"test" must be true or false')
     try:
         scopes = lifecycle.clean_scopes(scopes)
     except lifecycle.KeyRequestError as exc:
@@ -269,6 +274,7 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
             scopes=scopes,
             lifetime_days=days,
             actor_ip=client_ip(),
+            test=test,
         )
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()

@@ -6,7 +6,8 @@ The one place that turns usage into money (docs/usage.md, "Billing"):
 - a plan per tier (included requests a month, base price, price per 1,000 requests
   over the allowance, one currency), from BILLING_PLANS, parsed once at start-up;
 - billable = an answered request of an identified key whose status is 200-499 and
-  not 429 (rate-limit refusals and our own 5xx failures are not charged);
+  not 429 (rate-limit refusals and our own 5xx failures are not charged), and never a
+  test key's (ApiKey.test: its use is recorded and shown, not billed);
 - a tier is the account's subscription: app/billing/statement.py charges the base price
   once per account and month, prorated by the days at each tier, and prices the overage
   on the pool of the account's keys; here, each key's use per recorded tier (`lines`),
@@ -279,6 +280,7 @@ def _usage(start: datetime, end: datetime, snapped: list[datetime], owner_id: in
         )
         .join(ApiKey, ApiKey.id == sub.c.key_id)
         .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.test.is_(False))  # test keys are never billed
     )
 
 
@@ -325,6 +327,7 @@ def cloudevents(session: Session, start: datetime, end: datetime) -> Iterator[di
         .join(ApiKey, ApiKey.id == UsageRollup.key_id)
         .join(User, User.id == UsageRollup.owner_id)
         .where(
+            ApiKey.test.is_(False),  # a meter bills what it is sent: test keys are not
             UsageRollup.granularity == "hour",
             UsageRollup.bucket >= start,
             UsageRollup.bucket < end,

@@ -67,6 +67,7 @@ class KeyRecord:
     ip_networks: tuple[Network, ...] = ()
     meta: dict[str, Any] | None = None
     rate_limit: int | None = None  # an admin's own per-minute limit; None: the tier's
+    test: bool = False  # a test key (never billed)
 
 
 # Built once; SQLAlchemy caches its compiled form, so a miss costs one indexed query.
@@ -88,6 +89,7 @@ _FOUND = (
         ApiKey.ip_allowlist,
         ApiKey.meta,
         ApiKey.rate_limit,
+        ApiKey.test,
     )
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.public_id == bindparam("public_id"))
@@ -106,6 +108,7 @@ _STAND_IN = select(
     literal(None, ApiKey.ip_allowlist.type),
     literal(None, ApiKey.meta.type),
     literal(0, ApiKey.rate_limit.type),
+    literal(False, ApiKey.test.type),
 ).where(~exists().where(ApiKey.public_id == bindparam("public_id")))
 _QUERY = union_all(_FOUND, _STAND_IN)
 
@@ -131,6 +134,7 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
         ip_networks=parse_allowlist(row.ip_allowlist),
         meta=row.meta,
         rate_limit=row.rate_limit,
+        test=bool(row.test),
     )
     return None if record.id == _STAND_IN_ID else record
 

@@ -51,12 +51,15 @@ class Report:
     location: str
 
 
-def _candidates(reports: Iterable[Report], prefix: str) -> dict[str, list[tuple[int, str]]]:
-    """public_id -> [(index, secret)] for the strings that are well-formed keys of ours."""
+def _candidates(
+    reports: Iterable[Report], prefix: str, test_prefix: str = ""
+) -> dict[str, list[tuple[int, str]]]:
+    """public_id -> [(index, secret)] for the strings that are well-formed keys of ours
+    (test keys included: a leaked secret is leaked whatever its prefix)."""
     found: dict[str, list[tuple[int, str]]] = {}
     for i, report in enumerate(reports):
         try:
-            parsed = keyformat.parse(report.token, prefix)
+            parsed = keyformat.parse(report.token, prefix, test_prefix)
         except keyformat.MalformedKey:
             continue
         found.setdefault(parsed.public_id, []).append((i, parsed.secret))
@@ -78,7 +81,7 @@ def revoke_leaked(
     show it to the reporter.
     """
     hits = [False] * len(reports)
-    candidates = _candidates(reports, policy.prefix)
+    candidates = _candidates(reports, policy.prefix, policy.test_prefix)
     if not candidates:
         return hits  # no query for noise
     rows = session.execute(

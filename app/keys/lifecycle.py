@@ -73,12 +73,20 @@ class KeyPolicy:
     pepper: bytes
     max_days: Mapping[str, int]
     expiring_days: int = 7
+    test_prefix: str = ""  # test keys' visible prefix (ApiKey.test)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> KeyPolicy:
         if not keyformat.PREFIX_RE.match(config["KEY_PREFIX"]):
             raise ValueError("KEY_PREFIX must be 2-16 lowercase letters or digits")
+        test_prefix = config.get("TEST_KEY_PREFIX") or f"{config['KEY_PREFIX']}test"
+        if not keyformat.PREFIX_RE.match(test_prefix) or test_prefix == config["KEY_PREFIX"]:
+            raise ValueError(
+                "TEST_KEY_PREFIX must be 2-16 lowercase letters or digits, other than "
+                "KEY_PREFIX (unset: KEY_PREFIX followed by 'test')"
+            )
         return cls(
+            test_prefix=test_prefix,
             prefix=config["KEY_PREFIX"],
             pepper=str(config["KEY_PEPPER"]).encode(),
             max_days=dict(config["KEY_MAX_DAYS"]),
@@ -139,14 +147,17 @@ def _mint(
     scopes: list[str],
     expires_at: datetime,
     rotated_from: ApiKey | None = None,
+    test: bool = False,
 ) -> NewKey:
     public_id = keyformat.new_public_id()
     while session.scalar(select(ApiKey.id).where(ApiKey.public_id == public_id)) is not None:
         public_id = keyformat.new_public_id()
     secret = keyformat.new_secret()
+    prefix = policy.test_prefix if test else policy.prefix
     key = ApiKey(
         public_id=public_id,
-        prefix=policy.prefix,
+        prefix=prefix,
+        test=test,
         secret_hash=hash_secret(policy.pepper, secret),
         owner=owner,
         name=name,
@@ -157,7 +168,7 @@ def _mint(
     )
     session.add(key)
     session.flush()
-    return NewKey(key, keyformat.assemble(policy.prefix, public_id, secret))
+    return NewKey(key, keyformat.assemble(prefix, public_id, secret))
 
 
 def create_key(
@@ -170,14 +181,17 @@ def create_key(
     lifetime_days: int,
     actor: User | None = None,
     actor_ip: str | None = None,
+    test: bool = False,
 ) -> NewKey:
-    """Make a key for `owner`, capped by the owner's tier, and audit it (commits)."""
+    """Make a key for `owner`, capped by the owner's tier, and audit it (commits).
+    `test`: a test key (its own prefix; validates, never billed)."""
     name = clean_name(name)
     scopes = clean_scopes(scopes)
     cap = policy.max_lifetime(owner.tier)
     if not 1 <= lifetime_days <= cap:
         raise KeyRequestError(f"lifetime must be between 1 and {cap} days on the {owner.tier} tier")
-    new = _mint(session, policy, owner, name, scopes, utcnow() + timedelta(days=lifetime_days))
+    expires = utcnow() + timedelta(days=lifetime_days)
+    new = _mint(session, policy, owner, name, scopes, expires, test=test)
     trail.record(
         session,
         "key.created",
@@ -189,6 +203,7 @@ def create_key(
             "scopes": scopes,
             "lifetime_days": lifetime_days,
             "owner": _actor(owner),
+            **({"test": True} if test else {}),
         },
     )
     session.commit()
@@ -330,6 +345,7 @@ def rotate_key(
         list(key.scopes),
         now + min(lifetime, cap),
         rotated_from=key,
+        test=key.test,  # a test key's successor is a test key
     )
     # The successor keeps the key's policies (app/keys/policies.py).
     new.key.ip_allowlist, new.key.meta = key.ip_allowlist, key.meta
@@ -406,7 +422,7 @@ def validate(
     against a dummy hash, so it costs the same as a wrong secret and looks the same.
     """
     try:
-        parsed = keyformat.parse(raw, policy.prefix)
+        parsed = keyformat.parse(raw, policy.prefix, policy.test_prefix)
     except keyformat.MalformedKey:
         return Validation(False, "malformed_key")
     if cache is not None:
@@ -414,7 +430,14 @@ def validate(
     else:
         record = load_record(session, parsed.public_id)
     stored = record.secret_hash if record is not None else DUMMY_HASH
-    if not secret_matches(policy.pepper, parsed.secret, stored) or record is None:
+    # The prefix must be the key's own: the checksum does not bind it to the secret, so
+    # a live key written with the test prefix (or the reverse) is no key.
+    test = parsed.prefix != policy.prefix
+    if (
+        not secret_matches(policy.pepper, parsed.secret, stored)
+        or record is None
+        or record.test is not test
+    ):
         return Validation(False, "invalid_key", public_id=parsed.public_id)
     if record.revoked_at is not None:
         return Validation(False, "revoked", record, parsed.public_id)

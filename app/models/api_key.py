@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -46,6 +46,9 @@ class ApiKey(db.Model):
     leaked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     leak_location: Mapped[str | None] = mapped_column(String(500), nullable=True)
     leak_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A key made for testing (its own prefix, KeyPolicy.test_prefix): it validates like
+    # any other and says so in the answer, and its use is never billed.
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     owner = relationship("User", back_populates="keys", foreign_keys=[user_id])
 

@@ -66,6 +66,11 @@ class NewKeyForm(Form):
     # Asked only when no scope is chosen: such a key can validate but do nothing, which
     # is more often a slip than the intent.
     no_scope_ok = BooleanField("Yes, create a key with no scope")
+    test = BooleanField(
+        "Test key",
+        description="Validates like any key, with its own prefix and marked as a test "
+        "key in every answer; its requests are never billed.",
+    )
     submit = SubmitField("Create key")
 
     def set_cap(self, cap: int) -> None:

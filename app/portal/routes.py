@@ -99,6 +99,7 @@ def new_key() -> ResponseReturnValue:
                 scopes=[*(form.scopes.data or []), *custom],
                 lifetime_days=form.lifetime_days.data or 0,
                 actor_ip=client_ip(),
+                test=bool(form.test.data),
             )
         except lifecycle.KeyRequestError as exc:
             db.session.rollback()
