@@ -30,6 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_request_hooks(app)
+    register_template_filters(app)
     register_commands(app)
     register_observability(app)
     if not app.debug and not app.testing:
@@ -129,14 +130,12 @@ def register_blueprints(app: Flask) -> None:
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp
-    from app.billing.routes import bp as billing_bp
     from app.portal import bp as portal_bp
     from app.transparency.routes import bp as transparency_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
-    app.register_blueprint(billing_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(transparency_bp, url_prefix="/audit")
     csrf.exempt(api_bp)
@@ -154,6 +153,13 @@ def register_request_hooks(app: Flask) -> None:
     from app import web
 
     web.register(app)
+
+
+def register_template_filters(app: Flask) -> None:
+    """`{{ at|utc }}`, `{{ at|utc('date') }}`: every time a page shows (app/times.py)."""
+    from app import times
+
+    app.add_template_filter(times.display, "utc")
 
 
 def register_commands(app: Flask) -> None:

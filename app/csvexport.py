@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from flask import Response
 
-# A cell a spreadsheet would run as a formula (CSV injection): endpoints and client
-# addresses are reported by callers, so they are quoted as text.
+# A cell a spreadsheet would run as a formula (CSV injection): endpoints, client
+# addresses, key names and audit details come from users and callers, so a cell that
+# starts like a formula is quoted as text. The one guard for every CSV the app writes.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
+    """One cell as written: None empty, a would-be formula as text."""
     if value is None:
         return ""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
@@ -22,13 +25,19 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """The table as CSV text, one line (CRLF-ended) at a time, for streaming."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    for row in itertools.chain([header], rows):
+        writer.writerow([cell(v) for v in row])
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+
+
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_cell(v) for v in row])
-    return out.getvalue()
+    return "".join(csv_lines(header, rows))
 
 
 def csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Response:

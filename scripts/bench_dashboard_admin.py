@@ -90,8 +90,8 @@ def main() -> None:
         session["_fresh"] = True
 
     d = args.days
-    from app.billing import recent_months
     from app.models._types import utcnow
+    from app.times import recent_months
 
     last_month = recent_months(utcnow(), 2)[1]
     urls = [f"/admin/?days={d}", f"/admin/security?days={d}", "/admin/billing"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
-from app import outcomes
+from app import outcomes, times
 from app.accounts import LOGIN_FAILURES
 from app.config import TIERS
 from app.models import ApiKey, AuditEvent, UsageRollup, User
@@ -76,8 +76,7 @@ class Window:
 
     @classmethod
     def last(cls, days: int, now: datetime) -> Window:
-        end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        end += timedelta(days=1)
+        end = times.floor(now, "day") + timedelta(days=1)
         return cls(end - timedelta(days=days), end, days)
 
     @property
@@ -85,11 +84,11 @@ class Window:
         return self.end - timedelta(days=1)
 
     def day_labels(self) -> list[str]:
-        return [(self.start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(self.days)]
+        return [times.day_text(self.start + timedelta(days=i)) for i in range(self.days)]
 
     def audit_args(self) -> dict[str, str]:
         """The window as the audit browser's since/until filters."""
-        return {"since": self.start.strftime("%Y-%m-%d"), "until": self.end.strftime("%Y-%m-%d")}
+        return {"since": times.day_text(self.start), "until": times.day_text(self.end)}
 
 
 def _day_text(session: Session, column: Any) -> ColumnElement[str]:
@@ -107,8 +106,7 @@ def _day_rollups(window: Window) -> Any:
     )
 
 
-def _label(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d")
+_label = times.day_text
 
 
 # ------------------------------------------------------------------------ overview
@@ -387,7 +385,7 @@ def failures_chart(session: Session, window: Window, link: AuditLink) -> Chart:
 
 
 def _next_day(label: str) -> str:
-    return (datetime.strptime(label, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
+    return times.day_text(datetime.strptime(label, "%Y-%m-%d") + timedelta(days=1))
 
 
 def failure_ips_chart(session: Session, window: Window, link: AuditLink) -> Chart:

@@ -12,12 +12,13 @@ from flask_login import current_user
 
 from app.admin import analytics, bp
 from app.audit import trail
-from app.billing import month_of, month_range, plans, recent_months
+from app.billing import plans
 from app.billing.export import EXTENSIONS, FORMATS, MIMETYPES, render
 from app.billing.statement import bill
 from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
+from app.times import month_of, month_range, recent_months
 from app.usage import recorder
 from app.web import client_ip
 

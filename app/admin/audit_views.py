@@ -6,8 +6,6 @@ recorded as access.unauthorized). Every view of audit data is itself recorded (l
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -30,13 +28,14 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import func, literal, or_, select
 
-from app import accounts
+from app import accounts, times
 from app.admin import bp
 from app.admin.forms import VerifyForm
 from app.admin.routes import page_of, search_arg
 from app.audit import core, service, trail
 from app.audit import log as auditlog
 from app.audit.verify import verify_log
+from app.csvexport import csv_lines
 from app.extensions import db
 from app.models import ApiKey, AuditCheckpoint, AuditEvent, AuditVerification
 from app.models._types import utcnow
@@ -340,12 +339,6 @@ def audit_verification(run_id: int) -> ResponseReturnValue:
 # --------------------------------------------------------------------------- export
 
 
-def _csv_cell(value: Any) -> str:
-    """Plain text in every spreadsheet: a leading = + - @ would be run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _export_rows(query: Any) -> Iterator[tuple[AuditEvent, dict[str, str]]]:
     """Keyset batches (newest first) so an export of any size streams; each event with
     its batch's actor emails."""
@@ -368,8 +361,8 @@ def _export_rows(query: Any) -> Iterator[tuple[AuditEvent, dict[str, str]]]:
 def audit_export(fmt: str) -> ResponseReturnValue:
     if fmt not in ("jsonl", "csv"):
         abort(404)
-    query, active, times = _filtered(views_default="show")
-    _viewed("export", format=fmt, filters=active, **times)
+    query, active, time_args = _filtered(views_default="show")
+    _viewed("export", format=fmt, filters=active, **time_args)
 
     def jsonl() -> Iterator[str]:
         for e, emails in _export_rows(query):
@@ -389,37 +382,28 @@ def audit_export(fmt: str) -> ResponseReturnValue:
             )
 
     def csv_rows() -> Iterator[str]:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
         header = ["seq", "time", "action", "sensitivity", "actor", "actor_ip", "target"]
-        writer.writerow([*header, "outcome", "details", "event_id", "leaf_hash", "actor_email"])
-        for e, emails in _export_rows(query):
-            writer.writerow(
-                [
-                    _csv_cell(v)
-                    for v in (
-                        e.seq,
-                        e.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                        e.action,
-                        e.sensitivity,
-                        e.actor,
-                        e.actor_ip,
-                        e.target,
-                        e.outcome,
-                        e.details,
-                        e.event_id,
-                        bytes(e.leaf_hash).hex(),
-                        emails.get(e.actor),
-                    )
-                ]
+        header += ["outcome", "details", "event_id", "leaf_hash", "actor_email"]
+        rows = (
+            (
+                e.seq,
+                times.iso_micro(e.created_at),
+                e.action,
+                e.sensitivity,
+                e.actor,
+                e.actor_ip,
+                e.target,
+                e.outcome,
+                e.details,
+                e.event_id,
+                bytes(e.leaf_hash).hex(),
+                emails.get(e.actor),
             )
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-        if buf.getvalue():
-            yield buf.getvalue()
+            for e, emails in _export_rows(query)
+        )
+        return csv_lines(header, rows)
 
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = times.compact(times.now())
     body = jsonl() if fmt == "jsonl" else csv_rows()
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
     return Response(

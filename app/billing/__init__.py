@@ -29,6 +29,7 @@ from flask import Flask, current_app
 from sqlalchemy import and_, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from app import times
 from app.billing import snapshot
 from app.billing.snapshot import BILLABLE
 from app.config import TIERS, ConfigError
@@ -119,40 +120,6 @@ def init_app(app: Flask) -> None:
 
 def plans(app: Flask | None = None) -> Plans:
     return (app or current_app).extensions["keyledger.billing_plans"]
-
-
-# ------------------------------------------------------------------------- months
-
-
-def month_range(value: str) -> tuple[datetime, datetime]:
-    """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; ValueError says the format."""
-    try:
-        if len(value) != 7:
-            raise ValueError
-        start = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise ValueError("a month is YYYY-MM, e.g. 2026-11") from exc
-    return start, next_month(start)
-
-
-def next_month(start: datetime) -> datetime:
-    if start.month == 12:
-        return start.replace(year=start.year + 1, month=1)
-    return start.replace(month=start.month + 1)
-
-
-def month_of(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m")
-
-
-def recent_months(now: datetime, n: int) -> list[str]:
-    """The current month and the n-1 before it, newest first."""
-    y, m = now.year, now.month
-    out = []
-    for _ in range(n):
-        out.append(f"{y:04d}-{m:02d}")
-        y, m = (y - 1, 12) if m == 1 else (y, m - 1)
-    return out
 
 
 # -------------------------------------------------------------------------- lines
@@ -343,7 +310,7 @@ def cloudevents(session: Session, start: datetime, end: datetime) -> Iterator[di
             "source": EVENT_SOURCE,
             "subject": f"user:{owner}",
             "id": f"{pid}-{hour:%Y%m%dT%H}",
-            "time": hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": times.iso(hour),
             "datacontenttype": "application/json",
             "data": {
                 "key_id": pid,

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import click
 
-from app.billing import month_range, plans, snapshot
+from app.billing import plans, snapshot
 from app.billing.export import FORMATS, render
 from app.cli import CommandGroup
 from app.extensions import db
+from app.times import month_range
 from app.usage import recorder
 
 billing = CommandGroup("billing", help="Billing by plan: exports per user and key, day snapshots.")

@@ -33,6 +33,7 @@ from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from app import times
 from app.models import BillingDay, BillingDayClosed, UsageRollup
 from app.models._types import UTCDateTime
 
@@ -57,7 +58,7 @@ NO_TIER = ""
 
 def day_of(at: datetime) -> datetime:
     """The UTC midnight that starts `at`'s day."""
-    return at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return times.floor(at, "day")
 
 
 def closed_through(now: datetime) -> datetime:

@@ -24,10 +24,11 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.billing import CENT, Line, Plan, Plans, lines, month_of, month_range
+from app.billing import CENT, Line, Plan, Plans, lines
 from app.billing.snapshot import DAY, day_of
 from app.config import TIERS
 from app.models import TierPeriod, User
+from app.times import month_of, month_range
 
 
 @dataclass(frozen=True)

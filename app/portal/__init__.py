@@ -4,4 +4,10 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__, template_folder=None)
 
-from app.portal import key_policies, routes, usage_views, webhook_views  # noqa: E402, F401
+from app.portal import (  # noqa: E402, F401
+    billing_views,
+    key_policies,
+    routes,
+    usage_views,
+    webhook_views,
+)

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 from app import outcomes
 from app.models import ApiKey, AuditEvent, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.outcomes import CHART_CLASSES
+from app.times import STEP, floor, iso, parse_iso, utc
 from app.usage.histogram import quantile, upper_edge
-from app.usage.queries import SOURCE, STEP, UsageQueryError, bucket_range, floor
+from app.usage.queries import SOURCE, UsageQueryError, bucket_range
 
 # The outcome split every chart shows (app/outcomes.py names, labels and colours them).
 OUTCOMES = tuple(CHART_CLASSES)
@@ -57,10 +58,6 @@ LOG_FILTERS: dict[str, tuple[int, int]] = {
 }
 
 
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class Window:
     """A chart's period: [start, end) in whole buckets of `granularity`."""
@@ -89,7 +86,7 @@ def _parse_time(text: str, name: str) -> datetime:
     try:
         if not _TIME_TEXT.fullmatch(text):
             raise ValueError
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = parse_iso(text)
     except ValueError:
         raise UsageQueryError(f"'{name}' must be a date and time, e.g. 2026-11-25T10:00") from None
     # A datetime-local field sends no zone; the pages say times are UTC.
@@ -186,7 +183,7 @@ def _bucket_expr(session: Session, column: Any, granularity: str) -> Any:
 def _bucket_start(value: Any) -> datetime:
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return _utc(value)
+    return utc(value)
 
 
 def outcome_series(
@@ -306,10 +303,6 @@ def latency_bins(session: Session, win: Window, key_ids: Sequence[int] | None) -
     return {int(b): int(n or 0) for b, n in rows}
 
 
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def total(buckets: Sequence[OutcomeBucket], start: datetime) -> OutcomeBucket:
     out = OutcomeBucket(start)
     for b in buckets:
@@ -408,7 +401,7 @@ def peak_minute(session: Session, win: Window, key_ids: Sequence[int] | None) ->
     ).first()
     if row is None:
         return {"count": 0, "at": None}
-    return {"count": int(row[0]), "at": iso(_utc(row[1]))}
+    return {"count": int(row[0]), "at": iso(utc(row[1]))}
 
 
 # -- payloads the JSON endpoints answer with ------------------------------------------
@@ -617,11 +610,11 @@ def _since(
     for bucket, n in rows:
         seen += int(n)
         if seen >= need:
-            return True, _utc(bucket)
+            return True, utc(bucket)
     if len(rows) == _SINCE_HOURS:
         return True, None
     if rows:
-        return True, _utc(rows[-1][0])
+        return True, utc(rows[-1][0])
     if anchor_hour is not None:
         return True, anchor_hour
     return False, None

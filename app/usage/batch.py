@@ -48,6 +48,7 @@ from app.background import Worker
 from app.billing import snapshot
 from app.extensions import db
 from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
+from app.times import floor
 from app.usage import UsageEvent
 from app.usage.histogram import bin_of
 
@@ -85,15 +86,6 @@ class _Batch:
 def status_class(status: int) -> str:
     """'2xx'..'5xx', or 'other' for anything a calling service made up."""
     return f"{status // 100}xx" if 200 <= status <= 599 else "other"
-
-
-def _floor(at: datetime, granularity: str) -> datetime:
-    at = at.astimezone(UTC)
-    if granularity == "minute":
-        return at.replace(second=0, microsecond=0)
-    if granularity == "day":
-        return at.replace(hour=0, minute=0, second=0, microsecond=0)
-    return at.replace(minute=0, second=0, microsecond=0)
 
 
 class BatchRecorder:
@@ -445,7 +437,7 @@ def _upsert_rollups(
         ms = _ms(e.response_ms)
         b = bin_of(ms)
         failed = 1 if e.status >= 400 else 0
-        hour, day = _floor(e.at, "hour"), _floor(e.at, "day")
+        hour, day = floor(e.at, "hour"), floor(e.at, "day")
         # Day rows too (histogram and top lists): a month's chart reads 30 rows per
         # bin or value instead of 720.
         day_bin = (e.key_id, "day", day, b)
@@ -458,7 +450,7 @@ def _upsert_rollups(
                     top[1] += 1
                     top[2] += failed
         for granularity in ("minute", "hour", "day"):
-            bucket = _floor(e.at, granularity)
+            bucket = floor(e.at, granularity)
             pk = (e.key_id, granularity, bucket)
             row = rollups.get(pk)
             if row is None:
@@ -489,7 +481,7 @@ def _upsert_rollups(
     # Rows for a day before today: that day's billing snapshot is reopened, in this
     # transaction and before the roll-up rows are locked (app/billing/snapshot.py). The
     # usual batch, today's only, adds no query.
-    today = _floor(datetime.now(UTC), "day")
+    today = floor(datetime.now(UTC), "day")
     past = [
         bucket for (_, granularity, bucket) in rollups if granularity == "day" and bucket < today
     ]

@@ -7,17 +7,17 @@ hour roll-ups of each UTC day (counts and histograms are sums, so this is exact)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, UsageLatencyBin, UsageRollup
+from app.times import STEP, ceil, floor, iso
 from app.usage.histogram import quantile
 
-GRANULARITIES = ("minute", "hour", "day")
-STEP = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+GRANULARITIES = tuple(STEP)
 # The roll-up each granularity reads.
 SOURCE = {"minute": "minute", "hour": "hour", "day": "hour"}
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
@@ -47,27 +47,12 @@ class Bucket:
     def to_dict(self) -> dict[str, Any]:
         avg, p95 = self.latency_avg_ms, self.latency_p95_ms
         return {
-            "start": self.start.isoformat().replace("+00:00", "Z"),
+            "start": iso(self.start),
             "count": self.count,
             "status": dict(self.status),
             "latency_avg_ms": None if avg is None else round(avg, 3),
             "latency_p95_ms": None if p95 is None else round(p95, 3),
         }
-
-
-def floor(at: datetime, granularity: str) -> datetime:
-    """Start of the UTC minute, hour or day holding `at`."""
-    at = at.astimezone(UTC)
-    if granularity == "minute":
-        return at.replace(second=0, microsecond=0)
-    if granularity == "hour":
-        return at.replace(minute=0, second=0, microsecond=0)
-    return at.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _ceil(at: datetime, granularity: str) -> datetime:
-    start = floor(at, granularity)
-    return start if start == at.astimezone(UTC) else start + STEP[granularity]
 
 
 def bucket_range(start: datetime, end: datetime, granularity: str) -> tuple[datetime, datetime]:
@@ -76,7 +61,7 @@ def bucket_range(start: datetime, end: datetime, granularity: str) -> tuple[date
         raise UsageQueryError(f"granularity must be one of {', '.join(GRANULARITIES)}")
     if start.tzinfo is None or end.tzinfo is None:
         raise UsageQueryError("times need a timezone (use UTC, e.g. 2026-11-25T10:00:00Z)")
-    lo, hi = floor(start, granularity), _ceil(end, granularity)
+    lo, hi = floor(start, granularity), ceil(end, granularity)
     if hi <= lo:
         raise UsageQueryError("'to' must be after 'from'")
     if (hi - lo) / STEP[granularity] > MAX_BUCKETS:

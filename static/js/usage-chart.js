@@ -10,9 +10,10 @@
   const shownClasses = (data, counts) =>
     data.classes.filter((c) => c.always || counts.some((o) => o[c.name] > 0));
   const colourOf = (data, name) => (data.classes.find((c) => c.name === name) || {}).colour;
+  // UTC and 24-hour, as every page and export writes times (app/times.py).
   const TICKS = {
-    minute: { hour: "2-digit", minute: "2-digit", timeZone: "UTC" },
-    hour: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC" },
+    minute: { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC" },
+    hour: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC" },
     day: { month: "short", day: "numeric", timeZone: "UTC" },
   };
   const TOP_EMPTY = {

@@ -18,9 +18,9 @@ from flask import Flask
 from sqlalchemy import select, text
 
 from app import accounts
-from app.billing import month_of, recent_months
 from app.extensions import db
 from app.models import User
+from app.times import month_of, recent_months
 from app.usage import recorder
 from tests.billing.conftest import since
 from tests.billing.test_snapshot import _admin

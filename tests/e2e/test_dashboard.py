@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -76,6 +77,8 @@ def test_dashboard_draws_the_seeded_traffic_and_the_range_picker_changes_it(pers
     assert all(len(s["data"]) == 24 for s in drawn["sets"])
     assert bar_total(drawn) == 7
     assert drawn["sets"][0]["data"][-1] == 7  # all 2xx, this hour
+    # 24 hours of ticks in UTC and 24-hour time, as every page writes them: no AM/PM.
+    assert not [t for t in drawn["labels"] if "AM" in t or "PM" in t], drawn["labels"]
     top = chart(page, "[data-chart=keys] canvas")
     assert top["labels"] == ["orders svc", "search svc"]
     expect(page.locator("[data-usage-summary]")).to_contain_text("7 requests")
@@ -86,6 +89,8 @@ def test_dashboard_draws_the_seeded_traffic_and_the_range_picker_changes_it(pers
         drawn = chart(page, "series")
         assert len(drawn["labels"]) == points, name
         assert bar_total(drawn) == 7, name
+        if name == "Last hour":
+            assert all(re.fullmatch(r"\d{2}:\d{2}", t) for t in drawn["labels"]), drawn["labels"]
         expect(page.get_by_role("button", name=name)).to_have_attribute("aria-pressed", "true")
 
     # A custom range of the last three hours: by minute.

@@ -1,26 +1,29 @@
-"""/billing: the logged-in account's use against its plan, this month and past ones."""
+"""/billing: the logged-in account's use against its plan, this month and past ones.
+
+Thin: app.billing.statement prices the months; this reads the request and renders.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
-from app.billing import month_of, month_range, plans, recent_months
+from app.billing import plans
 from app.billing.export import COLUMNS, rows
 from app.billing.statement import bill, project
 from app.csvexport import csv_response
 from app.extensions import db
 from app.models._types import utcnow
-
-bp = Blueprint("billing", __name__, template_folder=None)
+from app.portal import bp
+from app.times import month_of, month_range, recent_months
 
 PAST_MONTHS = 6
 
 
 @bp.route("/billing")
 @login_required
-def index() -> ResponseReturnValue:
+def billing() -> ResponseReturnValue:
     now = utcnow()
     plan_set = plans()
     projection, current = project(db.session, plan_set, current_user, now)
@@ -33,7 +36,7 @@ def index() -> ResponseReturnValue:
         month_bill = bill(db.session, plan_set, start, end, owner_id=current_user.id, now=now)
         past.append((month, month_bill.totals(), len(month_bill.lines)))
     return render_template(
-        "billing/index.html",
+        "portal/billing.html",
         projection=projection,
         bill=current,
         total=current.totals(),
@@ -45,7 +48,7 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/billing/export.csv")
 @login_required
-def export_csv() -> ResponseReturnValue:
+def billing_export() -> ResponseReturnValue:
     """The account's own bill for ?month= (default this month), as CSV: the export's
     rows for this account."""
     month = request.args.get("month", "").strip() or month_of(utcnow())
