@@ -107,7 +107,7 @@ def register_services(app: Flask) -> None:
     No background thread starts here: each starts on first use in the process that
     serves, so nothing runs before gunicorn's fork.
     """
-    from app import billing, usage
+    from app import billing, mail, usage
     from app.accounts import Passwords
     from app.audit import service as audit_service
     from app.keys import cache as key_cache
@@ -123,6 +123,7 @@ def register_services(app: Flask) -> None:
     billing.init_app(app)  # BILLING_PLANS, checked once
     audit_service.init_app(app)  # the log's signing key and anchor; its sealer
     webhooks.init_app(app)  # settings and the dispatcher
+    mail.init_app(app)  # MAIL_URL checked once; production refuses to start without it
 
 
 def register_blueprints(app: Flask) -> None:

@@ -89,7 +89,7 @@ def check_password_rules(password: str) -> None:
         raise AccountError(f"Password must be at most {MAX_PASSWORD} characters.")
 
 
-def _loggable_email(email: str) -> str | None:
+def loggable_email(email: str) -> str | None:
     email = normalize_email(email)
     return email if is_valid_email(email) else None
 
@@ -158,7 +158,7 @@ def check_credentials(
             outcome="failure",
             # Only a well-formed address is kept: a password typed into the email
             # field must not reach the trail.
-            details={"email": _loggable_email(email)},
+            details={"email": loggable_email(email)},
         )
         session.commit()
         return None
@@ -290,7 +290,7 @@ def record_throttled(
         target=f"user:{user.id}" if user else None,
         outcome="denied",
         sensitivity="high",
-        details={"email": _loggable_email(email), "limit": limit, "retry_after": retry_after},
+        details={"email": loggable_email(email), "limit": limit, "retry_after": retry_after},
     )
     session.commit()
 

@@ -228,6 +228,17 @@ def from_env() -> dict[str, Any]:
         "MFA_REQUIRED": os.environ.get("MFA_REQUIRED", "none"),
         "MFA_GRACE_DAYS": _env_int("MFA_GRACE_DAYS", 7),
         "MFA_ISSUER": os.environ.get("MFA_ISSUER", "Keyledger"),
+        # Mail (docs/operations.md): smtp://, smtp+starttls://user:pass@, smtps://; unset
+        # writes mails to the log (refused with KEYLEDGER_ENV=production).
+        "MAIL_URL": os.environ.get("MAIL_URL", ""),
+        "MAIL_FROM": os.environ.get("MAIL_FROM", "Keyledger <keyledger@localhost>"),
+        "MAIL_TIMEOUT": _env_float("MAIL_TIMEOUT", 10.0),
+        "MAIL_CA_FILE": os.environ.get("MAIL_CA_FILE", ""),
+        # Reset links asked for, per address (whether it exists or not) and per client IP.
+        "PASSWORD_RESET_ADDRESS_LIMIT": os.environ.get(
+            "PASSWORD_RESET_ADDRESS_LIMIT", "3 per hour"
+        ),
+        "PASSWORD_RESET_IP_LIMIT": os.environ.get("PASSWORD_RESET_IP_LIMIT", "10 per hour"),
     }
 
 

@@ -106,7 +106,9 @@ def _production_app(tmp_path, migrated_db, **over):
     from conftest import _fresh_db
 
     conf = base_config(tmp_path, _fresh_db(migrated_db, tmp_path))
-    conf.update(KEYLEDGER_ENV="production", AUDIT_SIGNING_KEY=None, **over)
+    conf.update(
+        KEYLEDGER_ENV="production", AUDIT_SIGNING_KEY=None, MAIL_URL="smtp://127.0.0.1:25", **over
+    )
     from app.config import _GENERATED
 
     conf["AUDIT_SIGNING_KEY"] = _GENERATED["audit_signing_key.pem"][1]()

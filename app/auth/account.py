@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, logout_user
 
-from app import accounts, sessions
+from app import accounts, notices, sessions
 from app.auth import bp
-from app.auth.forms import CloseAccountForm, EndOthersForm, EndSessionForm, PasswordChangeForm
+from app.auth.forms import (
+    CloseAccountForm,
+    EndOthersForm,
+    EndSessionForm,
+    NoticesForm,
+    PasswordChangeForm,
+)
 from app.extensions import db
 from app.web import client_ip, current_session_id, passwords, session_lifetimes
 
 
+def _notices_form(formdata: object = None) -> NoticesForm:
+    form = NoticesForm(formdata=formdata) if formdata is not None else NoticesForm(formdata=None)
+    form.wanted.choices = [(k, notices.KINDS[k].label) for k in notices.OPTIONAL]
+    if formdata is None:
+        off = notices.turned_off(current_user)
+        form.wanted.data = [k for k in notices.OPTIONAL if k not in off]
+    return form
+
+
 def _page(**forms: object) -> ResponseReturnValue:
     forms = {
+        "notices_form": _notices_form(),
         "password_form": PasswordChangeForm(formdata=None),
         "others_form": EndOthersForm(formdata=None),
         "close_form": CloseAccountForm(formdata=None),
@@ -27,6 +43,7 @@ def _page(**forms: object) -> ResponseReturnValue:
         sessions=rows,
         this_session=current_session_id(),
         device=sessions.device,
+        security_notices=[v.label for v in notices.KINDS.values() if v.security],
         end_form=EndSessionForm(formdata=None),
         **forms,
     ), (400 if failed else 200)
@@ -36,6 +53,20 @@ def _page(**forms: object) -> ResponseReturnValue:
 @login_required
 def account() -> ResponseReturnValue:
     return _page()
+
+
+@bp.route("/account/notices", methods=["POST"])
+@login_required
+def save_notices() -> ResponseReturnValue:
+    form = _notices_form(request.form)
+    if form.validate_on_submit():
+        wanted = set(form.wanted.data or [])
+        notices.set_turned_off(
+            db.session, current_user, [k for k in notices.OPTIONAL if k not in wanted]
+        )
+        flash("Mail settings saved.", "success")
+        return redirect(url_for("auth.account") + "#notices")
+    return _page(notices_form=form)
 
 
 @bp.route("/account/password", methods=["POST"])
@@ -57,6 +88,12 @@ def change_password() -> ResponseReturnValue:
             db.session.rollback()
             form.current.errors = [*form.current.errors, str(exc)]
         else:
+            notices.send(
+                current_user,
+                "password_changed",
+                how="changed on the account page",
+                ip_address=client_ip() or "unknown",
+            )
             others = f"{ended} other session{'s' if ended != 1 else ''}"
             flash(f"Password changed. {others.capitalize()} ended.", "success")
             return redirect(url_for("auth.account"))

@@ -13,6 +13,7 @@ from wtforms.widgets import HiddenInput
 from app import text
 from app.accounts import MAX_PASSWORD, MIN_PASSWORD, is_valid_email
 from app.forms import Form
+from app.portal.forms import MultiCheckboxField
 
 
 def _strip(value: object) -> object:
@@ -172,3 +173,38 @@ class RecoveryCodesForm(Form):
         validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
     )
     submit = SubmitField("Make new recovery codes")
+
+
+class ForgotForm(Form):
+    email = EmailField("Email", validators=_email, filters=[_strip])
+    submit = SubmitField("Send me a reset link")
+
+
+class ResetForm(Form):
+    password = PasswordField(
+        "New password",
+        validators=[
+            DataRequired(message="Choose a new password."),
+            Length(
+                min=MIN_PASSWORD,
+                max=MAX_PASSWORD,
+                message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
+            ),
+        ],
+        description=f"At least {MIN_PASSWORD} characters. Every session of yours will end.",
+    )
+    confirm = PasswordField(
+        "Repeat new password",
+        validators=[
+            DataRequired(message="Repeat the new password."),
+            EqualTo("password", message="The two passwords differ."),
+        ],
+    )
+    submit = SubmitField("Set the new password")
+
+
+class NoticesForm(Form):
+    """The owner mails that can be turned off (security ones cannot): ticked = sent."""
+
+    wanted = MultiCheckboxField("Mail me when", choices=[])
+    submit = SubmitField("Save mail settings")

@@ -12,10 +12,11 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts, errors, ratelimit, twofactor
+from app import accounts, devices, errors, notices, ratelimit, sessions, twofactor
 from app.audit import trail
 from app.auth import bp
 from app.auth.forms import CodeForm, LoginForm, LogoutForm, RegisterForm
@@ -165,8 +166,36 @@ def finish_login(
     _tell_failures(user)
     need = twofactor.requirement(db.session, user, current_app.config)
     if need.required and need.deadline is not None:
-        return redirect(url_for("auth.two_factor"))
-    return redirect(_safe_next(next_url))
+        response = redirect(url_for("auth.two_factor"))
+    else:
+        response = redirect(_safe_next(next_url))
+    _remember_device(user, response)
+    return response
+
+
+def _remember_device(user: User, response: Response) -> None:
+    """Tell the owner about a log-in from a browser the account has not seen."""
+    secret = current_app.config["SECRET_KEY"]
+    device_id = devices.read(secret, request.cookies.get(devices.COOKIE))
+    if device_id is None:
+        device_id, cookie = devices.new_cookie(secret)
+        response.set_cookie(
+            devices.COOKIE,
+            cookie,
+            max_age=devices.COOKIE_DAYS * 86400,
+            httponly=True,
+            secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+            samesite="Lax",
+        )
+    label = sessions.device(request.headers.get("User-Agent"))
+    if devices.seen(db.session, user.id, device_id, label) is devices.Seen.NEW:
+        notices.send(
+            user,
+            "new_device",
+            device=label,
+            ip_address=client_ip() or "unknown",
+            time=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
 
 
 # The password was right and a second factor is due: who, since when, and where to go

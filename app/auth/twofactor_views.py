@@ -8,7 +8,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
-from app import accounts, twofactor
+from app import accounts, notices, twofactor
 from app.auth import bp
 from app.auth.forms import RecoveryCodesForm, TotpConfirmForm, TotpDisableForm, TotpStartForm
 from app.extensions import db
@@ -17,6 +17,10 @@ from app.web import client_ip, key_policy, passwords
 
 def _issuer() -> str:
     return str(current_app.config.get("MFA_ISSUER") or "Keyledger")
+
+
+def _notify(change: str) -> None:
+    notices.send(current_user, "2fa_changed", change=change, ip_address=client_ip() or "unknown")
 
 
 def _page(codes: list[str] | None = None, **forms: object) -> ResponseReturnValue:
@@ -85,6 +89,7 @@ def totp_confirm() -> ResponseReturnValue:
             db.session.rollback()
             form.code.errors = [*form.code.errors, str(exc)]
         else:
+            _notify("An authenticator app was turned on")
             flash("Two-factor sign-in is on. Keep your recovery codes somewhere safe.", "success")
             return _page(codes=codes)
     return _page(confirm_form=form)
@@ -109,6 +114,7 @@ def totp_disable() -> ResponseReturnValue:
             db.session.rollback()
             form.code.errors = [*form.code.errors, str(exc)]
         else:
+            _notify("The authenticator app was turned off")
             flash("The authenticator app is off.", "success")
             return redirect(url_for("auth.two_factor"))
     return _page(disable_form=form)
@@ -132,6 +138,7 @@ def recovery_codes() -> ResponseReturnValue:
             db.session.rollback()
             form.password.errors = [*form.password.errors, str(exc)]
         else:
+            _notify("New recovery codes were made; the old ones stopped working")
             return _page(codes=codes)
     return _page(codes_form=form)
 

@@ -1,0 +1,68 @@
+"""Mails to an account's owner when something about it changes (issue 19, point 6).
+
+Security notices (a new device, the password or second factor changed, a key reported
+leaked) always go out; the others can be turned off on /account. Rendered in the
+request, queued on the mailer (app/mail.py), sent from the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flask import render_template, url_for
+from sqlalchemy.orm import Session
+
+from app.mail import Mail, mailer
+from app.models import User
+
+
+@dataclass(frozen=True)
+class Kind:
+    subject: str
+    label: str  # on /account, for the switch (optional ones)
+    security: bool
+
+
+KINDS: dict[str, Kind] = {
+    "new_device": Kind("New log-in to your Keyledger account", "A log-in from a new device", True),
+    "password_changed": Kind("Your Keyledger password was changed", "Password changed", True),
+    "2fa_changed": Kind(
+        "Two-factor sign-in changed on your account", "Second factor changed", True
+    ),
+    "key_leaked": Kind("One of your API keys was reported leaked", "A key reported leaked", True),
+    "key_revoked": Kind(
+        "An administrator revoked one of your API keys", "A key revoked by an admin", False
+    ),
+    "key_expiring": Kind("An API key of yours expires soon", "A key about to expire", False),
+}
+OPTIONAL = tuple(k for k, v in KINDS.items() if not v.security)
+
+
+def turned_off(user: User) -> set[str]:
+    return {k for k in (user.notices_off or "").split() if k in OPTIONAL}
+
+
+def set_turned_off(session: Session, user: User, off: Iterable[str]) -> None:
+    """Store the optional notices the owner turned off (security ones cannot be); commits."""
+    user.notices_off = " ".join(sorted({k for k in off if k in OPTIONAL}))
+    session.commit()
+
+
+def send(user: User, kind: str, **facts: str) -> bool:
+    """Queue the notice `kind` to `user` unless they turned it off; needs a request
+    context (the account link). False when not sent."""
+    spec = KINDS[kind]
+    if kind in turned_off(user) or not user.is_active:
+        return False
+    account = url_for("auth.account", _external=True)
+    context = {"kind": kind, "spec": spec, "facts": facts, "account_url": account, "user": user}
+    mailer().send(
+        Mail(
+            to=user.email,
+            subject=spec.subject,
+            text=render_template("mail/notice.txt", **context),
+            html=render_template("mail/notice.html", **context),
+        )
+    )
+    return True

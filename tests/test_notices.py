@@ -1,0 +1,131 @@
+"""Mails to the owner (real SMTP server on 127.0.0.1): a new device, a changed password,
+a changed second factor; optional notices can be turned off, security ones cannot."""
+
+from __future__ import annotations
+
+import pyotp
+import pytest
+from conftest import OTHER_PASSWORD, PASSWORD, Portal, _fresh_db, base_config
+from smtp_server import smtp_server, text_of
+from test_two_factor import turn_on
+
+from app import create_app
+from app.extensions import db
+from app.mail import mailer
+
+EMAIL = "alice@example.com"
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+@pytest.fixture
+def mail_app(migrated_db, tmp_path):
+    with smtp_server() as (box, settings):
+        app = create_app({**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), **settings})
+        app.inbox = box  # type: ignore[attr-defined]
+        yield app
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def subjects(app) -> list[str]:
+    assert mailer(app).wait(10)
+    return [m["Subject"] for m in app.inbox.messages]
+
+
+def test_new_device_is_told_known_device_is_not(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    alice.logout()
+    alice.login(EMAIL)  # the first browser: nothing to tell
+    alice.logout()
+    alice.login(EMAIL)  # the same browser (its device cookie) again
+    assert subjects(mail_app) == []
+    browser = mail_app.test_client()
+    browser.environ_base["HTTP_USER_AGENT"] = FIREFOX
+    other = Portal(browser)
+    other.login(EMAIL)
+    assert subjects(mail_app) == ["New log-in to your Keyledger account"]
+    body = text_of(mail_app.inbox.messages[0])
+    assert "Firefox on Linux" in body and "127.0.0.1" in body
+    other.logout()
+    other.login(EMAIL)
+    assert len(subjects(mail_app)) == 1
+
+
+def test_a_forged_device_cookie_counts_as_new(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    alice.logout()
+    alice.login(EMAIL)
+    alice.logout()
+    stranger = Portal(mail_app.test_client())
+    stranger.client.set_cookie("kl_device", "forged.value")
+    stranger.login(EMAIL)
+    assert subjects(mail_app) == ["New log-in to your Keyledger account"]
+
+
+def test_password_change_is_told(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    resp = alice.submit(
+        "/account",
+        {"current": PASSWORD, "password": OTHER_PASSWORD, "confirm": OTHER_PASSWORD},
+        action="/account/password",
+    )
+    assert resp.status_code == 302
+    assert subjects(mail_app) == ["Your Keyledger password was changed"]
+    assert PASSWORD not in text_of(mail_app.inbox.messages[0])
+
+
+def test_second_factor_change_is_told(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    totp, _ = turn_on(alice)
+    assert subjects(mail_app) == ["Two-factor sign-in changed on your account"]
+    text = text_of(mail_app.inbox.messages[0])
+    assert "authenticator app was turned on" in text and totp.secret not in text
+
+
+def test_optional_notices_can_be_turned_off_security_ones_cannot(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    page = alice.client.get("/account").get_data(as_text=True)
+    assert 'value="key_revoked"' in page and 'value="key_expiring"' in page
+    assert 'value="new_device"' not in page and 'value="password_changed"' not in page
+    # A security notice is not a choice: refused, nothing changed.
+    resp = alice.submit(
+        "/account", {"wanted": ["key_expiring", "new_device"]}, action="/account/notices"
+    )
+    assert resp.status_code == 400
+    resp = alice.submit("/account", {"wanted": ["key_expiring"]}, action="/account/notices")
+    assert resp.status_code == 302
+    with mail_app.app_context():
+        from app.models import User
+
+        user = db.session.query(User).one()
+        assert user.notices_off == "key_revoked"
+    page = alice.client.get("/account").get_data(as_text=True)
+    assert 'checked id="wanted-1"' in page and 'checked id="wanted-0"' not in page
+
+
+def test_unknown_notice_names_are_refused_cleanly(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    resp = alice.submit("/account", {"wanted": ["x" * 300]}, action="/account/notices")
+    assert resp.status_code == 400
+    with mail_app.app_context():
+        from app.models import User
+
+        assert db.session.query(User).one().notices_off == ""
+
+
+def test_totp_code_is_not_in_any_mail(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    totp, codes = turn_on(alice)
+    assert isinstance(totp, pyotp.TOTP)
+    subjects(mail_app)
+    for msg in mail_app.inbox.messages:
+        for code in codes:
+            assert code not in msg.as_string()
