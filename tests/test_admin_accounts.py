@@ -120,7 +120,9 @@ def test_grant_and_remove_admin_but_the_last_admin_stays(app, admin, other):
     assert "last admin" in page
     assert get_user(app, "root@example.com").is_admin
 
-    admin.submit(f"/admin/users/{bob}", {}, action=f"/admin/users/{bob}/admin/grant")
+    admin.submit(
+        f"/admin/users/{bob}", {"confirm_grant": "y"}, action=f"/admin/users/{bob}/admin/grant"
+    )
     assert get_user(app, "bob@example.com").is_admin
     assert other.client.get("/admin/").status_code == 200
     admin.submit(f"/admin/users/{root}", {}, action=f"/admin/users/{root}/admin/remove")

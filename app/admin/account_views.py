@@ -27,15 +27,32 @@ class DisableForm(Form):
     submit = SubmitField("Disable account")
 
 
+class GrantAdminForm(Form):
+    """Granting admin hands over every account, key and the audit trail: ticked on
+    purpose, like disabling. Removing it (or enabling an account) takes power away and
+    needs no box."""
+
+    # Not "confirm": the disable form beside it on the same page has that id.
+    confirm_grant = BooleanField(
+        "Give this account every admin power: all users, keys, billing and the audit trail",
+        validators=[DataRequired(message="Tick the box to confirm.")],
+    )
+    submit = SubmitField("Make admin")
+
+
 class ActionForm(Form):
-    """Enable, grant admin, remove admin: nothing to fill in but the CSRF token."""
+    """Enable, remove admin: nothing to fill in but the CSRF token."""
 
     submit = SubmitField()
 
 
 def account_forms() -> dict[str, Form]:
     """The forms the partial renders (the user page's view adds them)."""
-    return {"disable_form": DisableForm(formdata=None), "action_form": ActionForm(formdata=None)}
+    return {
+        "disable_form": DisableForm(formdata=None),
+        "grant_form": GrantAdminForm(formdata=None),
+        "action_form": ActionForm(formdata=None),
+    }
 
 
 def _user(user_id: int) -> User:
@@ -99,7 +116,7 @@ def set_admin(user_id: int, change: str) -> ResponseReturnValue:
     grant = change == "grant"
     return _act(
         user,
-        ActionForm(),
+        GrantAdminForm() if grant else ActionForm(),
         lambda: accounts.set_admin(db.session, user, grant, actor=_actor(), actor_ip=client_ip()),
         f"{user.email} is {'now an admin' if grant else 'no longer an admin'}.",
         "Nothing to change.",

@@ -101,7 +101,7 @@ class RotateForm(Form):
     submit = SubmitField("Rotate key")
 
 
-def _ticked(form: Form, field: BooleanField) -> None:
+def ticked(form: Form, field: BooleanField) -> None:
     """Exactly what the checkbox sends: any other value is not a confirmation."""
     if field.raw_data != ["y"]:
         raise ValidationError("Tick the box to confirm.")
@@ -110,7 +110,7 @@ def _ticked(form: Form, field: BooleanField) -> None:
 class RevokeForm(Form):
     confirm = BooleanField(
         "I understand that every service using this key stops working at once.",
-        validators=[_ticked],
+        validators=[ticked],
     )
     submit = SubmitField("Revoke key")
 

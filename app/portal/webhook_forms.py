@@ -1,9 +1,9 @@
-from wtforms import StringField
+from wtforms import BooleanField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from app.forms import Form
-from app.portal.forms import MultiCheckboxField
+from app.portal.forms import MultiCheckboxField, ticked
 from app.webhooks import EVENT_TYPES
 
 EVENT_LABELS = {
@@ -34,3 +34,14 @@ class EndpointForm(Form):
 
 class EmptyForm(Form):
     """A POST with only its CSRF token (delete, send a test event)."""
+
+
+class RemoveEndpointForm(Form):
+    """Removing an endpoint cannot be undone (a new one gets a new secret), so it asks
+    for the same ticked box as revoking a key."""
+
+    confirm = BooleanField(
+        "I understand that nothing more is sent to this URL; a new endpoint gets a new secret.",
+        validators=[ticked],
+    )
+    submit = SubmitField("Remove endpoint")

@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 from app.extensions import db
 from app.models import WebhookEndpoint
 from app.portal import bp
-from app.portal.webhook_forms import EVENT_LABELS, EmptyForm, EndpointForm
+from app.portal.webhook_forms import EVENT_LABELS, EmptyForm, EndpointForm, RemoveEndpointForm
 from app.ratelimit import budget_spent, spend_budget
 from app.web import client_ip
 from app.webhooks import endpoints, service
@@ -52,6 +52,7 @@ def webhooks() -> ResponseReturnValue:
         counts=endpoints.delivery_counts(db.session, current_user),
         labels=EVENT_LABELS,
         action_form=EmptyForm(),
+        remove_form=RemoveEndpointForm(formdata=None),
     ), (400 if form.errors else 200)
 
 
@@ -65,6 +66,7 @@ def webhook_detail(public_id: str) -> ResponseReturnValue:
         deliveries=endpoints.deliveries(db.session, endpoint),
         labels=EVENT_LABELS,
         action_form=EmptyForm(),
+        remove_form=RemoveEndpointForm(formdata=None),
     )
 
 
@@ -87,7 +89,10 @@ def webhook_test(public_id: str) -> ResponseReturnValue:
 @login_required
 def webhook_delete(public_id: str) -> ResponseReturnValue:
     endpoint = _own_endpoint_or_404(public_id)
-    if EmptyForm().validate_on_submit():
-        endpoints.remove(db.session, current_user, endpoint, actor_ip=client_ip())
-        flash("The endpoint is removed; nothing more is sent to it.", "success")
+    form = RemoveEndpointForm()
+    if not form.validate_on_submit():  # CSRF is checked before the view (CSRFProtect)
+        flash("Tick the box to confirm. The endpoint was not removed.", "error")
+        return redirect(url_for("portal.webhook_detail", public_id=public_id))
+    endpoints.remove(db.session, current_user, endpoint, actor_ip=client_ip())
+    flash("The endpoint is removed; nothing more is sent to it.", "success")
     return redirect(url_for("portal.webhooks"))

@@ -352,7 +352,7 @@ def test_a_removed_endpoint_gets_nothing_more(app, user, receiver):
     [endpoint] = _endpoints(app)
     user.submit(
         f"/account/webhooks/{endpoint.public_id}",
-        {},
+        {"confirm": "y"},
         f"/account/webhooks/{endpoint.public_id}/delete",
     )
     assert receiver.url not in user.client.get("/account/webhooks").get_data(as_text=True)
