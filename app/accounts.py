@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import sessions, text
+from app import sessions, text, times
 from app.audit import trail
 from app.config import TIERS
 from app.models import AuditEvent, TierPeriod, User
@@ -178,7 +178,7 @@ def check_credentials(
         if state == "closed":
             raise AccountInactive("This account was closed by its owner.")
         raise AccountInactive(
-            f"An administrator disabled this account on {user.disabled_at:%Y-%m-%d %H:%M} "
+            f"An administrator disabled this account on {times.display(user.disabled_at)} "
             "UTC: its API keys were revoked and its sessions ended. Ask an administrator "
             "to enable it."
         )

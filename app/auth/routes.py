@@ -16,7 +16,7 @@ from flask.wrappers import Response
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts, devices, errors, notices, ratelimit, sessions, twofactor
+from app import accounts, devices, errors, notices, ratelimit, sessions, times, twofactor
 from app.audit import trail
 from app.auth import bp
 from app.auth.forms import CodeForm, LoginForm, LogoutForm, RegisterForm
@@ -102,13 +102,13 @@ def _tell_failures(user: User) -> None:
     spell = accounts.disabled_since_last_login(db.session, user)
     if spell is not None:
         again = (
-            f" and enabled it again on {spell.enabled_at:%Y-%m-%d %H:%M} UTC"
+            f" and enabled it again on {times.display(spell.enabled_at)} UTC"
             if spell.enabled_at
             else ""
         )
         flash(
-            f"An administrator disabled your account on {spell.disabled_at:%Y-%m-%d %H:%M} "
-            f"UTC{again}. Your API keys were revoked then and stay revoked: create new "
+            f"An administrator disabled your account on {times.display(spell.disabled_at)} UTC"
+            f"{again}. Your API keys were revoked then and stay revoked: create new "
             "ones on the API keys page.",
             "warning",
         )
