@@ -78,16 +78,45 @@ def tier_limit(tier: str, config: dict[str, Any]) -> str:
     return f"{tier_rate(tier, config)}/minute"
 
 
+def per_minute(tier: str, rate_limit: int | None, config: dict[str, Any]) -> int:
+    """A key's requests a minute: an admin's own limit for it, else its tier's. The one
+    rule validation charges and every page shows (`effective_limit`)."""
+    return rate_limit or tier_rate(tier, config)
+
+
 def key_limit(record: KeyRecord, config: dict[str, Any]) -> str:
-    """The key's per-minute limit: an admin's own for this key, else its tier's."""
-    if record.rate_limit:
-        return f"{record.rate_limit}/minute"
-    return tier_limit(record.tier, config)
+    """The key's per-minute limit as the limiter counts it (the validation path)."""
+    return f"{per_minute(record.tier, record.rate_limit, config)}/minute"
 
 
 def monthly_quota(tier: str, config: dict[str, Any]) -> int | None:
     """The tier's monthly request quota (MONTHLY_QUOTAS), or None: unlimited."""
     return (config.get("MONTHLY_QUOTAS") or {}).get(tier) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A key's effective limits, as validation applies them and the pages show them."""
+
+    per_minute: int
+    own: bool  # an admin's own limit for this key, not its tier's
+    tier: str
+    quota: int | None  # requests a month (UTC); None: unlimited
+
+    def describe(self) -> str:
+        """E.g. "10 a minute (set by an administrator)", "60 a minute (basic tier)"."""
+        source = "set by an administrator" if self.own else f"{self.tier} tier"
+        return f"{self.per_minute:,} a minute ({source})"
+
+
+def effective_limit(tier: str, rate_limit: int | None, config: dict[str, Any]) -> Limit:
+    """The limits of a key of this tier with this own limit (ApiKey or KeyRecord alike)."""
+    return Limit(
+        per_minute(tier, rate_limit, config),
+        bool(rate_limit),
+        tier,
+        monthly_quota(tier, config),
+    )
 
 
 @lru_cache(maxsize=4)

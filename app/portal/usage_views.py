@@ -18,7 +18,7 @@ from app.extensions import db
 from app.models import ApiKey
 from app.portal import bp
 from app.portal import routes as portal_routes
-from app.ratelimit import tier_rate
+from app.ratelimit import Limit, effective_limit
 from app.usage import analytics
 from app.usage.queries import UsageQueryError
 
@@ -38,8 +38,8 @@ def _json(payload: dict[str, Any]) -> ResponseReturnValue:
     return response
 
 
-def _limit(key: ApiKey) -> int:
-    return tier_rate(key.tier, current_app.config)
+def _limit(key: ApiKey) -> Limit:
+    return effective_limit(key.tier, key.rate_limit, current_app.config)
 
 
 def _own_key_ids() -> list[int]:
@@ -89,7 +89,8 @@ def dashboard_usage_csv() -> ResponseReturnValue:
 
 
 def _key_payload(key: ApiKey) -> dict[str, Any]:
-    payload = analytics.key_usage(db.session, key.id, _window(), _limit(key))
+    limit = _limit(key)
+    payload = analytics.key_usage(db.session, key.id, _window(), limit.per_minute, limit.describe())
     return {"key_id": key.public_id, **payload}
 
 

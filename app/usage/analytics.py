@@ -380,28 +380,32 @@ def top_values(
 
 
 def peak_minute(session: Session, win: Window, key_ids: Sequence[int] | None) -> dict[str, Any]:
-    """The busiest minute of the window (from minute roll-ups) for one key or a set.
+    """The busiest minute of the window (from minute roll-ups) for one key or a set, by
+    the requests the limit admitted: a 429 took no slot of the limit, so counting it
+    would put a minute over 100 % of a limit that was never exceeded. `refused` is that
+    minute's 429s.
 
     With several keys it is the busiest minute of any single key, since each key has a
     limit of its own.
     """
     r = UsageRollup
     if key_ids is not None and not key_ids:
-        return {"count": 0, "at": None}
+        return {"count": 0, "refused": 0, "at": None}
+    admitted = (r.count - r.status_429).label("admitted")
     row = session.execute(
-        select(r.count, r.bucket)
+        select(admitted, r.status_429, r.bucket)
         .where(
             _key_filter(r.key_id, key_ids),
             r.granularity == "minute",
             r.bucket >= win.start,
             r.bucket < win.end,
         )
-        .order_by(r.count.desc(), r.bucket.desc())
+        .order_by(admitted.desc(), r.bucket.desc())
         .limit(1)
     ).first()
     if row is None:
-        return {"count": 0, "at": None}
-    return {"count": int(row[0]), "at": iso(utc(row[1]))}
+        return {"count": 0, "refused": 0, "at": None}
+    return {"count": int(row[0]), "refused": int(row[1] or 0), "at": iso(utc(row[2]))}
 
 
 # -- payloads the JSON endpoints answer with ------------------------------------------
@@ -420,8 +424,11 @@ def dashboard_usage(session: Session, key_ids: Sequence[int], win: Window) -> di
     }
 
 
-def key_usage(session: Session, key_id: int, win: Window, limit_per_minute: int) -> dict[str, Any]:
-    """One key: outcome series with latency, p50/p95, peak minute vs limit, top lists."""
+def key_usage(
+    session: Session, key_id: int, win: Window, limit_per_minute: int, limit_text: str = ""
+) -> dict[str, Any]:
+    """One key: outcome series with latency, p50/p95, peak minute vs its effective limit
+    (app/ratelimit.py `effective_limit`, described by `limit_text`), top lists."""
     buckets = outcome_series(session, win, [key_id], latency=True)
     summed = total(buckets, win.start)
     summed.bins = latency_bins(session, win, [key_id])
@@ -436,6 +443,7 @@ def key_usage(session: Session, key_id: int, win: Window, limit_per_minute: int)
         "peak": {
             **peak,
             "limit": limit_per_minute,
+            "limit_text": limit_text,
             "share": round(peak["count"] / limit_per_minute, 4) if limit_per_minute else None,
         },
         "top_endpoints": top_values(session, win, [key_id], "endpoint"),

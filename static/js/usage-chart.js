@@ -203,7 +203,9 @@
           meter.optimum = 0;
         }
         const when = data.peak.at ? ` at ${data.peak.at.slice(0, 16).replace("T", " ")} UTC` : "";
-        stat("peak-note", `Busiest minute${when}: ${Math.round((data.peak.share || 0) * 100)} % of the limit of ${fmt(data.peak.limit)} a minute`);
+        const refused = data.peak.refused ? `; ${fmt(data.peak.refused)} more refused (429)` : "";
+        const limit = data.peak.limit_text || `${fmt(data.peak.limit)} a minute`;
+        stat("peak-note", `Busiest minute${when}: ${Math.round((data.peak.share || 0) * 100)} % of the limit, ${limit}${refused}`);
       }
       const split = section.querySelector("[data-outcome-split]");
       if (split) {
