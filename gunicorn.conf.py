@@ -3,7 +3,8 @@
 The worker count defaults to what the rate-limit storage allows: 2 x cores + 1 with
 Redis (gunicorn's own advice; a validation waits on one Redis round trip, so one worker
 per core leaves the CPU idle), one with memory:// (its counters live in each process,
-so more workers would grant more than the limits). WEB_CONCURRENCY or -w overrides it.
+so more workers would grant more than the limits). WEB_CONCURRENCY or -w overrides it,
+except that more than one worker on memory:// refuses to start.
 Bind and timeouts stay command-line choices.
 
 Several instances on one machine (two ports, or a blue/green pair) must not share
@@ -28,11 +29,15 @@ from typing import Any
 from gunicorn.glogging import Logger as GunicornLogger
 
 # /metrics under several workers: prometheus-client's multi-process mode, each worker
-# writing mmap files into one directory. prometheus-client reads the variable when it is
-# first imported, which is in the workers (no preload_app; with it, set the variable
-# yourself). Unset, on_starting gives each server a directory of its own, so two
-# servers on a host never mix, and on_exit removes it.
+# writing mmap files into one directory. prometheus-client reads the variable once, when
+# it is first imported, and the master imports it before any hook runs (the JSON logger
+# below imports app.observability): so the directory is chosen here, as gunicorn reads
+# this file. Unset, each server gets a directory of its own, so two servers on a host
+# never mix; on_starting empties it and on_exit removes it.
 _own_metrics_dir: list[str] = []
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir.append(tempfile.mkdtemp(prefix="keyledger-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir[-1]
 
 
 def default_workers() -> int:
@@ -94,16 +99,6 @@ def on_exit(server: Any) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def when_ready(server: Any) -> None:
-    """In the master, before workers fork: memory:// rate-limit counters live in each
-    worker, so N workers would grant N times every limit. Say so at start-up."""
-    from app.ratelimit import memory_storage_warning
-
-    warning = memory_storage_warning(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)
-    if warning:
-        server.log.warning(warning)
-
-
 def _own_control_socket(server: Any) -> None:
     """Before the control socket opens: give this instance its own one, unless
     --control-socket chose a path."""
@@ -122,12 +117,23 @@ def _own_control_socket(server: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """In the master, before any worker: the metrics directory (a fresh one unless
-    PROMETHEUS_MULTIPROC_DIR names one), without last run's files, which would be summed
-    with this run's (prometheus-client asks for the directory to be wiped between runs)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _own_metrics_dir.append(tempfile.mkdtemp(prefix="keyledger-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir[-1]
+    """In the master, before any worker: the metrics directory without last run's
+    files, which would be summed with this run's (prometheus-client asks for the
+    directory to be wiped between runs).
+
+    First, refuse several workers on memory:// limits: each would count on its own, so
+    every limit would be multiplied by the worker count. gunicorn prints the message
+    ("Error: ...") and exits 1. RATELIMIT_ALLOW_PER_WORKER=true starts anyway (a test
+    or benchmark that knows it), with the warning."""
+    from app.ratelimit import unshared_limits_problem
+
+    problem = unshared_limits_problem(os.environ.get("RATELIMIT_STORAGE_URI"), server.cfg.workers)
+    if problem and os.environ.get("RATELIMIT_ALLOW_PER_WORKER", "").lower() in ("1", "true"):
+        server.log.warning("%s Started anyway: RATELIMIT_ALLOW_PER_WORKER is set.", problem)
+    elif problem:
+        for path in _own_metrics_dir:
+            shutil.rmtree(path, ignore_errors=True)
+        raise RuntimeError(problem)
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink(missing_ok=True)
     _own_control_socket(server)

@@ -583,13 +583,15 @@ def spare_the_api(app: Flask) -> None:
                 funcs[i] = outside_api(hook)
 
 
-def memory_storage_warning(storage_uri: str | None, workers: int) -> str | None:
-    """The start-up warning for per-process counters shared by several workers."""
+def unshared_limits_problem(storage_uri: str | None, workers: int) -> str | None:
+    """Why a server may not start: memory:// counters live in each worker process, so
+    N workers would grant N times every limit (tier, failed guesses, login)."""
     if workers > 1 and (storage_uri or "memory://").startswith("memory://"):
         return (
-            f"RATELIMIT_STORAGE_URI is memory:// with {workers} workers: each worker counts "
-            f"on its own, so clients get up to {workers} times every rate limit. Use Redis "
-            "(RATELIMIT_STORAGE_URI=redis://...) with more than one worker."
+            f"RATELIMIT_STORAGE_URI is memory:// with {workers} workers: each worker would "
+            f"count on its own and grant up to {workers} times every rate limit. Use Redis "
+            "(RATELIMIT_STORAGE_URI=redis://...) with more than one worker, or run one "
+            "(WEB_CONCURRENCY=1)."
         )
     return None
 

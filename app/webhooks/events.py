@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit import core
@@ -93,9 +94,15 @@ def _endpoints_by_owner(session: Session) -> dict[int, list[Endpoint]]:
 def _cursor(session: Session, name: str, start: int = 0) -> WebhookCursor:
     cursor = session.get(WebhookCursor, name)
     if cursor is None:
-        cursor = WebhookCursor(name=name, position=start)
-        session.add(cursor)
-        session.flush()
+        # Workers starting together on a fresh database each try to create it: the
+        # loser reads the winner's row instead of failing its pass.
+        try:
+            with session.begin_nested():
+                cursor = WebhookCursor(name=name, position=start)
+                session.add(cursor)
+        except IntegrityError:
+            cursor = session.get(WebhookCursor, name, populate_existing=True)
+            assert cursor is not None
     return cursor
 
 

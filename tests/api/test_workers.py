@@ -56,16 +56,18 @@ def test_failed_guesses_are_counted_across_workers(keys: Keys, gunicorn: Any) ->
     assert codes.count(429) == 20
 
 
-def test_memory_storage_with_several_workers_warns_and_multiplies(
+def test_memory_storage_with_several_workers_refuses_to_start(
     app: Flask, keys: Keys, gunicorn: Any
 ) -> None:
-    key = keys.key()
-    server = gunicorn(workers=4, RATELIMIT_STORAGE_URI="memory://")
-    codes = _hammer(server, json.dumps({"key": key.plaintext}).encode(), 200, threads=24)
-    # Each worker counts on its own: the trap the warning is about.
-    assert codes.count(200) > 60
-    assert "RATELIMIT_STORAGE_URI is memory:// with 4 workers" in server.output()
+    """Issue 22: per-process counters under four workers granted four times every limit
+    with only a warning; now the server does not start, and says why."""
+    with pytest.raises(RuntimeError) as err:
+        gunicorn(workers=4, RATELIMIT_STORAGE_URI="memory://", RATELIMIT_ALLOW_PER_WORKER=None)
+    assert "RATELIMIT_STORAGE_URI is memory:// with 4 workers" in str(err.value)
+    assert "WEB_CONCURRENCY=1" in str(err.value)
     single = gunicorn(workers=1, RATELIMIT_STORAGE_URI="memory://")
+    key = keys.key()
+    assert single.post(URL, json.dumps({"key": key.plaintext}).encode())[0] == 200
     assert "RATELIMIT_STORAGE_URI is memory://" not in single.output()
 
 

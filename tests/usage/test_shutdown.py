@@ -52,6 +52,7 @@ def start_gunicorn(
         "KEY_PEPPER": conf["KEY_PEPPER"],
         "AUDIT_SIGNING_KEY": conf["AUDIT_SIGNING_KEY"],
         "RATELIMIT_STORAGE_URI": "memory://",
+        "RATELIMIT_ALLOW_PER_WORKER": "1",  # limits are not what this test is about
         "TIER_RATE_LIMITS": "basic=100000,premium=100000,enterprise=100000",
         "USAGE_FLUSH_INTERVAL": "3600",
         "USAGE_MODE": "thread",
