@@ -189,8 +189,7 @@ def _private_sqlite_file(uri: str) -> None:
     if url.database.startswith("file:"):
         return  # a URI filename: the operator chose its options
     path = Path(url.database)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.is_dir() and not path.exists():  # a missing folder stays an error
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
