@@ -132,11 +132,17 @@ def audit_checkpoint() -> None:
         sys.exit(1)
     with db.engine.connect() as conn:
         cp = auditlog.latest_checkpoint(conn)
+        stopped = auditlog.halted(conn)
     assert cp is not None
-    click.echo(
+    line = (
         f"sealed {sealed} events; checkpoint {cp.index}: {cp.tree_size} events, "
         f"root {cp.root.hex()}, key {cp.key_id}, {cp.time}"
     )
+    if stopped:
+        # Signed, then refused by a witness (or halted meanwhile): not a success.
+        click.echo(f"{line}\nHALTED: {stopped}. See `flask audit recover --help`.", err=True)
+        sys.exit(1)
+    click.echo(line)
 
 
 @audit.command("public-key")
@@ -211,19 +217,37 @@ def audit_consistency(old: int, new: int | None) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="An export holding the events and checkpoints the database lost.",
 )
-def audit_recover(export_file: str | None) -> None:
+@click.option(
+    "--new-anchor",
+    is_flag=True,
+    help="Start a new anchor from the database's newest checkpoint (only when the "
+    "anchor is missing, empty, unreadable or forged; recorded in the audit log).",
+)
+def audit_recover(export_file: str | None, new_anchor: bool) -> None:
     """Lift the fork-protection halt once the log again extends the anchor.
 
     Restore the lost events first (a newer backup, or --export FILE from an export
     taken before the loss); the halt is cleared only if the rebuilt tree extends the
-    anchor's newest checkpoint. The procedure is in docs/audit.md."""
+    anchor's newest checkpoint and what every configured witness last cosigned. The
+    procedure is in docs/audit.md."""
+    from app.audit import trail
+
     settings = service.settings()
     lines = Path(export_file).read_bytes().splitlines(keepends=True) if export_file else None
     try:
-        message = auditlog.recover(db.engine, settings, lines)
+        message = auditlog.recover(db.engine, settings, lines, new_anchor=new_anchor)
     except auditlog.LogError as exc:
         click.echo(f"cannot recover: {exc}", err=True)
         sys.exit(1)
+    if new_anchor:
+        trail.record(
+            db.session,
+            "audit.anchor_restarted",
+            actor="cli",
+            sensitivity="critical",
+            details={"anchor": str(settings.anchor.path)},
+        )
+        db.session.commit()
     click.echo(message)
 
 

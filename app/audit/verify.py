@@ -310,8 +310,16 @@ def verify_log(
     except Damage as damage:
         report.damage = damage
     with engine.connect() as conn:
-        _monitor(conn, settings, report, stale_after)
+        stopped = _monitor(conn, settings, report, stale_after)
         conn.rollback()
+    if stopped and report.ok:
+        # Intact but refusing to sign: not a state to call healthy (fail closed).
+        report.ok = False
+        report.damage = Damage(
+            "halted",
+            f"the sealer is halted (fork protection), nothing is signed until "
+            f"`flask audit recover`: {stopped}",
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -494,8 +502,9 @@ def _check_anchor(conn: Connection, settings: LogSettings, path: Path, rep: Repo
 
 def _monitor(
     conn: Connection, settings: LogSettings, rep: Report, stale_after: float | None
-) -> None:
-    """Warnings that are not damage: a halted sealer, a stale newest checkpoint."""
+) -> str | None:
+    """Warnings: a halted sealer (returned, the caller fails on it), a stale newest
+    checkpoint."""
     halted = conn.execute(text("SELECT halted FROM audit_state WHERE id = 1")).scalar()
     if halted:
         rep.warnings.append(f"the sealer is HALTED (fork protection): {halted}")
@@ -509,6 +518,7 @@ def _monitor(
                 f"the {int(settings.checkpoint_interval)}s checkpoint interval): "
                 "is the sealer running?"
             )
+    return halted or None
 
 
 def report_json(rep: Report) -> str:

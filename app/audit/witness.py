@@ -1,29 +1,37 @@
-"""A minimal C2SP tlog-witness that an outside party can run (`flask audit witness`).
+"""A C2SP tlog-witness that an outside party can run (`flask audit witness`).
 
-It keeps its own Ed25519 key and a state file (the latest checkpoint it cosigned per
-origin) and answers `POST <prefix>/add-checkpoint`: it verifies the log's signature
-with the log's vkey, checks the old size against its state (409 with the size as
-`text/x.tlog.size` when they differ), checks the consistency proof from the
-checkpoint it last cosigned, persists the new one atomically, and only then returns
-a tlog-cosignature/v1 line. It never cosigns a checkpoint inconsistent with the
-last it saw. Standard library and app.audit.core only: no Flask, no database.
+A general witness: it follows any log it is given a vkey for, and takes any
+tlog-checkpoint (origin, size, root and whatever extension lines the log adds). It
+keeps its own Ed25519 key and a state file (the latest checkpoint it cosigned per
+origin) and answers `POST <prefix>/add-checkpoint` as tlog-witness says: 404 for an
+unknown origin, 403 without a valid signature by a trusted key for it, 400 for an
+old size beyond the checkpoint, 409 with its size as `text/x.tlog.size` when the
+old size is not its latest, 422 when the proof does not verify, and otherwise
+persists the checkpoint atomically and only then returns a tlog-cosignature/v1 line.
+`GET <prefix>/<sha256(origin) hex>/checkpoint` serves the latest checkpoint it
+cosigned, with its cosignature (the monitoring interface; 404 before the first).
+Standard library and app.audit.core only: no Flask, no database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.audit import core
 
 MAX_BODY = 1 << 16
+_ORIGIN_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
@@ -53,10 +61,9 @@ class Witness:
         self.name = name
         self.key = key
         self.state_path = state
-        self.logs = {v.name: v for v in logs}
-        self.keys = core.KeyRing()
+        self.logs: dict[str, list[core.Verifier]] = {}
         for v in logs:
-            self.keys.add_verifier(v)
+            self.logs.setdefault(v.name, []).append(v)
         self.lock = threading.Lock()
 
     @property
@@ -76,44 +83,100 @@ class Witness:
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
 
+    def _log_signed(self, origin: str, body: bytes, sigs: list[core.Signature]) -> bool:
+        """True when a signature line by a trusted key for `origin` verifies; False
+        when none does or one by a trusted key fails (a malformed note)."""
+        trusted = {v.key_id: v for v in self.logs[origin]}
+        good = False
+        for sig in sigs:
+            v = trusted.get(sig.key_id)
+            if sig.name != origin or v is None:
+                continue  # unknown keys are ignored
+            try:
+                v.key.verify(sig.data, body)
+            except InvalidSignature:
+                return False
+            good = True
+        return good
+
     def add_checkpoint(self, body: bytes) -> tuple[int, str, str]:
         try:
             text = body.decode("utf-8", "strict")
-            old, proof, cp = core.parse_consistency_proof(text, self.keys)
+            old, proof, note = _parse_request(text)
+            cp_body, sigs = core.split_signed_note(note)
+            origin, size, root = core.parse_tlog_checkpoint(cp_body)
         except (UnicodeDecodeError, ValueError) as exc:
             return 400, "text/plain", f"malformed request: {exc}\n"
-        if cp.origin not in self.logs:
+        if origin not in self.logs:
             return 404, "text/plain", "unknown log origin\n"
-        self.keys.set_origin(cp.origin)
-        if cp.legacy or core.signature_problem(cp, self.keys) is not None:
-            return 403, "text/plain", "the log's signature does not verify\n"
-        if old > cp.tree_size:
+        if not self._log_signed(origin, cp_body, sigs):
+            return 403, "text/plain", "no valid signature by a trusted key for this log\n"
+        if old > size:
             return 400, "text/plain", "old size is larger than the checkpoint\n"
         with self.lock:  # check and persist atomically (see tlog-witness)
             state = self._state()
-            seen = state.get(cp.origin, {"size": 0, "root": core.EMPTY_ROOT.hex()})
+            seen = state.get(origin, {"size": 0, "root": core.EMPTY_ROOT.hex()})
             seen_size = int(seen["size"])  # type: ignore[call-overload]
             seen_root = bytes.fromhex(str(seen["root"]))
             if old != seen_size:
                 return 409, "text/x.tlog.size", f"{seen_size}\n"
-            if cp.tree_size == 0 and cp.root != core.EMPTY_ROOT:
+            if size == 0 and root != core.EMPTY_ROOT:
                 return 422, "text/plain", "an empty tree has the empty root\n"
             if old == 0:
                 if proof:
                     return 422, "text/plain", "a proof from size 0 must be empty\n"
-            elif not core.verify_consistency(old, cp.tree_size, seen_root, cp.root, proof):
+            elif old == size:
+                if proof or root != seen_root:
+                    return 422, "text/plain", "same size, another root\n"
+            elif not core.verify_consistency(old, size, seen_root, root, proof):
                 return 422, "text/plain", "the consistency proof does not verify\n"
-            note = text.partition("\n\n")[2]
-            state[cp.origin] = {"size": cp.tree_size, "root": cp.root.hex(), "note": note}
+            sig = core.cosign(cp_body, self.name, self.key, int(time.time())).line()
+            state[origin] = {"size": size, "root": root.hex(), "note": note, "cosignature": sig}
             self._save(state)
-        sig = core.cosign(cp.note, self.name, self.key, int(time.time()))
-        return 200, "text/plain; charset=utf-8", sig.line()
+        return 200, "text/plain; charset=utf-8", sig
+
+    def latest(self, origin_hash: str) -> tuple[int, str, str]:
+        """The latest checkpoint cosigned for the log whose origin hashes to this,
+        with the log's signatures it verified and its own cosignature."""
+        for origin, seen in self._state().items():
+            if hashlib.sha256(origin.encode()).hexdigest() == origin_hash and "note" in seen:
+                note, cosig = str(seen["note"]), str(seen.get("cosignature", ""))
+                return 200, "text/plain; charset=utf-8", note + cosig
+        return 404, "text/plain", "no checkpoint cosigned for this log\n"
+
+
+def _parse_request(text: str) -> tuple[int, list[bytes], str]:
+    """tlog-witness add-checkpoint body: `old N`, up to 63 proof lines, a blank line,
+    then the signed checkpoint."""
+    head, sep, note = text.partition("\n\n")
+    if not sep:
+        raise ValueError("no blank line before the checkpoint")
+    lines = head.split("\n")
+    if not lines[0].startswith("old "):
+        raise ValueError("first line is not `old <size>`")
+    old = core.parse_decimal(lines[0][4:], "old size")
+    if len(lines) - 1 > core.MAX_PROOF:
+        raise ValueError("more than 63 proof lines")
+    return old, [core.parse_b64_hash(line, "proof hash") for line in lines[1:]], note
 
 
 def serve(witness: Witness, host: str, port: int, prefix: str = "") -> ThreadingHTTPServer:
-    """An HTTP server answering `POST <prefix>/add-checkpoint` (call serve_forever)."""
+    """An HTTP server answering `POST <prefix>/add-checkpoint` and
+    `GET <prefix>/<origin hash>/checkpoint` (call serve_forever)."""
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = self.path.removeprefix(prefix).split("/")
+            if (
+                not self.path.startswith(prefix + "/")
+                or len(parts) != 3
+                or parts[2] != "checkpoint"
+                or not _ORIGIN_HASH.fullmatch(parts[1])
+            ):
+                self._send(404, "text/plain", "not found\n")
+                return
+            self._send(*witness.latest(parts[1]))
+
         def do_POST(self) -> None:
             if self.path != prefix + "/add-checkpoint":
                 self._send(404, "text/plain", "not found\n")

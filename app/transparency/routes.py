@@ -21,6 +21,7 @@ bp = Blueprint("transparency", __name__)
 MAX_AGE = 5
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SIZE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+MAX_SIZE = (1 << 63) - 1  # the database stores sizes as signed 64-bit integers
 
 
 def _text(body: str, status: int = 200, cache: bool = True) -> Response:
@@ -38,8 +39,10 @@ def _size(name: str, required: bool) -> int | Response | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return _text(f"{name} is required\n", 400, cache=False) if required else None
-    if not _SIZE.match(raw):
-        return _text(f"{name} must be a tree size in plain decimal\n", 400, cache=False)
+    if not _SIZE.match(raw) or int(raw) > MAX_SIZE:
+        return _text(
+            f"{name} must be a tree size in plain decimal, at most {MAX_SIZE}\n", 400, cache=False
+        )
     return int(raw)
 
 
@@ -62,6 +65,8 @@ def consistency() -> ResponseReturnValue:
     new = _size("new", False)
     if isinstance(new, Response):
         return new
+    if new is not None and old > new:  # type: ignore[operator]
+        return _text("old must not be larger than new\n", 400, cache=False)
     with db.engine.connect() as conn:
         try:
             body = auditlog.consistency_proof(conn, old, new)  # type: ignore[arg-type]

@@ -120,6 +120,8 @@ def test_verify_now_shows_the_warnings_the_cli_prints(app, admin):
     html = admin.client.get(_verify_now(admin)).get_data(as_text=True)
     assert "WARNING: the sealer is HALTED" in html
     assert "the anchor holds checkpoint 9" in html
+    # Halted is not intact, even when every event checks out (issue 17).
+    assert "Halted: the sealer is halted" in html and "Intact" not in html
 
 
 def test_verify_now_names_the_first_bad_event(app, admin):

@@ -461,6 +461,12 @@ def test_public_consistency_and_inclusion_reveal_only_hashes(app, client):
         ("/audit/consistency?old=13", 404),
         ("/audit/consistency?old=1&new=99", 404),
         ("/audit/consistency?old=1&new=" + "9" * 40, 400),
+        ("/audit/consistency?old=1&new=" + "9" * 19, 400),
+        ("/audit/consistency?old=1&new=" + "9" * 20, 400),
+        ("/audit/consistency?old=1&new=9223372036854775808", 400),
+        ("/audit/consistency?old=1&new=9223372036854775807", 404),
+        ("/audit/consistency?old=9223372036854775807", 404),
+        ("/audit/consistency?old=12&new=6", 400),
         ("/audit/inclusion?leaf=zz", 400),
         ("/audit/inclusion?leaf=" + "00" * 32, 404),
     ):

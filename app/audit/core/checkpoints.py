@@ -102,34 +102,56 @@ def format_note(
     ).encode()
 
 
-def _decimal(text: str, what: str) -> int:
+def parse_decimal(text: str, what: str) -> int:
     if not DECIMAL_RE.match(text):
         raise ValueError(f"{what} is not a plain decimal number")
     return int(text)
 
 
-def _parse_note(note: bytes) -> tuple[str, int, bytes, int, str, str | None, bytes]:
-    """Strictly parse a checkpoint note (either form); anything else is refused."""
+def _note_lines(note: bytes) -> list[str]:
     try:
         text = note.decode("utf-8", "strict")
     except UnicodeDecodeError as exc:
         raise ValueError("checkpoint note is not UTF-8") from exc
     if not text.endswith("\n"):
         raise ValueError("checkpoint note must end with a newline")
-    lines = text[:-1].split("\n")
-    if len(lines) not in (6, 7):
-        raise ValueError(f"checkpoint note has {len(lines)} lines, expected 6")
-    legacy = len(lines) == 7
-    origin, size_s, root_s, *rest = lines
+    return text[:-1].split("\n")
+
+
+def _head(lines: list[str]) -> tuple[str, int, bytes]:
+    origin, size_s, root_s = lines[:3]
     if not origin or not KEY_NAME_RE.match(origin) or not origin.isprintable():
         raise ValueError("checkpoint origin is empty, not printable or has spaces")
-    tree_size = _decimal(size_s, "tree size")
+    tree_size = parse_decimal(size_s, "tree size")
     try:
         root = base64.b64decode(root_s, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("root hash is not base64") from exc
     if len(root) != HASH_SIZE or base64.b64encode(root).decode() != root_s:
         raise ValueError("root hash is not 32 bytes in canonical base64")
+    return origin, tree_size, root
+
+
+def parse_tlog_checkpoint(note: bytes) -> tuple[str, int, bytes]:
+    """Any C2SP tlog-checkpoint note: (origin, tree size, root hash). Extension
+    lines after the root, whatever they say, are allowed (a witness must take them)."""
+    lines = _note_lines(note)
+    if len(lines) < 3:
+        raise ValueError(f"checkpoint note has {len(lines)} lines, expected at least 3")
+    if any(not line for line in lines[3:]):
+        raise ValueError("checkpoint note has an empty extension line")
+    return _head(lines)
+
+
+def _parse_note(note: bytes) -> tuple[str, int, bytes, int, str, str | None, bytes]:
+    """Strictly parse a checkpoint note of this log (either form); anything else is
+    refused."""
+    lines = _note_lines(note)
+    if len(lines) not in (6, 7):
+        raise ValueError(f"checkpoint note has {len(lines)} lines, expected 6")
+    legacy = len(lines) == 7
+    origin, tree_size, root = _head(lines)
+    rest = lines[3:]
     names = ("index", "time", "key", "prev") if legacy else ("index", "time", "prev")
     fields: dict[str, str] = {}
     for line, name in zip(rest, names, strict=True):
@@ -137,7 +159,7 @@ def _parse_note(note: bytes) -> tuple[str, int, bytes, int, str, str | None, byt
         if label != name or not sep:
             raise ValueError(f"checkpoint line {name!r} missing or out of order")
         fields[name] = value
-    index = _decimal(fields["index"], "checkpoint index")
+    index = parse_decimal(fields["index"], "checkpoint index")
     if not TIME_RE.fullmatch(fields["time"]):
         raise ValueError("checkpoint time is not UTC ISO-8601 with microseconds")
     try:

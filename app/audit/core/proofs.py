@@ -11,7 +11,7 @@ from typing import Any
 
 from .checkpoints import (
     Checkpoint,
-    _decimal,
+    parse_decimal,
     parse_signed_checkpoint,
     signature_problem,
     valid_cosigners,
@@ -32,7 +32,7 @@ RECEIPT_FORMAT = "keyledger-audit-receipts/1"
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 
 
-def _b64_hash(line: str, what: str) -> bytes:
+def parse_b64_hash(line: str, what: str) -> bytes:
     try:
         raw = base64.b64decode(line, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -82,8 +82,8 @@ def parse_inclusion_proof(text: str, keys: KeyRing | None = None) -> InclusionPr
         pos += 1
     if pos >= len(lines) or not lines[pos].startswith("index "):
         raise ValueError("proof has no index line")
-    index = _decimal(lines[pos][6:], "index")
-    path = [_b64_hash(line, "proof hash") for line in lines[pos + 1 :]]
+    index = parse_decimal(lines[pos][6:], "index")
+    path = [parse_b64_hash(line, "proof hash") for line in lines[pos + 1 :]]
     if len(path) > 64:
         raise ValueError("proof path too long")
     return InclusionProof(index, path, parse_signed_checkpoint(note, keys), extra)
@@ -163,8 +163,8 @@ def parse_consistency_proof(
     lines = head.split("\n")
     if not lines[0].startswith("old "):
         raise ValueError("first line is not `old <size>`")
-    old = _decimal(lines[0][4:], "old size")
-    proof = [_b64_hash(line, "proof hash") for line in lines[1:]]
+    old = parse_decimal(lines[0][4:], "old size")
+    proof = [parse_b64_hash(line, "proof hash") for line in lines[1:]]
     if len(proof) > MAX_PROOF:
         raise ValueError("more than 63 proof lines")
     return old, proof, parse_signed_checkpoint(note, keys)

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.audit import core
 from app.audit.core import Frontier
-from app.audit.log.reader import TreeReader, latest_checkpoint
+from app.audit.log.reader import TreeReader, cosignatures_of, latest_checkpoint
 from app.audit.log.state import (
     NODE_MIN_LEVEL,
     LogError,
@@ -26,8 +27,8 @@ from app.audit.log.state import (
     node_t,
     state_t,
 )
-from app.audit.log.witnesses import restore_cosignatures
-from app.audit.log.writer import external_problem
+from app.audit.log.witnesses import restore_cosignatures, views_problem, witness_views
+from app.audit.log.writer import anchor_unusable, external_problem
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,34 @@ def import_export(conn: Connection, lines: Iterable[bytes]) -> tuple[int, int]:
     return events, checkpoints
 
 
-def recover(engine: Engine, settings: LogSettings, export: list[bytes] | None = None) -> str:
+def recover(
+    engine: Engine,
+    settings: LogSettings,
+    export: list[bytes] | None = None,
+    *,
+    new_anchor: bool = False,
+) -> str:
     """`flask audit recover`: optionally re-import what an export holds and the
     database lacks, rebuild the tree state, and clear the halt only when the tree now
-    extends the anchor's newest checkpoint. Raises LogError saying why not."""
+    extends the anchor's newest checkpoint and what every configured witness last
+    cosigned (each must answer). `new_anchor` starts a new anchor from the database's
+    newest checkpoint, only when the anchor cannot vouch for anything (missing,
+    empty, unreadable or its newest entry forged); the old file is kept beside it.
+    Raises LogError saying why not."""
     if export is not None:
         report = core.verify_export(export, settings.trusted)
         if not report.ok:
             raise LogError(f"the export does not verify: {report.summary()}")
+    replaced: Path | None = None
     with engine.connect() as conn:
+        views = witness_views(settings, conn, latest_checkpoint(conn, cosigned=False))
+        conn.rollback()
+        unasked = [f"{v.name}: {v.problem}" for v in views if v.problem is not None]
+        if unasked:
+            raise LogError(
+                "every configured witness must answer before the halt is lifted; "
+                + "; ".join(unasked)
+            )
         lock_state(conn)
         imported = (0, 0)
         if export is not None:
@@ -138,16 +158,32 @@ def recover(engine: Engine, settings: LogSettings, export: list[bytes] | None = 
         if settings.anchor.path is not None and settings.anchor.path.exists():
             cosigned = restore_cosignatures(conn, settings, settings.anchor.path)
         size = rebuild_state(conn)
-        root = conn.execute(select(state_t.c.root).where(state_t.c.id == 1)).scalar()
+        root = bytes(conn.execute(select(state_t.c.root).where(state_t.c.id == 1)).scalar())
         last = latest_checkpoint(conn, cosigned=False)
-        problem = external_problem(conn, settings, size, bytes(root), last)
+        if new_anchor:
+            if settings.anchor.path is None or anchor_unusable(settings, last) is None:
+                conn.rollback()
+                raise LogError(
+                    "the anchor is intact: --new-anchor is only for an anchor that is "
+                    "missing, empty, unreadable or forged"
+                )
+            problem = None
+        else:
+            problem = external_problem(conn, settings, size, root, last)
         if problem is None and last is not None and last.tree_size <= size:
             reader = TreeReader(conn, size)
             if last.tree_size and reader.subtree(0, last.tree_size) != last.root:
                 problem = f"the tree does not extend the database's own checkpoint {last.index}"
+        if problem is None:
+            try:
+                problem = views_problem(conn, views, size, root)
+            except LogError as exc:
+                problem = f"cannot rebuild the tree at a witness's size: {exc}"
         if problem is not None:
             conn.rollback()
             raise LogError(problem)
+        if new_anchor and settings.anchor.path is not None:
+            replaced = _restart_anchor(conn, settings, settings.anchor.path, last)
         conn.execute(update(state_t).where(state_t.c.id == 1).values(halted=None))
         conn.commit()
     log.warning(
@@ -155,7 +191,29 @@ def recover(engine: Engine, settings: LogSettings, export: list[bytes] | None = 
         *imported,
         cosigned,
     )
+    restarted = ""
+    if new_anchor:
+        restarted = "; a new anchor was started" + (
+            f" (the old one is kept as {replaced})" if replaced else ""
+        )
     return (
         f"recovered: {imported[0]} events and {imported[1]} checkpoints re-imported, "
         f"{cosigned} witness cosignatures restored from the anchor, tree of {size} events"
+        f"{restarted}"
     )
+
+
+def _restart_anchor(
+    conn: Connection, settings: LogSettings, path: Path, last: core.Checkpoint | None
+) -> Path | None:
+    """Move the old anchor aside (evidence) and start the new one with the
+    database's newest checkpoint and its cosignatures."""
+    replaced = None
+    if path.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        replaced = path.with_name(f"{path.name}.replaced-{stamp}")
+        path.rename(replaced)
+    if last is not None:
+        sigs = cosignatures_of(conn, last.index)
+        settings.anchor.append(last.with_cosignatures(sigs) if sigs else last)
+    return replaced

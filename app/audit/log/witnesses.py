@@ -4,10 +4,12 @@ cosignatures witnesses return, and putting back those the anchor holds.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
@@ -17,12 +19,148 @@ from app.audit import core
 from app.audit.anchor import read_anchor
 from app.audit.core import Checkpoint
 from app.audit.log.reader import TreeReader, cosignatures_of
-from app.audit.log.state import LogSettings, checkpoint_t, cosig_t, halt
+from app.audit.log.state import LogError, LogSettings, checkpoint_t, cosig_t, halt
 
 log = logging.getLogger(__name__)
 
 
 WITNESS_TIMEOUT = 5.0
+# tlog-witness names no request type; the body ends in a checkpoint, which tlog-tiles
+# serves as text/plain; charset=utf-8 (urllib would otherwise send a form type).
+REQUEST_TYPE = "text/plain; charset=utf-8"
+MAX_ANSWER = 1 << 16
+
+
+@dataclass(frozen=True)
+class WitnessView:
+    """What one witness says it last cosigned for this log: (size, root), size 0
+    when it never did, root None when it told only its size (a 409); `refused` when
+    it answered that this log's newest checkpoint is inconsistent with what it saw;
+    `problem` when it could not be asked or its answer makes no sense."""
+
+    name: str
+    size: int = 0
+    root: bytes | None = core.EMPTY_ROOT
+    refused: bool = False
+    problem: str | None = None
+
+
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    req = urllib.request.Request(  # noqa: S310 - callers check the scheme
+        url.rstrip("/") + "/add-checkpoint",
+        data=body,
+        method="POST",
+        headers={"Content-Type": REQUEST_TYPE},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=WITNESS_TIMEOUT) as resp:  # noqa: S310
+            return resp.status, resp.read(MAX_ANSWER).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(64).decode("ascii", "replace").strip()
+
+
+def witness_views(
+    settings: LogSettings, conn: Connection | None = None, latest: Checkpoint | None = None
+) -> list[WitnessView]:
+    """Ask every configured witness with a URL what it last cosigned for this log:
+    tlog-witness monitoring, `GET <prefix>/<sha256(origin) hex>/checkpoint`, one round
+    trip each with a timeout. The answer counts only with the log's valid signature
+    and the witness's valid cosignature. A witness without that interface (404) is
+    probed with the log's newest signed checkpoint `latest` instead: add-checkpoint
+    from `old 0` (its 409 names its size), then from that size with a consistency
+    proof, so it says itself whether the log extends what it cosigned."""
+    views = []
+    origin_hash = hashlib.sha256(settings.origin.encode()).hexdigest()
+    for url, witness in settings.witnesses:
+        if url == "-":
+            continue
+        if not url.startswith(("http://", "https://")):
+            views.append(WitnessView(witness.name, problem="not an http(s) URL"))
+            continue
+        target = f"{url.rstrip('/')}/{origin_hash}/checkpoint"
+        try:
+            with urllib.request.urlopen(target, timeout=WITNESS_TIMEOUT) as resp:  # noqa: S310 - scheme checked above
+                text_body = resp.read(MAX_ANSWER).decode("utf-8", "strict")
+            views.append(_view(settings, witness, text_body))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                views.append(WitnessView(witness.name, problem=f"HTTP {exc.code}"))
+            elif latest is None or latest.legacy or conn is None:
+                views.append(WitnessView(witness.name))  # it never cosigned this log
+            else:
+                views.append(_probe(url, witness, conn, latest))
+        except (OSError, ValueError) as exc:
+            views.append(WitnessView(witness.name, problem=f"unreachable ({exc})"))
+    return views
+
+
+def _probe(url: str, witness: core.Verifier, conn: Connection, cp: Checkpoint) -> WitnessView:
+    try:
+        status, answer = _post(url, core.format_consistency_proof(0, [], cp).encode())
+        if status == 409 and answer.isdigit():
+            old = int(answer)
+            if old > cp.tree_size:
+                return WitnessView(witness.name, old, None)
+            proof = (
+                []
+                if old in (0, cp.tree_size)
+                else TreeReader(conn, cp.tree_size).consistency(old, cp.tree_size)
+            )
+            status, answer = _post(url, core.format_consistency_proof(old, proof, cp).encode())
+    except (OSError, ValueError, LogError) as exc:
+        return WitnessView(witness.name, problem=f"unreachable ({exc})")
+    if status == 200:
+        return WitnessView(witness.name, cp.tree_size, cp.root)
+    if status == 422:
+        return WitnessView(witness.name, refused=True)
+    return WitnessView(witness.name, problem=f"HTTP {status} {answer[:60]}")
+
+
+def _view(settings: LogSettings, witness: core.Verifier, text_body: str) -> WitnessView:
+    try:
+        cp = core.parse_signed_checkpoint(text_body, settings.trusted)
+    except ValueError as exc:
+        return WitnessView(witness.name, problem=f"answer is not a checkpoint ({exc})")
+    settings.trusted.set_origin(cp.origin)
+    if cp.origin != settings.origin or core.signature_problem(cp, settings.trusted):
+        return WitnessView(witness.name, problem="answer is not signed by this log")
+    if witness.name not in core.valid_cosigners(cp, settings.trusted):
+        return WitnessView(witness.name, problem="answer has no valid cosignature of the witness")
+    return WitnessView(witness.name, cp.tree_size, cp.root)
+
+
+def views_problem(
+    conn: Connection, views: Iterable[WitnessView], size: int, root: bytes
+) -> str | None:
+    """Why a tree of (size, root) must not be signed: a witness has cosigned a
+    bigger tree of this log, or one this tree does not extend."""
+    reader: TreeReader | None = None
+    for view in views:
+        if view.refused:
+            return (
+                f"witness {view.name} answers that this log's newest checkpoint is "
+                "inconsistent with what it cosigned: the database diverges from the published log"
+            )
+        if view.problem is not None or view.size == 0:
+            continue
+        if view.size > size:
+            return (
+                f"witness {view.name} has cosigned {view.size} events of this log, the tree "
+                f"holds {size}: the database is behind"
+            )
+        if view.root is None:
+            continue  # only its size is known, and this tree is not smaller
+        if view.size == size:
+            at = root
+        else:
+            reader = reader or TreeReader(conn, size)
+            at = reader.subtree(0, view.size)
+        if at != view.root:
+            return (
+                f"witness {view.name} cosigned a tree of {view.size} events that this tree "
+                "does not extend: the database diverges from the published log"
+            )
+    return None
 
 
 def _witness_size(conn: Connection, name: str) -> int:
@@ -147,7 +285,10 @@ def submit_to_witnesses(engine: Engine, settings: LogSettings, cp: Checkpoint) -
                 outcome[witness.name] = "not an http(s) URL"
                 break
             req = urllib.request.Request(  # noqa: S310 - scheme checked above
-                url.rstrip("/") + "/add-checkpoint", data=body, method="POST"
+                url.rstrip("/") + "/add-checkpoint",
+                data=body,
+                method="POST",
+                headers={"Content-Type": REQUEST_TYPE},
             )
             try:
                 with urllib.request.urlopen(req, timeout=WITNESS_TIMEOUT) as resp:  # noqa: S310 - same

@@ -34,7 +34,7 @@ from app.audit.log.state import (
     node_t,
     state_t,
 )
-from app.audit.log.witnesses import submit_to_witnesses
+from app.audit.log.witnesses import submit_to_witnesses, views_problem, witness_views
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,32 @@ def _make_checkpoint(
     return cp
 
 
+def anchor_unusable(settings: LogSettings, prev: Checkpoint | None) -> str | None:
+    """Why the anchor cannot vouch for anything: missing or empty once the log has
+    signed, unreadable, or its newest entry forged. Such an anchor is damage, never a
+    fresh start: only `flask audit recover --new-anchor` replaces it."""
+    try:
+        ext = settings.anchor.newest()
+    except (OSError, ValueError) as exc:
+        return f"the anchor's newest entry cannot be read ({exc})"
+    if ext is None:
+        if prev is None or settings.anchor.path is None:
+            return None  # the log's first checkpoint, or no anchor file configured
+        return (
+            f"the anchor {settings.anchor.path} is missing or empty but the log has signed "
+            f"checkpoint {prev.index}: a rollback would go unnoticed. Restore the anchor, "
+            "or start a new one with `flask audit recover --new-anchor`"
+        )
+    settings.trusted.set_origin(ext.origin)
+    forged = core.signature_problem(ext, settings.trusted)
+    if forged is not None:
+        return (
+            f"the anchor's newest entry (checkpoint {ext.index}) is not validly signed "
+            f"({forged[1]}): the anchor was tampered with"
+        )
+    return None
+
+
 def external_problem(
     conn: Connection,
     settings: LogSettings,
@@ -96,18 +122,15 @@ def external_problem(
     root: bytes,
     prev: Checkpoint | None,
 ) -> str | None:
-    """Why a checkpoint of (size, root) after `prev` must not be signed: the newest
-    checkpoint held outside the database (the anchor) is not in it and not extended
-    by it. None when signing is safe (or there is no anchor)."""
-    try:
-        ext = settings.anchor.newest()
-    except (OSError, ValueError) as exc:
-        return f"the anchor's newest entry cannot be read ({exc})"
+    """Why a checkpoint of (size, root) after `prev` must not be signed: the anchor
+    is unusable (anchor_unusable), or its newest checkpoint is not in the database
+    and not extended by this tree. None when signing is safe (or no anchor file is
+    configured)."""
+    unusable = anchor_unusable(settings, prev)
+    if unusable is not None:
+        return unusable
+    ext = settings.anchor.newest()
     if ext is None:
-        return None
-    settings.trusted.set_origin(ext.origin)
-    if core.signature_problem(ext, settings.trusted) is not None:
-        log.error("audit anchor: newest entry (checkpoint %s) is not validly signed", ext.index)
         return None
     if prev is not None and (prev.note, prev.signature) == (ext.note, ext.signature):
         return None  # the usual case: the anchor's newest is the database's newest
@@ -152,6 +175,14 @@ def seal(engine: Engine, settings: LogSettings, *, force_checkpoint: bool = Fals
             conn.rollback()
             return SealResult(0, -1, None)
         conn.rollback()
+        # Asked before the lock (no request waits on a witness), one GET each: what
+        # each witness last cosigned, so a tree that does not extend it is never
+        # signed. A witness without the monitoring GET is not probed here (that would
+        # cost more round trips); its 422 after signing halts the log instead.
+        views = witness_views(settings) if settings.witnesses else []
+        for view in views:
+            if view.problem is not None:
+                log.warning("witness %s not consulted before signing: %s", view.name, view.problem)
         size, blob, stop = lock_state(conn)
         if stop:
             conn.rollback()
@@ -199,6 +230,11 @@ def seal(engine: Engine, settings: LogSettings, *, force_checkpoint: bool = Fals
             or now - core.parse_time(last.time) >= timedelta(seconds=settings.checkpoint_interval)
         ):
             problem = external_problem(conn, settings, frontier.size, root, last)
+            if problem is None and views:
+                try:
+                    problem = views_problem(conn, views, frontier.size, root)
+                except LogError as exc:
+                    problem = f"cannot rebuild the tree at a witness's size: {exc}"
             if problem is not None:
                 conn.rollback()
                 halt(engine, problem)
