@@ -44,6 +44,7 @@ def _make_app(config: dict[str, Any] | None) -> Flask:
     conf.update(settings.from_env())
     conf.update(config or {})
     settings.ensure_secrets(conf)
+    settings.production_defaults(conf)  # Secure __Host- cookies and HSTS in production
 
     app = Flask(
         __name__,
