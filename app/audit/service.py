@@ -1,18 +1,17 @@
 """Wire the audit log into an app: settings from config, and the background sealer.
 
-The sealer is a daemon thread started lazily by the first request a process serves,
-so it runs in each gunicorn worker (after the fork, never in a master that forks it
-away). Every worker's sealer serialises on the same state-row lock, so running
-several is safe; each wakes every AUDIT_SEAL_INTERVAL seconds, which bounds how long
-an event waits to be sealed, and signs a checkpoint at least every
-AUDIT_CHECKPOINT_INTERVAL seconds even when nothing happened.
+The sealer is an app.background Worker: a daemon thread started lazily by the first
+request a process serves, so it runs in each gunicorn worker (after the fork, never
+in a master that forks it away). Every worker's sealer serialises on the same
+state-row lock, so running several is safe; each wakes every AUDIT_SEAL_INTERVAL
+seconds, which bounds how long an event waits to be sealed, and signs a checkpoint
+at least every AUDIT_CHECKPOINT_INTERVAL seconds even when nothing happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from flask import Flask, current_app
 from app.audit.anchor import Anchor
 from app.audit.log import LogError, LogSettings, halted, seal_all
 from app.audit.signing import load_signer, trusted_keys, witness_keys
+from app.background import Worker
 
 log = logging.getLogger(__name__)
 EXTENSION = "keyledger.audit"
@@ -55,52 +55,23 @@ def settings(app: Flask | None = None) -> LogSettings:
     return (app or current_app).extensions[EXTENSION].settings
 
 
-class Sealer:
-    """One background sealing thread per process."""
+def _sealer(app: Flask, log_settings: LogSettings) -> Worker:
+    """The background sealer: app.background's Worker calling seal_all each pass."""
 
-    def __init__(self, app: Flask, log_settings: LogSettings) -> None:
-        self.app = app
-        self.settings = log_settings
-        self.interval = float(app.config.get("AUDIT_SEAL_INTERVAL", 2.0))
-        self._pid: int | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.enabled = app.config.get("AUDIT_SEALER")
-        if self.enabled is None:
-            self.enabled = not app.testing
-
-    def ensure_running(self) -> None:
-        if not self.enabled:
-            return
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-                return
-            self._stop = threading.Event()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def seal_pass() -> None:
         from app.extensions import db
 
-        stop = self._stop
-        while not stop.is_set():
-            try:
-                with self.app.app_context():
-                    seal_all(db.engine, self.settings)
-            except LogError:
-                pass  # halted: logged at critical level when it happened
-            except Exception:
-                log.exception("audit sealer failed; retrying in %.1fs", self.interval)
-            stop.wait(self.interval)
+        # A halt (LogError) was logged at critical level when it happened.
+        with app.app_context(), contextlib.suppress(LogError):
+            seal_all(db.engine, log_settings)
+
+    enabled = app.config.get("AUDIT_SEALER")
+    return Worker(
+        "audit-sealer",
+        seal_pass,
+        float(app.config.get("AUDIT_SEAL_INTERVAL", 2.0)),
+        enabled=(not app.testing) if enabled is None else bool(enabled),
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +111,7 @@ def receipts_for_key(public_id: str, limit: int = 200) -> dict:
 class AuditService:
     def __init__(self, app: Flask) -> None:
         self.settings = settings_from_config(app)
-        self.sealer = Sealer(app, self.settings)
+        self.sealer = _sealer(app, self.settings)
 
 
 def init_app(app: Flask) -> None:

@@ -15,7 +15,6 @@ database.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -141,9 +140,7 @@ def check_audit_sealer() -> str:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     sealer = app.extensions[audit_service.EXTENSION].sealer
-    thread = getattr(sealer, "_thread", None)
-    mine = sealer.enabled and getattr(sealer, "_pid", None) == os.getpid()
-    if mine and (thread is None or not thread.is_alive()):
+    if sealer.enabled and sealer.owned and not sealer.running:
         raise NotReady("this process's audit sealer thread is not running")
     with db.engine.connect() as conn:
         pending, lag = audit_lag(conn)
