@@ -131,6 +131,7 @@ def register_blueprints(app: Flask) -> None:
     """The web layer: portal, admin, auth, the transparency pages and the JSON API."""
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
+    from app.api import init_app as init_api
     from app.auth import bp as auth_bp
     from app.portal import bp as portal_bp
     from app.transparency.routes import bp as transparency_bp
@@ -139,6 +140,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
+    init_api(app)  # its per-app state and its Flask-Limiter filter
     app.register_blueprint(transparency_bp, url_prefix="/audit")
     csrf.exempt(api_bp)
 

@@ -1,13 +1,23 @@
 """api blueprint: key validation and key management, authenticated by API keys."""
 
-from flask import Blueprint, request
+from flask import Blueprint, Flask, request
 
 from app.extensions import limiter
 
 bp = Blueprint("api", __name__, template_folder=None)
 
 
-@limiter.request_filter
+def init_app(app: Flask) -> None:
+    """The API's per-app state, and Flask-Limiter's filter for it (create_app calls
+    this; nothing is registered at import)."""
+    from app.api.state import EXTENSION, ApiState
+
+    app.extensions[EXTENSION] = ApiState()
+    # One Limiter object serves every app: add the filter once, not once per app.
+    if _counted_by_charge not in limiter._request_filters:
+        limiter.request_filter(_counted_by_charge)
+
+
 def _counted_by_charge() -> bool:
     """Flask-Limiter's own pass is skipped on the API: each API request is counted once,
     against its key's tier and the client IP's failed guesses, by app/ratelimit.py's

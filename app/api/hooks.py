@@ -14,6 +14,7 @@ from flask.wrappers import Response
 from app import outcomes
 from app.api import bp
 from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
+from app.api.state import api_state
 from app.errors import UNAVAILABLE
 from app.extensions import db
 from app.models._types import utcnow
@@ -68,7 +69,7 @@ def account(response: Response) -> Response:
         )
     if auth.validating and status == 200:
         actor = f"key:{auth.public_id}"
-        if _first_this_minute(actor, ip, now.timestamp()):
+        if api_state().first_this_minute(actor, ip, now.timestamp()):
             recorder.audit(
                 "key.validated",
                 actor=actor,
@@ -81,7 +82,7 @@ def account(response: Response) -> Response:
         # A refusal per key (or per guessing IP) and minute: every 429 of a key is in
         # usage (status_429); the trail keeps who was throttled, from where, and when.
         actor = f"key:{auth.public_id}" if record is not None else "anonymous"
-        if _first_this_minute(f"429 {actor}", ip, now.timestamp()):
+        if api_state().first_this_minute(f"429 {actor}", ip, now.timestamp()):
             recorder.audit(
                 "key.rate_limited",
                 actor=actor,
@@ -113,28 +114,6 @@ def account(response: Response) -> Response:
             at=now,
         )
     return response
-
-
-# (key, client IP) pairs already audited as key.validated in the current minute.
-# Why: an audit event per successful validation cost more background CPU than the
-# request itself (docs/performance.md, "key.validated once a minute"); every
-# validation is in usage, and the
-# trail keeps what matters for security: which key was used, from where, and when,
-# to the minute. Failures are each audited.
-_validated_seen: dict[tuple[str, str | None], None] = {}
-_validated_minute = 0
-
-
-def _first_this_minute(actor: str, ip: str | None, at: float) -> bool:
-    global _validated_minute
-    minute = int(at // 60)
-    if minute != _validated_minute or len(_validated_seen) > 100_000:
-        _validated_seen.clear()
-        _validated_minute = minute
-    if (actor, ip) in _validated_seen:
-        return False
-    _validated_seen[(actor, ip)] = None
-    return True
 
 
 def _served(auth: ApiAuth) -> tuple[str | None, str | None]:

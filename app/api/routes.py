@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app import text
 from app.api import bp
 from app.api.auth import ApiAuth, current_auth, key_cache
+from app.api.state import MAX_HEADS, api_state
 from app.audit import service as audit_service
 from app.extensions import db, limiter
 from app.keys import lifecycle, policies
@@ -91,14 +92,11 @@ def validate() -> ResponseReturnValue:
     return current_app.response_class(body, mimetype="application/json")
 
 
-# The 200 body's fixed part per cached key record, serialised once: what changes
-# between two validations of a key is its rate-limit numbers. Keyed by the record's
-# identity, so a reloaded record (revocation, tier change) gets a fresh head.
-_heads: dict[int, tuple[KeyRecord, str]] = {}
-
-
 def _valid_head(record: KeyRecord) -> str:
-    hit = _heads.get(id(record))
+    """The 200 body's fixed part, open for "ratelimit": what changes between two
+    validations of a key is its rate-limit numbers (cached per app, app/api/state.py)."""
+    heads = api_state().heads
+    hit = heads.get(id(record))
     if hit is not None and hit[0] is record:
         return hit[1]
     fixed = {
@@ -113,9 +111,9 @@ def _valid_head(record: KeyRecord) -> str:
         "test": record.test,
     }
     head = json.dumps(fixed, separators=(",", ":"))[:-1]  # open: "ratelimit" follows
-    if len(_heads) > 10_000:
-        _heads.clear()
-    _heads[id(record)] = (record, head)
+    if len(heads) > MAX_HEADS:
+        heads.clear()
+    heads[id(record)] = (record, head)
     return head
 
 
