@@ -13,7 +13,7 @@ from app.extensions import db
 from app.keys import leaks, lifecycle, policies
 from app.models import User
 from app.portal import bp
-from app.portal.routes import _own_key_or_404
+from app.portal.routes import _own_key_or_404, key_page
 from app.web import client_ip
 
 MAX_FIELD = 4096  # characters per textarea: well above 100 ranges or 1 KiB of JSON
@@ -23,33 +23,74 @@ MAX_FIELD = 4096  # characters per textarea: well above 100 ranges or 1 KiB of J
 @login_required
 def key_policies(public_id: str) -> ResponseReturnValue:
     key = _own_key_or_404(public_id)
-    back = redirect(url_for("portal.key_detail", public_id=public_id) + "#policies")
-    ranges = request.form.get("ip_allowlist", "")
-    meta_text = request.form.get("meta", "").strip()
+    typed = {
+        "ip_allowlist": request.form.get("ip_allowlist", ""),
+        "meta": request.form.get("meta", ""),
+    }
+    ranges, range_errors = _ranges(typed["ip_allowlist"])
+    meta, meta_errors = _meta(typed["meta"].strip())
+    if range_errors or meta_errors:
+        # The page again, with what was typed and every problem beside its field: a
+        # redirect would lose both and land the message far above the form.
+        db.session.rollback()
+        errors = {"ip_allowlist": range_errors, "meta": meta_errors}
+        return key_page(key, policy_values=typed, policy_errors=errors), 400
     try:
-        if len(ranges) > MAX_FIELD or len(meta_text) > MAX_FIELD:
-            raise lifecycle.KeyRequestError("a field is too long")
-        if meta_text:
-            try:
-                meta = json.loads(meta_text)
-            except (ValueError, RecursionError):
-                raise lifecycle.KeyRequestError("the metadata is not JSON") from None
-        else:
-            meta = None
         changed = policies.set_policies(
             db.session,
             key,
-            ip_allowlist=ranges.replace(",", " ").split(),  # one a line, or commas
+            ip_allowlist=ranges,
             meta=meta,
             actor=current_user,
             actor_ip=client_ip(),
         )
-    except lifecycle.KeyRequestError as exc:
+    except lifecycle.KeyRequestError as exc:  # checked above; kept as the domain's last word
         db.session.rollback()
         flash(f"{exc}. Nothing was changed.", "error")
-        return back
-    flash("Policies saved." if changed else "Policies unchanged.", "success")
-    return back
+    else:
+        flash("Policies saved." if changed else "Policies unchanged.", "success")
+    return redirect(url_for("portal.key_detail", public_id=public_id) + "#policies")
+
+
+def _ranges(text: str) -> tuple[list[str], list[str]]:
+    """The ranges typed (one a line, or commas) and a problem per bad one, each told by
+    the domain's own check."""
+    if len(text) > MAX_FIELD:
+        return [], [f"At most {MAX_FIELD} characters."]
+    ranges = text.replace(",", " ").split()
+    try:
+        policies.clean_allowlist(ranges)
+    except lifecycle.KeyRequestError as whole:
+        problems = []
+        for one in ranges:
+            try:
+                policies.clean_allowlist([one])
+            except lifecycle.KeyRequestError as exc:
+                problems.append(_sentence(str(exc)))
+        return ranges, problems or [_sentence(str(whole))]
+    return ranges, []
+
+
+def _meta(text: str) -> tuple[object, list[str]]:
+    if len(text) > MAX_FIELD:
+        return None, [f"At most {MAX_FIELD} characters."]
+    if not text:
+        return None, []
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [f"Not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."]
+    except (ValueError, RecursionError):
+        return None, ["Not JSON."]
+    try:
+        policies.clean_meta(meta)
+    except lifecycle.KeyRequestError as exc:
+        return meta, [_sentence(str(exc))]
+    return meta, []
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _tell_of_leaks(sender: object, user: User, **_: object) -> None:

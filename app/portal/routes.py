@@ -1,4 +1,5 @@
 import re
+from typing import Any
 
 from flask import (
     abort,
@@ -119,7 +120,11 @@ def _own_key_or_404(public_id: str) -> ApiKey:
 @bp.route("/keys/<public_id>")
 @login_required
 def key_detail(public_id: str) -> ResponseReturnValue:
-    key = _own_key_or_404(public_id)
+    return key_page(_own_key_or_404(public_id))
+
+
+def key_page(key: ApiKey, **extra: Any) -> str:
+    """The key's page; `extra` carries a refused form's values and errors back to it."""
     return render_template(
         "portal/key.html",
         key=key,
@@ -131,6 +136,7 @@ def key_detail(public_id: str) -> ResponseReturnValue:
         revoke_form=RevokeForm(),
         **usage_views.key_page_usage(key),
         receipts=audit_service.receipts_for_key(key.public_id, limit=20),
+        **extra,
     )
 
 
