@@ -153,7 +153,7 @@ def _accept_totp(
     return bool(claimed)
 
 
-def _new_recovery_codes(session: Session, pepper: bytes, user: User) -> list[str]:
+def new_recovery_codes(session: Session, pepper: bytes, user: User) -> list[str]:
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = []
     for _ in range(RECOVERY_CODES):
@@ -186,7 +186,7 @@ def confirm_totp(
         raise CodeRefused("That code is not right. Check the app's clock and try the next code.")
     session.refresh(row)
     row.confirmed_at = utcnow()
-    codes = _new_recovery_codes(session, pepper, user)
+    codes = new_recovery_codes(session, pepper, user)
     _record(session, "user.2fa_enabled", user, actor_ip=actor_ip, details={"method": "totp"})
     session.commit()
     return codes
@@ -206,7 +206,7 @@ def regenerate_recovery_codes(
         raise AccountError("Turn on two-factor sign-in first.")
     if not passwords.check(user.password_hash, password):
         raise AccountError("The password is wrong. Nothing was changed.")
-    codes = _new_recovery_codes(session, pepper, user)
+    codes = new_recovery_codes(session, pepper, user)
     _record(
         session, "user.2fa_enabled", user, actor_ip=actor_ip, details={"method": "recovery_codes"}
     )

@@ -208,3 +208,11 @@ class NoticesForm(Form):
 
     wanted = MultiCheckboxField("Mail me when", choices=[])
     submit = SubmitField("Save mail settings")
+
+
+class PasskeyRemoveForm(Form):
+    password = PasswordField(
+        "Your password",
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
+    )
+    submit = SubmitField("Remove")
