@@ -253,14 +253,35 @@ def audit_recover(export_file: str | None, new_anchor: bool) -> None:
 
 @audit.command("prune")
 @click.option("--before", required=True, help="UTC date (YYYY-MM-DD) or ISO time.")
-def audit_prune(before: str) -> None:
-    """Drop the payloads of sealed events older than DATE; leaf hashes stay."""
+@click.option(
+    "--dry-run", is_flag=True, help="Say how many events would be pruned; change nothing."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def audit_prune(before: str, dry_run: bool, yes: bool) -> None:
+    """Drop the payloads of sealed events older than DATE; leaf hashes stay.
+
+    DATE may not be later than the newest checkpoint: pruning reaches only what a
+    checkpoint covers. Asks before changing anything unless --yes."""
     try:
         when = datetime.fromisoformat(before)
     except ValueError:
         raise click.BadParameter("not an ISO date", param_hint="--before") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    try:
+        count, _ = auditlog.prune_plan(db.engine, when)
+    except auditlog.PruneError as exc:
+        raise click.BadParameter(str(exc), param_hint="--before") from None
+    cut = core.format_time(when)
+    if dry_run:
+        click.echo(f"would prune the payloads of {count} events recorded before {cut}")
+        return
+    if count and not yes:
+        click.confirm(
+            f"Drop the payloads of {count} events recorded before {cut}? Leaf hashes stay; "
+            "the contents cannot be brought back",
+            abort=True,
+        )
     from app.audit import trail
 
     count = auditlog.prune(db.engine, when)
@@ -269,10 +290,10 @@ def audit_prune(before: str) -> None:
         "audit.pruned",
         actor="cli",
         sensitivity="high",
-        details={"before": core.format_time(when), "events": count},
+        details={"before": cut, "events": count},
     )
     db.session.commit()
-    click.echo(f"pruned the payloads of {count} events recorded before {core.format_time(when)}")
+    click.echo(f"pruned the payloads of {count} events recorded before {cut}")
 
 
 @audit.command("witness")

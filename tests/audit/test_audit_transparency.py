@@ -502,7 +502,7 @@ def test_prune_drops_old_payloads_and_every_proof_still_holds(app, client, tmp_p
     before = client.get("/audit/consistency?old=0&new=6").get_data(as_text=True)
     old_leaf = bytes(scalar(app, "SELECT leaf_hash FROM audit_event WHERE seq = 2"))
     cutoff = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
-    result = app.test_cli_runner().invoke(args=["audit", "prune", "--before", cutoff])
+    result = app.test_cli_runner().invoke(args=["audit", "prune", "--before", cutoff, "--yes"])
     assert result.exit_code == 0 and "pruned the payloads of 6 events" in result.output
     assert scalar(app, "SELECT count(*) FROM audit_event WHERE canonical IS NULL") == 6
     assert scalar(app, "SELECT count(*) FROM audit_event WHERE actor_ip = '192.0.2.1'") == 5
@@ -528,7 +528,7 @@ def test_prune_drops_old_payloads_and_every_proof_still_holds(app, client, tmp_p
     done = run_offline("export", str(out), "--vkey", vkey)
     assert done.returncode == 0, done.stderr
     # Pruning twice changes nothing; a bad date is a clear error.
-    again = app.test_cli_runner().invoke(args=["audit", "prune", "--before", cutoff])
+    again = app.test_cli_runner().invoke(args=["audit", "prune", "--before", cutoff, "--yes"])
     assert "of 0 events" in again.output
     bad = app.test_cli_runner().invoke(args=["audit", "prune", "--before", "yesterday"])
     assert bad.exit_code == 2 and "not an ISO date" in bad.output

@@ -25,7 +25,7 @@ from .hashing import (
     verify_consistency,
     verify_inclusion,
 )
-from .notes import MAX_LINE, KeyRing
+from .notes import HEX64_RE, MAX_LINE, KeyRing
 from .report import Damage, Report
 
 RECEIPT_FORMAT = "keyledger-audit-receipts/1"
@@ -223,15 +223,28 @@ def verify_receipts(doc: Any, keys: KeyRing, min_witnesses: int = 0) -> Report:
             except ValueError as exc:
                 raise Damage("malformed", f"receipt {i}: {exc}") from None
             if proof.extra is None:
-                raise Damage("malformed", f"receipt {i} carries no event bytes")
-            check_inclusion(proof, keys, None, min_witnesses)
-            body = json.loads(proof.extra)
-            if body.get("target") != target:
-                raise Damage(
-                    "malformed", f"receipt {i} is about {body.get('target')!r}", proof.index
-                )
-            if item.get("seq") != proof.index or item.get("action") != body.get("action"):
-                raise Damage("malformed", f"receipt {i}'s seq or action differs from its proof")
+                # Pruned by retention: the proof shows the leaf hash (which the owner
+                # may hold from an earlier receipt) is still in the log, nothing more.
+                leaf = item.get("leaf_hash")
+                if (
+                    item.get("pruned") is not True
+                    or not isinstance(leaf, str)
+                    or not HEX64_RE.match(leaf)
+                ):
+                    raise Damage("malformed", f"receipt {i} carries no event bytes")
+                check_inclusion(proof, keys, bytes.fromhex(leaf), min_witnesses)
+                if item.get("seq") != proof.index:
+                    raise Damage("malformed", f"receipt {i}'s seq differs from its proof")
+                report.pruned += 1
+            else:
+                check_inclusion(proof, keys, None, min_witnesses)
+                body = json.loads(proof.extra)
+                if not _about(body, target):
+                    raise Damage(
+                        "malformed", f"receipt {i} is about {body.get('target')!r}", proof.index
+                    )
+                if item.get("seq") != proof.index or item.get("action") != body.get("action"):
+                    raise Damage("malformed", f"receipt {i}'s seq or action differs from its proof")
             root = root or proof.checkpoint.root
             report.events += 1
             report.tree_size = proof.checkpoint.tree_size
@@ -240,3 +253,16 @@ def verify_receipts(doc: Any, keys: KeyRing, min_witnesses: int = 0) -> Report:
     except Damage as damage:
         report.damage = damage
     return report
+
+
+def _about(body: dict[str, Any], target: str) -> bool:
+    """An event is about the key when the key is its target, or when it is the
+    rotation that made the key (the successor it names)."""
+    if body.get("target") == target:
+        return True
+    details = body.get("details")
+    return (
+        body.get("action") == "key.rotated"
+        and isinstance(details, dict)
+        and details.get("successor") == target
+    )

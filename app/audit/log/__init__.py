@@ -36,7 +36,9 @@ from app.audit.log.recovery import (
     recover,
 )
 from app.audit.log.retention import (
+    PruneError,
     prune,
+    prune_plan,
 )
 from app.audit.log.state import (
     CHUNK,
@@ -49,12 +51,18 @@ from app.audit.log.state import (
     lock_state,
 )
 from app.audit.log.witnesses import (
+    MAX_ANSWER,
+    REQUEST_TYPE,
     WITNESS_TIMEOUT,
+    WitnessView,
     restore_cosignatures,
     store_cosignatures,
     submit_to_witnesses,
+    views_problem,
+    witness_views,
 )
 from app.audit.log.writer import (
+    anchor_unusable,
     external_problem,
     seal,
     seal_all,
@@ -63,13 +71,18 @@ from app.audit.log.writer import (
 __all__ = [
     "CHUNK",
     "CP_COLUMNS",
+    "MAX_ANSWER",
     "NODE_MIN_LEVEL",
     "NOT_LIFECYCLE",
+    "REQUEST_TYPE",
     "WITNESS_TIMEOUT",
     "LogError",
     "LogSettings",
+    "PruneError",
     "SealResult",
     "TreeReader",
+    "WitnessView",
+    "anchor_unusable",
     "checkpoint_at",
     "consistency_proof",
     "cosignatures_of",
@@ -84,6 +97,7 @@ __all__ = [
     "latest_checkpoint",
     "lock_state",
     "prune",
+    "prune_plan",
     "rebuild_state",
     "recover",
     "restore_cosignatures",
@@ -94,4 +108,6 @@ __all__ = [
     "signed_latest",
     "store_cosignatures",
     "submit_to_witnesses",
+    "views_problem",
+    "witness_views",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
 from app.audit import core
@@ -28,7 +28,14 @@ def key_receipts(conn: Connection, public_id: str, limit: int = 200) -> dict[str
     query = (
         select(events_t.c.seq, events_t.c.action, events_t.c.created_at)
         .where(
-            events_t.c.target == target,
+            or_(
+                events_t.c.target == target,
+                # A key made by rotation: the rotation is its creation.
+                and_(
+                    events_t.c.action == "key.rotated",
+                    events_t.c.details.contains(f'"successor":"{target}"', autoescape=True),
+                ),
+            ),
             events_t.c.action.like("key.%"),
             events_t.c.action.not_in(NOT_LIFECYCLE),
         )
@@ -44,15 +51,16 @@ def key_receipts(conn: Connection, public_id: str, limit: int = 200) -> dict[str
             pending += 1
             continue
         proof = inclusion_proof(conn, row.seq, cp, reader)
-        receipts.append(
-            {
-                "seq": row.seq,
-                "action": row.action,
-                "time": core.format_time(row.created_at),
-                "leaf_hash": proof["leaf_hash"],
-                "proof": proof["text"],
-            }
-        )
+        receipt = {
+            "seq": row.seq,
+            "action": row.action,
+            "time": core.format_time(row.created_at),
+            "leaf_hash": proof["leaf_hash"],
+            "proof": proof["text"],
+        }
+        if "\nextra " not in proof["text"]:
+            receipt["pruned"] = True  # payload dropped by retention: the leaf hash stays
+        receipts.append(receipt)
     return {
         "format": core.RECEIPT_FORMAT,
         "target": target,
