@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from app import outcomes, times
+from app import dialects, outcomes, times
 from app.accounts import LOGIN_FAILURES
 from app.config import TIERS
 from app.models import ApiKey, AuditEvent, UsageRollup, User
@@ -89,13 +89,6 @@ class Window:
     def audit_args(self) -> dict[str, str]:
         """The window as the audit browser's since/until filters."""
         return {"since": times.day_text(self.start), "until": times.day_text(self.end)}
-
-
-def _day_text(session: Session, column: Any) -> ColumnElement[str]:
-    """'YYYY-MM-DD' (UTC) of a timestamp column, computed by the database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.substr(column, 1, 10)  # SQLite stores 'YYYY-MM-DD HH:MM:SS' in UTC
 
 
 def _day_rollups(window: Window) -> Any:
@@ -213,7 +206,7 @@ def keys_chart(session: Session, window: Window) -> Chart:
     labels = window.day_labels()
     index = {lab: i for i, lab in enumerate(labels)}
     created = [0] * len(labels)
-    day = _day_text(session, ApiKey.created_at)
+    day = dialects.utc_day_text(session, ApiKey.created_at)
     rows = session.execute(
         select(day, func.count())
         .where(ApiKey.created_at >= window.start, ApiKey.created_at < window.end)
@@ -328,7 +321,7 @@ def _audit_per_day(session: Session, window: Window, actions: tuple[str, ...]) -
     labels = window.day_labels()
     index = {lab: i for i, lab in enumerate(labels)}
     out = {a: [0] * len(labels) for a in actions}
-    day = _day_text(session, AuditEvent.created_at)
+    day = dialects.utc_day_text(session, AuditEvent.created_at)
     rows = session.execute(
         select(AuditEvent.action, day, func.count())
         .where(AuditEvent.action.in_(actions), _audit_window(window))
@@ -351,7 +344,7 @@ def failures_chart(session: Session, window: Window, link: AuditLink) -> Chart:
     labels = window.day_labels()
     index = {lab: i for i, lab in enumerate(labels)}
     by_reason: dict[str, list[int]] = {r: [0] * len(labels) for r in FAILURE_REASONS}
-    day = _day_text(session, AuditEvent.created_at)
+    day = dialects.utc_day_text(session, AuditEvent.created_at)
     rows = session.execute(
         select(day, AuditEvent.details, func.count())
         .where(AuditEvent.action == "key.validation_failed", _audit_window(window))

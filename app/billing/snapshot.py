@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from app import times
+from app import dialects, times
 from app.models import BillingDay, BillingDayClosed, UsageRollup
 from app.models._types import UTCDateTime
 
@@ -195,11 +195,4 @@ def _snapshot_of(day: datetime) -> Any:
 
 def _insert_ignore(session: Session, model: type) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING in the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        raise RuntimeError(f"the billing snapshot needs PostgreSQL or SQLite, not {dialect}")
-    return dialect_insert(model.__table__).on_conflict_do_nothing()
+    return dialects.insert(session, model).on_conflict_do_nothing()

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from app import outcomes
+from app import dialects, outcomes
 from app.models import ApiKey, AuditEvent, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.outcomes import CHART_CLASSES
 from app.times import STEP, floor, iso, parse_iso, utc
@@ -175,9 +175,7 @@ def _bucket_expr(session: Session, column: Any, granularity: str) -> Any:
     """
     if granularity != "day":
         return column
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.substr(column, 1, 10)  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+    return dialects.utc_day_text(session, column)
 
 
 def _bucket_start(value: Any) -> datetime:

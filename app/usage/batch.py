@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app import dialects
 from app.background import Worker
 from app.billing import snapshot
 from app.extensions import db
@@ -537,7 +538,7 @@ def _upsert(dialect: str, table: Any, built_before: dict[tuple[str, str], Any]) 
     # owner_id and tier stay as the period's first write set them; the rest are sums.
     kept = ("owner_id", "tier")
     added = [c.name for c in table.columns if c.name not in keys and c.name not in kept]
-    if dialect == "postgresql":
+    if dialects.name_of(dialect) == "postgresql":
         from sqlalchemy.dialects import postgresql
 
         pg = postgresql.dialect()
@@ -551,15 +552,11 @@ def _upsert(dialect: str, table: Any, built_before: dict[tuple[str, str], Any]) 
             f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) "  # noqa: S608
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         )
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table)
+    else:
+        stmt = dialects.insert(dialect, table)
         built = stmt.on_conflict_do_update(
             index_elements=keys, set_={c: stmt.table.c[c] + stmt.excluded[c] for c in added}
         )
-    else:
-        raise RuntimeError(f"usage roll-ups need PostgreSQL or SQLite, not {dialect}")
     built_before[(dialect, table.name)] = built
     return built
 

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import dialects
 from app.audit import core
 from app.models import ApiKey, AuditEvent, UsageRecord, WebhookCursor, WebhookDelivery
 from app.models import WebhookEndpoint as Endpoint
@@ -52,13 +52,9 @@ def msg_id(source: str, endpoint: Endpoint) -> str:
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(WebhookDelivery).on_conflict_do_nothing(index_elements=["msg_id"])
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(WebhookDelivery).on_conflict_do_nothing(index_elements=["msg_id"])
-    else:  # pragma: no cover - the app runs on SQLite and PostgreSQL only
-        raise NotImplementedError(dialect)
+    stmt = dialects.insert(session, WebhookDelivery).on_conflict_do_nothing(
+        index_elements=["msg_id"]
+    )
     # RETURNING counts what went in: drivers report no reliable rowcount here.
     return len(session.execute(stmt.returning(WebhookDelivery.id), rows).all())
 
