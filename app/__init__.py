@@ -53,6 +53,9 @@ def _make_app(config: dict[str, Any] | None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     app.config.update(conf)
+    from app.web import DatabaseInt
+
+    app.url_map.converters["int"] = DatabaseInt  # before any route is added
     if app.config.get("SESSION_COOKIE_SECURE") and app.config["SESSION_COOKIE_NAME"] == "session":
         # ASVS 3.4.4: a __Host- cookie is HTTPS-only, host-only and path=/, so a sibling
         # subdomain or plain-HTTP page cannot plant or overwrite it.

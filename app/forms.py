@@ -7,12 +7,26 @@ from typing import Any, ClassVar
 from flask import request
 from flask_wtf import FlaskForm
 from flask_wtf.form import _Auto
-from wtforms import Field, PasswordField, TextAreaField
+from wtforms import Field, IntegerField, PasswordField, TextAreaField
 from wtforms.validators import StopValidation
 
 from app import text
 
 SUBMIT_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class Integer(IntegerField):
+    """An IntegerField that refuses more than 18 digits as "not a number".
+
+    WTForms turns any digit string into an int and NumberRange then compares it through
+    math.isnan, which raises OverflowError past a float's range: a 310-digit value was
+    a 500. Every integer a form asks for is far below 10^18."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        if valuelist and len(str(valuelist[0]).strip().lstrip("+-")) > 18:
+            self.data = None
+            raise ValueError(self.gettext("Not a valid integer value."))
+        super().process_formdata(valuelist)
 
 
 class SafeText:

@@ -32,7 +32,7 @@ _LABEL = b"keyledger totp secret\x00"
 RECOVERY_CODES = 10
 # One 30-second step either side: a phone clock a little off still works (RFC 6238 5.2).
 DRIFT_STEPS = 1
-_CODE_RE = re.compile(r"^[0-9]{6}$")
+_CODE_RE = re.compile(r"^[0-9]{6}\Z")
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 POLICIES = ("none", "admins", "everyone")
 

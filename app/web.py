@@ -15,6 +15,7 @@ from flask_login import current_user
 from itsdangerous import BadSignature
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter
 
 from app import sessions
 from app.accounts import Passwords
@@ -23,6 +24,18 @@ from app.extensions import db
 from app.keys.lifecycle import KeyPolicy
 
 log = logging.getLogger(__name__)
+
+
+class DatabaseInt(IntegerConverter):
+    """`<int:...>` capped at 2^31 - 1, what every id column holds on both databases.
+
+    Werkzeug's converter takes any number of digits, and a 20-digit id reached the
+    database: an OverflowError on SQLite, out of range for an integer column on
+    PostgreSQL, a 500 either way. A number past the cap matches no route: 404."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def passwords() -> Passwords:

@@ -2,7 +2,6 @@ from wtforms import (
     BooleanField,
     EmailField,
     Field,
-    IntegerField,
     PasswordField,
     StringField,
     SubmitField,
@@ -12,7 +11,7 @@ from wtforms.widgets import HiddenInput
 
 from app import text
 from app.accounts import MAX_PASSWORD, MIN_PASSWORD, is_valid_email
-from app.forms import Form
+from app.forms import Form, Integer
 from app.portal.forms import MultiCheckboxField
 
 
@@ -102,7 +101,7 @@ class PasswordChangeForm(Form):
 
 
 class EndSessionForm(Form):
-    session_id = IntegerField(
+    session_id = Integer(
         validators=[DataRequired(), NumberRange(min=1, max=2**31 - 1)], widget=HiddenInput()
     )
     submit = SubmitField("End")

@@ -16,7 +16,7 @@ from flask.wrappers import Response
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts, devices, errors, notices, ratelimit, sessions, times, twofactor
+from app import accounts, devices, errors, notices, ratelimit, sessions, text, times, twofactor
 from app.audit import trail
 from app.auth import bp
 from app.auth.forms import CodeForm, LoginForm, LogoutForm, RegisterForm
@@ -26,8 +26,15 @@ from app.web import client_ip, key_policy, passwords
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: an open redirect would make our login page a phishing aid."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    """Only same-site paths: an open redirect would make our login page a phishing aid.
+    No control characters either: CR LF in a Location header is refused by Werkzeug
+    with an exception, which answered 500 after the login was recorded."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and text.problem(target) is None
+    ):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and "\\" not in target:
             return target

@@ -20,7 +20,7 @@ ID_LEN = 12
 SECRET_BITS = 192
 SECRET_LEN = 33  # ceil(192 / log2(62))
 CHECKSUM_LEN = 6  # 62**6 > 2**32
-PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}\Z")
 MAX_KEY_LEN = 16 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN
 _KEY_RE = re.compile(
     rf"^([a-z][a-z0-9]{{1,15}})\.([0-9A-Za-z]{{{ID_LEN}}})\.([0-9A-Za-z]{{{SECRET_LEN}}})"

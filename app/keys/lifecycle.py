@@ -20,7 +20,7 @@ from app.keys.hashing import DUMMY_HASH, hash_secret, secret_matches
 from app.models import ApiKey, User
 from app.models._types import utcnow
 
-SCOPE_RE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+SCOPE_RE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}\Z")
 MAX_SCOPES = 32
 MAX_NAME = 100
 MAX_NOTE = 1000

@@ -4,7 +4,6 @@ from typing import Any
 from wtforms import (
     BooleanField,
     HiddenField,
-    IntegerField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -23,7 +22,7 @@ from wtforms.validators import (
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.config import KNOWN_SCOPES
-from app.forms import Form
+from app.forms import Form, Integer
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -60,7 +59,7 @@ class NewKeyForm(Form):
         validators=[Length(max=2000)],
         description="Optional, separated by spaces or commas, e.g. orders:read reports.export",
     )
-    lifetime_days = IntegerField(
+    lifetime_days = Integer(
         "Lifetime (days)", validators=[InputRequired(message="Enter a number of days.")]
     )
     # Asked only when no scope is chosen: such a key can validate but do nothing, which

@@ -19,8 +19,8 @@ from app.extensions import db
 
 bp = Blueprint("transparency", __name__)
 MAX_AGE = 5
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SIZE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 MAX_SIZE = (1 << 63) - 1  # the database stores sizes as signed 64-bit integers
 
 
@@ -39,7 +39,7 @@ def _size(name: str, required: bool) -> int | Response | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return _text(f"{name} is required\n", 400, cache=False) if required else None
-    if not _SIZE.match(raw) or int(raw) > MAX_SIZE:
+    if not _SIZE.fullmatch(raw) or int(raw) > MAX_SIZE:
         return _text(
             f"{name} must be a tree size in plain decimal, at most {MAX_SIZE}\n", 400, cache=False
         )
@@ -80,7 +80,7 @@ def inclusion() -> ResponseReturnValue:
     """A C2SP tlog-proof for the leaf with this hash against the latest checkpoint,
     without the event bytes."""
     leaf = request.args.get("leaf", "")
-    if not _HEX64.match(leaf):
+    if not _HEX64.fullmatch(leaf):  # match() with `$` took a trailing newline
         return _text("leaf must be a leaf hash in 64 hex digits\n", 400, cache=False)
     with db.engine.connect() as conn:
         seq = auditlog.seq_of_leaf(conn, bytes.fromhex(leaf))

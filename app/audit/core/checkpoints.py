@@ -27,7 +27,7 @@ from .notes import (
 )
 from .report import Damage
 
-DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]{0,18})\Z")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 SIG_ED25519 = 0x01
 SIG_COSIGNATURE = 0x04
 EM_DASH = "\u2014"
-LEGACY_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-KEY_NAME_RE = re.compile(r"^[^\s+]+$")
+LEGACY_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}\Z")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+KEY_NAME_RE = re.compile(r"^[^\s+]+\Z")
 MAX_LINE = 1 << 20  # no legitimate export line comes near 1 MiB
 MAX_SIGNATURES = 64
 
