@@ -82,6 +82,7 @@ def user_detail(user_id: int) -> ResponseReturnValue:
         form=form,
         status=lambda k: lifecycle.status(k, policy),
         **account_views.account_forms(),
+        **twofactor_views.user_context(user),
         superseded=lifecycle.superseded_ids(db.session, (k.id for k in keys)),
         revoke_form=AdminRevokeForm(),
     ), (400 if form.errors else 200)
@@ -181,4 +182,4 @@ def page_of(query: Any, **kwargs: Any) -> pager.Page:
 
 
 # The audit browser lives in its own module; importing it registers its routes.
-from app.admin import account_views, audit_views, key_limits  # noqa: E402, F401
+from app.admin import account_views, audit_views, key_limits, twofactor_views  # noqa: E402, F401

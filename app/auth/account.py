@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, logout_user
+from wtforms.fields.choices import SelectChoice
 
 from app import accounts, notices, sessions
 from app.auth import bp
@@ -21,7 +22,7 @@ from app.web import client_ip, current_session_id, passwords, session_lifetimes
 
 def _notices_form(formdata: object = None) -> NoticesForm:
     form = NoticesForm(formdata=formdata) if formdata is not None else NoticesForm(formdata=None)
-    form.wanted.choices = [(k, notices.KINDS[k].label) for k in notices.OPTIONAL]
+    form.wanted.choices = [SelectChoice(k, notices.KINDS[k].label) for k in notices.OPTIONAL]
     if formdata is None:
         off = notices.turned_off(current_user)
         form.wanted.data = [k for k in notices.OPTIONAL if k not in off]
