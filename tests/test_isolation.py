@@ -89,7 +89,7 @@ def test_non_admin_gets_403_on_admin_pages_and_is_audited(app, user, method, pat
     else:
         resp = user.client.post(path, data={"csrf_token": csrf_token(page), "tier": "enterprise"})
     assert resp.status_code == 403
-    assert "Forbidden" in resp.get_data(as_text=True)
+    assert "Not for this account" in resp.get_data(as_text=True)
     events = audit_events(app, "access.unauthorized", path)
     assert len(events) == 1
     assert events[0].sensitivity == "critical"

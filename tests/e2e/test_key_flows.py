@@ -128,5 +128,5 @@ def test_another_persons_key_is_not_found(person, visitor):
     person.register()
     response = page.goto(f"/keys/{key.split('.')[1]}")
     assert response is not None and response.status == 404
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Not Found")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Page not found")
     assert key.split(".")[1] not in page.content()
