@@ -8,7 +8,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-from flask import Flask, current_app, request, session
+from flask import Flask, abort, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.wrappers import Request, Response
 from flask_login import current_user
@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from werkzeug.routing import IntegerConverter
 
-from app import sessions
+from app import pager, sessions
 from app.accounts import Passwords
 from app.errors import UNAVAILABLE
 from app.extensions import db
@@ -282,3 +282,20 @@ def register(app: Flask) -> None:
     @app.context_processor
     def inject() -> dict[str, object]:
         return {"registration_open": app.config["REGISTRATION_OPEN"]}
+
+
+def page_of(query: Any, **kwargs: Any) -> pager.Page:
+    """The request's page of a list: the one pager (app/pager.py) serves every list of
+    the portal and the admin. A page or sort argument it cannot honour is a 400."""
+    args = request.args
+    try:
+        return pager.paginate(
+            db.session,
+            query,
+            page=args.get("page"),
+            sort=args.get("sort"),
+            direction=args.get("dir"),
+            **kwargs,
+        )
+    except pager.PagerError as exc:
+        abort(400, description=str(exc))

@@ -31,7 +31,7 @@ from sqlalchemy import func, literal, or_, select
 from app import accounts, times
 from app.admin import bp
 from app.admin.forms import VerifyForm
-from app.admin.routes import page_of, search_arg
+from app.admin.routes import search_arg
 from app.audit import core, service, trail
 from app.audit import log as auditlog
 from app.audit.verify import verify_log
@@ -39,7 +39,7 @@ from app.csvexport import csv_lines
 from app.extensions import db
 from app.models import ApiKey, AuditCheckpoint, AuditEvent, AuditVerification
 from app.models._types import utcnow
-from app.web import client_ip
+from app.web import client_ip, page_of
 
 PAGE = 50
 FILTERS = ("action", "sensitivity", "actor", "target", "outcome", "actor_ip")

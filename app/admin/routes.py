@@ -1,11 +1,9 @@
-from typing import Any
-
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import func, or_, select
 
-from app import accounts, pager, text
+from app import accounts, text
 from app.admin import bp
 from app.admin.forms import AdminRevokeForm, TierForm
 from app.audit import trail
@@ -13,7 +11,7 @@ from app.extensions import db
 from app.keys import format as keyformat
 from app.keys import lifecycle
 from app.models import ApiKey, User
-from app.web import client_ip, key_policy
+from app.web import client_ip, key_policy, page_of
 
 
 @bp.before_request
@@ -71,14 +69,26 @@ def user_detail(user_id: int) -> ResponseReturnValue:
         )
         flash(f"Tier set to {user.tier}." if changed else "Tier unchanged.", "success")
         return redirect(url_for("admin.user_detail", user_id=user.id))
-    keys = db.session.scalars(
-        select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at.desc())
-    ).all()
+    page = page_of(
+        select(ApiKey).where(ApiKey.user_id == user.id),
+        columns={
+            "created": ApiKey.created_at,
+            "name": ApiKey.name,
+            "expires": ApiKey.expires_at,
+            "last_used": ApiKey.last_used_at,
+        },
+        default_sort="created",
+        default_desc=True,
+        tiebreak=ApiKey.id,
+        args={"user_id": str(user.id)},
+    )
+    keys = page.items
     policy = key_policy()
     return render_template(
         "admin/user.html",
         user=user,
         keys=keys,
+        page=page,
         form=form,
         status=lambda k: lifecycle.status(k, policy),
         **account_views.account_forms(),
@@ -163,22 +173,6 @@ def search_arg(name: str = "q") -> str:
     if why is not None:
         abort(400, description=f"The search {why}.")
     return value
-
-
-def page_of(query: Any, **kwargs: Any) -> pager.Page:
-    """The request's page of an admin list (one pager for users, keys and the audit)."""
-    args = request.args
-    try:
-        return pager.paginate(
-            db.session,
-            query,
-            page=args.get("page"),
-            sort=args.get("sort"),
-            direction=args.get("dir"),
-            **kwargs,
-        )
-    except pager.PagerError as exc:
-        abort(400, description=str(exc))
 
 
 # The audit browser lives in its own module; importing it registers its routes.

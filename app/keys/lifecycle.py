@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from app import text
@@ -133,6 +133,29 @@ def status(key: ApiKey, policy: KeyPolicy, now: datetime | None = None) -> str:
     if key.expires_at - now <= timedelta(days=policy.expiring_days):
         return "expiring"
     return "active"
+
+
+def is_live(now: datetime | None = None) -> Any:
+    """SQL: the key is active or expiring (not revoked, not expired), as status() says."""
+    return ApiKey.revoked_at.is_(None) & (ApiKey.expires_at > (now or utcnow()))
+
+
+def status_counts(
+    session: Session, owner_id: int, policy: KeyPolicy, now: datetime | None = None
+) -> dict[str, int]:
+    """How many of the owner's keys are in each status(), counted by the database (a
+    paged list still shows the whole account's figures)."""
+    now = now or utcnow()
+    state = case(
+        (ApiKey.revoked_at.is_not(None), "revoked"),
+        (ApiKey.expires_at <= now, "expired"),
+        (ApiKey.expires_at <= now + timedelta(days=policy.expiring_days), "expiring"),
+        else_="active",
+    )
+    rows = session.execute(
+        select(state, func.count()).where(ApiKey.user_id == owner_id).group_by(state)
+    )
+    return {str(name): int(n) for name, n in rows}
 
 
 def _actor(user: User) -> str:

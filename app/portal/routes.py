@@ -22,7 +22,7 @@ from app.keys.lifecycle import NewKey
 from app.models import ApiKey
 from app.portal import bp, usage_views
 from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
-from app.web import client_ip, key_policy
+from app.web import client_ip, key_policy, page_of
 
 _SPLIT = re.compile(r"[\s,]+")
 _SEEN = "minted_forms"
@@ -36,18 +36,28 @@ def index() -> ResponseReturnValue:
 @bp.route("/keys")
 @login_required
 def keys() -> ResponseReturnValue:
-    rows = db.session.scalars(
-        select(ApiKey).where(ApiKey.user_id == current_user.id).order_by(ApiKey.created_at.desc())
-    ).all()
     policy = key_policy()
     live_only = request.args.get("show") == "live"
+    counts = lifecycle.status_counts(db.session, current_user.id, policy)
+    query = select(ApiKey).where(ApiKey.user_id == current_user.id)
     hidden = 0
     if live_only:
-        shown = [k for k in rows if lifecycle.status(k, policy) in ("active", "expiring")]
-        rows, hidden = shown, len(rows) - len(shown)
+        query = query.where(lifecycle.is_live())
+        hidden = counts.pop("expired", 0) + counts.pop("revoked", 0)
+    page = page_of(
+        query,
+        columns={"created": ApiKey.created_at},
+        default_sort="created",
+        default_desc=True,
+        tiebreak=ApiKey.id,
+        args={"show": "live"} if live_only else {},
+    )
+    rows = page.items
     return render_template(
         "portal/keys.html",
         keys=rows,
+        page=page,
+        counts=counts,
         status=lambda k: lifecycle.status(k, policy),
         superseded=lifecycle.superseded_ids(db.session, (k.id for k in rows)),
         live_only=live_only,
