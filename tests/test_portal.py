@@ -91,8 +91,8 @@ def test_status_values(app, user, client, setup, expected):
     _, plaintext = user.create_key(name="k", days=30)
     pid = public_id_of(plaintext)
     now = datetime.now(UTC)
-    if setup == "soon":
-        shift_key(app, pid, expires_at=now + timedelta(days=3))
+    if setup == "soon":  # 27 of its 30 days gone
+        shift_key(app, pid, created_at=now - timedelta(days=27), expires_at=now + timedelta(days=3))
     elif setup == "past":
         shift_key(app, pid, expires_at=now - timedelta(minutes=1))
     elif setup == "revoked":

@@ -124,13 +124,32 @@ def clean_scopes(scopes: Iterable[str]) -> list[str]:
     return result
 
 
+# A key is "expiring" in the last quarter of its lifetime (at least its last day), and
+# at most the last KEY_EXPIRING_DAYS: a fixed window would call a new 7-day key expiring
+# (and send key.expiring) the moment it is made.
+EXPIRING_SHARE = 0.25
+
+
+def expiring_window(created_at: datetime, expires_at: datetime, max_days: int) -> timedelta:
+    """How long before `expires_at` a key made at `created_at` is "expiring"."""
+    share = max((expires_at - created_at) * EXPIRING_SHARE, timedelta(days=1))
+    return min(timedelta(days=max_days), share)
+
+
+def is_expiring(key: ApiKey, now: datetime, max_days: int) -> bool:
+    """Live (not revoked, not expired) and inside its warning window."""
+    if key.revoked_at is not None or key.expires_at <= now:
+        return False
+    return key.expires_at - now <= expiring_window(key.created_at, key.expires_at, max_days)
+
+
 def status(key: ApiKey, policy: KeyPolicy, now: datetime | None = None) -> str:
     now = now or utcnow()
     if key.revoked_at is not None:
         return "revoked"
     if key.expires_at <= now:
         return "expired"
-    if key.expires_at - now <= timedelta(days=policy.expiring_days):
+    if is_expiring(key, now, policy.expiring_days):
         return "expiring"
     return "active"
 

@@ -21,6 +21,7 @@ from app.portal import routes as portal_routes
 from app.ratelimit import Limit, effective_limit
 from app.usage import analytics
 from app.usage.queries import UsageQueryError
+from app.web import key_policy
 
 
 def _window() -> analytics.Window:
@@ -58,10 +59,10 @@ def dashboard() -> ResponseReturnValue:
     return render_template(
         "portal/dashboard.html",
         keys=keys,
-        expiring=analytics.expiring_keys(keys, now),
+        expiring=analytics.expiring_keys(keys, now, key_policy().expiring_days),
         unused=analytics.unused_keys(keys, now),
         failures=analytics.recent_failures(db.session, keys),
-        expiring_days=analytics.EXPIRING_DAYS,
+        expiring_days=key_policy().expiring_days,
         unused_days=analytics.UNUSED_DAYS,
         outcome_labels=analytics.OUTCOME_LABELS,
     )

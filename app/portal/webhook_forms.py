@@ -7,7 +7,7 @@ from app.portal.forms import MultiCheckboxField, ticked
 from app.webhooks import EVENT_TYPES
 
 EVENT_LABELS = {
-    "key.expiring": "Key expiring (7 days and 1 day before)",
+    "key.expiring": "Key expiring (last quarter of its life, at most 7 days; 1 day before)",
     "key.expired": "Key expired",
     "key.revoked": "Key revoked",
     "key.rotated": "Key rotated",

@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app import dialects, outcomes
+from app.keys import lifecycle
 from app.models import ApiKey, AuditEvent, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.outcomes import CHART_CLASSES
 from app.times import STEP, floor, iso, parse_iso, utc
@@ -46,7 +47,6 @@ RANGE_TEXT = {
 }
 MAX_CUSTOM = timedelta(days=400)
 TOP_N = 10
-EXPIRING_DAYS = 14
 UNUSED_DAYS = 30
 LOG_PAGE = 25
 # Filters of the request log: a status class, or one exact status.
@@ -500,11 +500,10 @@ def user_keys(session: Session, user_id: int) -> list[ApiKey]:
     )
 
 
-def expiring_keys(keys: Sequence[ApiKey], now: datetime, days: int = EXPIRING_DAYS) -> list[ApiKey]:
-    """Unrevoked keys that stop working within `days`, soonest first."""
-    until = now + timedelta(days=days)
+def expiring_keys(keys: Sequence[ApiKey], now: datetime, max_days: int) -> list[ApiKey]:
+    """Keys in their warning window (app.keys.lifecycle.is_expiring), soonest first."""
     return sorted(
-        (k for k in keys if k.revoked_at is None and now < k.expires_at <= until),
+        (k for k in keys if lifecycle.is_expiring(k, now, max_days)),
         key=lambda k: k.expires_at,
     )
 

@@ -5,7 +5,9 @@ message has a deterministic id (one row per id, a duplicate insert does nothing)
 - the sealed audit log, read in sequence order from a cursor: key.revoked,
   key.rotated, key.leaked (whatever revoked the key: its owner, an admin, a disabled
   account, a leak report);
-- the keys table: key.expiring (7 and 1 days before) and key.expired;
+- the keys table: key.expiring (when the key enters its warning window,
+  app.keys.lifecycle.expiring_window, and again a day before) and
+  key.expired;
 - usage events answered 429: key.rate_limited, at most once an hour per key.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app import dialects
 from app.audit import core
+from app.keys.lifecycle import expiring_window
 from app.models import ApiKey, AuditEvent, UsageRecord, WebhookCursor, WebhookDelivery
 from app.models import WebhookEndpoint as Endpoint
 from app.models._types import utcnow
@@ -31,10 +35,10 @@ AUDIT_ACTIONS = {
     "key.rotated": "key.rotated",
     "key.leaked": "key.leaked",
 }
-EXPIRING_DAYS = (7, 1)
 AUDIT_BATCH = 1000
 # Usage events reach the table up to one flush interval late; read a little back.
 USAGE_OVERLAP = timedelta(minutes=5)
+DAY = timedelta(days=1)
 
 
 def message(event_type: str, at: datetime, data: dict[str, Any]) -> str:
@@ -171,10 +175,12 @@ def _has_successor(session: Session, key_ids: list[int]) -> set[int]:
     )
 
 
-def _scan_expiry(session: Session, subs: dict[int, list[Endpoint]], now: datetime) -> int:
+def _scan_expiry(
+    session: Session, subs: dict[int, list[Endpoint]], now: datetime, max_days: int
+) -> int:
     if not subs:
         return 0
-    horizon = now + timedelta(days=max(EXPIRING_DAYS))
+    horizon = now + timedelta(days=max_days)
     keys = list(
         session.scalars(
             select(ApiKey).where(
@@ -202,8 +208,13 @@ def _scan_expiry(session: Session, subs: dict[int, list[Endpoint]], now: datetim
                 continue
             if "key.expiring" not in endpoint.events:
                 continue
-            # Only the nearest threshold: a key made to live 20 hours hears "1 day" only.
-            days = min(d for d in EXPIRING_DAYS if left <= timedelta(days=d))
+            # Its window (app.keys.lifecycle), then a day before; only the nearest
+            # threshold, named by its whole days rounded up (a 90-day key: 7 and 1).
+            window = expiring_window(key.created_at, key.expires_at, max_days)
+            thresholds = [t for t in (window, min(window, DAY)) if left <= t]
+            if not thresholds:
+                continue
+            days = math.ceil(min(thresholds) / DAY)
             body = message("key.expiring", now, {**data, "days_left": days})
             rows.append(
                 _row(endpoint, "key.expiring", body, f"expiring{days}:{key.public_id}", now)
@@ -247,12 +258,13 @@ def _scan_rate_limited(session: Session, subs: dict[int, list[Endpoint]], now: d
     return _insert_ignoring_duplicates(session, rows)
 
 
-def scan(session: Session, now: datetime | None = None) -> int:
-    """One pass over every feed; returns how many new messages were queued (commits)."""
+def scan(session: Session, now: datetime | None = None, *, expiring_days: int = 7) -> int:
+    """One pass over every feed; returns how many new messages were queued (commits).
+    `expiring_days`: KEY_EXPIRING_DAYS, the longest warning window."""
     now = now or utcnow()
     subs = _endpoints_by_owner(session)
     queued = _scan_audit(session, subs, now)
-    queued += _scan_expiry(session, subs, now)
+    queued += _scan_expiry(session, subs, now, expiring_days)
     queued += _scan_rate_limited(session, subs, now)
     session.commit()
     return queued

@@ -40,7 +40,9 @@ class Dispatcher:
 
         with self.app.app_context():
             try:
-                return events.scan(db.session), delivery.deliver_due(db.session, self.settings)
+                expiring_days = int(self.app.config.get("KEY_EXPIRING_DAYS", 7))
+                queued = events.scan(db.session, expiring_days=expiring_days)
+                return queued, delivery.deliver_due(db.session, self.settings)
             finally:
                 db.session.remove()
 

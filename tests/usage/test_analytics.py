@@ -307,7 +307,13 @@ def test_dashboard_nudges_expiring_and_unused_keys(app: Flask, user: Portal) -> 
     now = datetime.now(UTC)
     with app.app_context():
         db.session.execute(
-            update(ApiKey).where(ApiKey.id == soon.id).values(expires_at=now + timedelta(days=5))
+            update(ApiKey)
+            .where(ApiKey.id == soon.id)
+            .values(
+                created_at=now - timedelta(days=85),  # in the last quarter of its life
+                expires_at=now + timedelta(days=5),
+                last_used_at=now - timedelta(days=1),
+            )
         )
         db.session.execute(
             update(ApiKey)

@@ -231,24 +231,26 @@ def test_rotation_expiry_and_rate_limits_are_announced(app, user, receiver):
     by_type = {b["type"]: b["data"] for b in verified(receiver, secret)}
     assert by_type["key.rotated"]["key_id"] == old_id
     assert by_type["key.rotated"]["successor_key_id"] not in ("", old_id)
-    # Five days left: "expiring" once, at the 7-day threshold; the rotated key (its
-    # owner already heard of the rotation) gets no expiry notice.
-    assert by_type["key.expiring"] == {
-        **by_type["key.expiring"],
-        "key_id": short_id,
-        "days_left": 7,
-    }
-    assert [b["type"] for b in verified(receiver, secret)].count("key.expiring") == 1
+    # A new 5-day key is not expiring yet (issue 18): its window is the last quarter of
+    # its lifetime (30 hours); the rotated key (its owner already heard of the rotation)
+    # gets no expiry notice either.
+    assert "key.expiring" not in by_type
 
     with app.app_context():
         key = db.session.scalar(select(ApiKey).where(ApiKey.public_id == short_id))
         expires = key.expires_at
-    dispatch(app, expires - timedelta(hours=12))
+    dispatch(app, expires - timedelta(hours=29))  # inside the window: "2 days"
+    dispatch(app, expires - timedelta(hours=28))  # the same notice, not again
+    expiring = [b["data"] for b in verified(receiver, secret) if b["type"] == "key.expiring"]
+    assert [(b["key_id"], b["days_left"]) for b in expiring] == [(short_id, 2)]
+    dispatch(app, expires - timedelta(hours=12))  # the last day
     dispatch(app, expires + timedelta(minutes=1))
     dispatch(app, expires + timedelta(minutes=2))
     types = [b["type"] for b in verified(receiver, secret)]
     assert types.count("key.expiring") == 2 and types.count("key.expired") == 1
     assert verified(receiver, secret)[-1]["data"]["key_id"] == short_id
+    expiring = [b["data"] for b in verified(receiver, secret) if b["type"] == "key.expiring"]
+    assert expiring[-1]["days_left"] == 1
 
     # Rate limited: many 429s in one hour, one message.
     with app.app_context():
