@@ -70,6 +70,17 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def parse_form_time(text: str) -> datetime:
+    """What a filter form sends: YYYY-MM-DD, or with THH:MM[:SS], read as UTC.
+    ValueError for anything else."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError("a date (YYYY-MM-DD) or date and time (UTC)")
+
+
 # -------------------------------------------------------------------------- buckets
 
 

@@ -65,3 +65,12 @@ def test_templates_show_times_through_the_utc_filter(app) -> None:
     with app.app_context():
         render = app.jinja_env.from_string("{{ at|utc }} / {{ at|utc('date') }}").render
         assert render(at=AT) == "2026-12-31 23:59 / 2026-12-31"
+
+
+def test_filter_forms_send_a_day_or_a_minute_or_a_second_read_as_utc() -> None:
+    assert times.parse_form_time("2026-12-31") == datetime(2026, 12, 31, tzinfo=UTC)
+    assert times.parse_form_time("2026-12-31T23:59") == datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert times.parse_form_time("2026-12-31T23:59:58").second == 58
+    for bad in ("31/12/2026", "2026-12-31T25:00", "2026-12-31 23:59", ""):
+        with pytest.raises(ValueError, match="YYYY-MM-DD"):
+            times.parse_form_time(bad)

@@ -378,7 +378,7 @@ def failures_chart(session: Session, window: Window, link: AuditLink) -> Chart:
 
 
 def _next_day(label: str) -> str:
-    return times.day_text(datetime.strptime(label, "%Y-%m-%d") + timedelta(days=1))
+    return times.day_text(times.parse_form_time(label) + timedelta(days=1))
 
 
 def failure_ips_chart(session: Session, window: Window, link: AuditLink) -> Chart:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -85,12 +85,10 @@ def _time_arg(name: str) -> datetime | None:
     raw = request.args.get(name, "").strip()
     if not raw:
         return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(raw, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    abort(400, description=f"{name} must be a date (YYYY-MM-DD) or date and time (UTC).")
+    try:
+        return times.parse_form_time(raw)
+    except ValueError as exc:
+        abort(400, description=f"{name} must be {exc}.")
 
 
 def _filtered(views_default: str = "hide") -> tuple[Any, dict[str, str], dict[str, str]]:

@@ -180,7 +180,7 @@ def _bucket_expr(session: Session, column: Any, granularity: str) -> Any:
 
 def _bucket_start(value: Any) -> datetime:
     if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return utc(datetime.fromisoformat(value))
     return utc(value)
 
 
