@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask, current_app
 
+from app.background import Worker
 from app.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,18 @@ def deliver(settings: MailSettings, message: EmailMessage) -> None:
         client.send_message(message)
 
 
+# The sender sleeps this long when nothing wakes it (each queued message wakes it).
+IDLE_WAKE = 30.0
+
+
 class Mailer:
-    """The per-app queue and its sending thread (started on the first message)."""
+    """The per-app queue and its sending thread (an app.background Worker, started on
+    the first message and woken by each one)."""
 
     def __init__(self, settings: MailSettings) -> None:
         self.settings = settings
         self._queue: queue.Queue[tuple[EmailMessage, int]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self.worker = Worker("mail", self._drain, IDLE_WAKE)
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0
@@ -144,18 +150,20 @@ class Mailer:
             return
         with self._lock:
             self._pending += 1
-        self._queue.put((message, 1))
-        self._ensure_thread()
+        self._put(message, 1)
 
-    def _ensure_thread(self) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="mail", daemon=True)
-                self._thread.start()
+    def _put(self, message: EmailMessage, attempt: int) -> None:
+        self._queue.put((message, attempt))
+        self.worker.ensure_running()
+        self.worker.wake()
 
-    def _run(self) -> None:
+    def _drain(self) -> None:
+        """One pass: send everything queued now."""
         while True:
-            message, attempt = self._queue.get()
+            try:
+                message, attempt = self._queue.get_nowait()
+            except queue.Empty:
+                return
             try:
                 deliver(self.settings, message)
                 self.sent += 1
@@ -171,7 +179,7 @@ class Mailer:
                 )
                 if attempt < self.settings.attempts:
                     delay = self.settings.retry_base * 2 ** (attempt - 1)
-                    threading.Timer(delay, self._queue.put, args=((message, attempt + 1),)).start()
+                    threading.Timer(delay, self._put, args=(message, attempt + 1)).start()
                 else:
                     self.failed += 1
                     self._done()
