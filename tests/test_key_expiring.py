@@ -32,6 +32,8 @@ def test_a_new_short_key_is_active_and_expiring_only_near_its_end(app: Flask, us
     _, quarter = user.create_key("quarter", days=90)
     week_id, quarter_id = public_id_of(week), public_id_of(quarter)
     assert _badge(user, week_id) == "active"
+    summary = user.client.get("/keys").get_data(as_text=True).split("</ul>", 1)[0]
+    assert "<strong>2</strong> active" in summary and "dot-expiring" not in summary
     dashboard = user.client.get("/dashboard").get_data(as_text=True)
     assert "No key is close to its end." in dashboard
 

@@ -174,7 +174,26 @@ def status_counts(
     rows = session.execute(
         select(state, func.count()).where(ApiKey.user_id == owner_id).group_by(state)
     )
-    return {str(name): int(n) for name, n in rows}
+    counts = {str(name): int(n) for name, n in rows}
+    if counts.get("expiring"):
+        # Those within KEY_EXPIRING_DAYS: the window is a share of each key's lifetime
+        # (expiring_window), told apart here rather than in each dialect's interval SQL.
+        near = session.execute(
+            select(ApiKey.created_at, ApiKey.expires_at).where(
+                ApiKey.user_id == owner_id,
+                is_live(now),
+                ApiKey.expires_at <= now + timedelta(days=policy.expiring_days),
+            )
+        )
+        early = sum(
+            1
+            for created, expires in near
+            if expires - now > expiring_window(created, expires, policy.expiring_days)
+        )
+        if early:
+            counts["expiring"] -= early
+            counts["active"] = counts.get("active", 0) + early
+    return {name: n for name, n in counts.items() if n}
 
 
 def _actor(user: User) -> str:
