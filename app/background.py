@@ -1,5 +1,5 @@
 """One periodic background thread per process: the usage flush, webhook delivery, the
-metrics sampler and the audit sealer each run on a `Worker`.
+metrics sampler, the audit sealer and the mail sender each run on a `Worker`.
 
 Why one class: every such job needs the same care, and each copy of it had drifted.
 The thread starts lazily in the process that serves (never before gunicorn's fork);
