@@ -239,6 +239,9 @@ def from_env() -> dict[str, Any]:
             "PASSWORD_RESET_ADDRESS_LIMIT", "3 per hour"
         ),
         "PASSWORD_RESET_IP_LIMIT": os.environ.get("PASSWORD_RESET_IP_LIMIT", "10 per hour"),
+        # Passkeys' relying party (docs/operations.md); unset: the host the browser asked for.
+        "WEBAUTHN_RP_ID": os.environ.get("WEBAUTHN_RP_ID", ""),
+        "WEBAUTHN_ORIGIN": os.environ.get("WEBAUTHN_ORIGIN", ""),
     }
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import render_template, url_for
 from sqlalchemy.orm import Session
 
+from app.keys.leaks import Leaked
 from app.mail import Mail, mailer
 from app.models import User
 
@@ -39,7 +41,14 @@ KINDS: dict[str, Kind] = {
 OPTIONAL = tuple(k for k, v in KINDS.items() if not v.security)
 
 
-def turned_off(user: User) -> set[str]:
+class Recipient(Protocol):
+    """Who a notice goes to: a User, or what a query read of one."""
+
+    email: str
+    notices_off: str
+
+
+def turned_off(user: Recipient) -> set[str]:
     return {k for k in (user.notices_off or "").split() if k in OPTIONAL}
 
 
@@ -49,11 +58,11 @@ def set_turned_off(session: Session, user: User, off: Iterable[str]) -> None:
     session.commit()
 
 
-def send(user: User, kind: str, **facts: str) -> bool:
+def send(user: Recipient, kind: str, **facts: str) -> bool:
     """Queue the notice `kind` to `user` unless they turned it off; needs a request
     context (the account link). False when not sent."""
     spec = KINDS[kind]
-    if kind in turned_off(user) or not user.is_active:
+    if kind in turned_off(user) or not getattr(user, "is_active", True):
         return False
     account = url_for("auth.account", _external=True)
     context = {"kind": kind, "spec": spec, "facts": facts, "account_url": account, "user": user}
@@ -66,3 +75,11 @@ def send(user: User, kind: str, **facts: str) -> bool:
         )
     )
     return True
+
+
+def keys_leaked(found: Iterable[Leaked]) -> None:
+    """Tell each owner which of their keys was found in public and revoked."""
+    for leaked in found:
+        send(
+            leaked, "key_leaked", key=leaked.name, found_at=leaked.location, state="revoked at once"
+        )

@@ -129,3 +129,56 @@ def test_totp_code_is_not_in_any_mail(mail_app):
     for msg in mail_app.inbox.messages:
         for code in codes:
             assert code not in msg.as_string()
+
+
+def _admin(app) -> Portal:
+    result = app.test_cli_runner().invoke(
+        args=["users", "create", "root@example.com", "--admin"], input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    root = Portal(app.test_client())
+    root.login("root@example.com")
+    return root
+
+
+def _uid(app, email: str) -> int:
+    from app.models import User
+
+    with app.app_context():
+        return db.session.query(User).filter_by(email=email).one().id
+
+
+def test_admin_revocation_is_told_unless_turned_off(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    _, first = alice.create_key(name="billing-worker")
+    _, second = alice.create_key(name="reports")
+    root = _admin(mail_app)
+    uid = _uid(mail_app, EMAIL)
+    page = root.client.get(f"/admin/users/{uid}").get_data(as_text=True)
+    import re
+
+    pids = re.findall(r'action="/admin/keys/([^/]+)/revoke"', page)
+    assert len(pids) == 2
+    root.submit(
+        f"/admin/users/{uid}", {"reason": "Seen in a paste"}, action=f"/admin/keys/{pids[0]}/revoke"
+    )
+    assert subjects(mail_app) == ["An administrator revoked one of your API keys"]
+    assert "Seen in a paste" in text_of(mail_app.inbox.messages[0])
+    alice.submit("/account", {"wanted": ["key_expiring"]}, action="/account/notices")
+    root.submit(f"/admin/users/{uid}", {"reason": "Old"}, action=f"/admin/keys/{pids[1]}/revoke")
+    assert len(subjects(mail_app)) == 1
+    assert first and second
+
+
+def test_a_key_reported_leaked_is_told(mail_app):
+    alice = Portal(mail_app.test_client())
+    alice.register(EMAIL)
+    _, plaintext = alice.create_key(name="ci-deploy")
+    resp = mail_app.test_client().post(
+        "/api/v1/keys/report-leak", json={"credentials": [plaintext]}
+    )
+    assert resp.status_code == 202
+    assert subjects(mail_app) == ["One of your API keys was reported leaked"]
+    body = text_of(mail_app.inbox.messages[0])
+    assert "ci-deploy" in body and plaintext not in body

@@ -3,7 +3,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import func, or_, select
 
-from app import accounts, text
+from app import accounts, notices, text
 from app.admin import bp
 from app.admin.forms import AdminRevokeForm, TierForm
 from app.audit import trail
@@ -121,6 +121,9 @@ def revoke_key(public_id: str) -> ResponseReturnValue:
         flash(f"Not revoked: {exc}.", "error")
         return redirect(back)
     if changed:
+        notices.send(
+            key.owner, "key_revoked", key=f"{key.name} ({key.public_id})", reason=form.reason.data
+        )
         flash(f"Key “{key.name}” is revoked; its owner sees why.", "success")
     else:
         flash("The key was already revoked.", "info")

@@ -15,7 +15,7 @@ from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app import ratelimit
+from app import notices, ratelimit
 from app.api import bp
 from app.api.routes import api_error
 from app.extensions import db
@@ -94,9 +94,16 @@ def github_secret_scanning() -> ResponseReturnValue:
     reports = [
         leaks.Report(a["token"], _where(a.get("url") or "", a.get("source") or "")) for a in alerts
     ]
+    found: list[leaks.Leaked] = []
     hits = leaks.revoke_leaked(
-        db.session, key_policy(), reports, reporter="github:secret-scanning", actor_ip=client_ip()
+        db.session,
+        key_policy(),
+        reports,
+        reporter="github:secret-scanning",
+        actor_ip=client_ip(),
+        found=found,
     )
+    notices.keys_leaked(found)
     return jsonify(
         [
             {
@@ -145,13 +152,16 @@ def report_leak() -> ResponseReturnValue:
             f'send {{"credentials": [...]}}: 1 to {leaks.MAX_REPORTED} non-empty strings of '
             f"at most {MAX_TOKEN_LEN} characters",
         )
+    found: list[leaks.Leaked] = []
     leaks.revoke_leaked(
         db.session,
         key_policy(),
         [leaks.Report(c.strip(), REPORT_LOCATION) for c in credentials],
         reporter="public:report-leak",
         actor_ip=client_ip(),
+        found=found,
     )
+    notices.keys_leaked(found)  # queued: the answer does not wait or change
     response = jsonify({"received": len(credentials)})
     response.status_code = 202
     return response

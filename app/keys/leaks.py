@@ -34,7 +34,7 @@ from app.keys import format as keyformat
 from app.keys.cache import note_changed
 from app.keys.hashing import hash_secret
 from app.keys.lifecycle import KeyPolicy
-from app.models import ApiKey
+from app.models import ApiKey, User
 from app.models._types import utcnow
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,16 @@ def _candidates(
     return found
 
 
+@dataclass(frozen=True)
+class Leaked:
+    """A key just marked leaked, with what its owner's mail needs."""
+
+    email: str
+    notices_off: str
+    name: str
+    location: str
+
+
 def revoke_leaked(
     session: Session,
     policy: KeyPolicy,
@@ -73,21 +83,31 @@ def revoke_leaked(
     *,
     reporter: str,
     actor_ip: str | None,
+    found: list[Leaked] | None = None,
 ) -> list[bool]:
     """Mark every reported live key leaked and revoke it, audited; commit.
 
     Returns, per report, whether the string is one of our keys (its secret matches,
     whatever the key's state): GitHub's true_positive. The public endpoint does not
-    show it to the reporter.
+    show it to the reporter. `found` collects each key newly marked, for the owner's
+    mail (read in the same query: the report costs no more queries when it hits).
     """
     hits = [False] * len(reports)
     candidates = _candidates(reports, policy.prefix, policy.test_prefix)
     if not candidates:
         return hits  # no query for noise
     rows = session.execute(
-        select(ApiKey.id, ApiKey.public_id, ApiKey.secret_hash, ApiKey.user_id, ApiKey.name).where(
-            ApiKey.public_id.in_(list(candidates))
+        select(
+            ApiKey.id,
+            ApiKey.public_id,
+            ApiKey.secret_hash,
+            ApiKey.user_id,
+            ApiKey.name,
+            User.email,
+            User.notices_off,
         )
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.public_id.in_(list(candidates)))
     ).all()
     now = utcnow()
     changed = False
@@ -130,6 +150,8 @@ def revoke_leaked(
             },
         )
         changed = True
+        if found is not None:
+            found.append(Leaked(row.email, row.notices_off or "", row.name, location))
     if changed:
         session.commit()
     else:
