@@ -87,7 +87,9 @@ def password_step(page, email: str, password: str = PASSWORD) -> None:
 
 
 def shoot(page, name: str) -> None:
+    """docs/img's pictures, when asked (KEYLEDGER_SHOTS=1)."""
     if os.environ.get("KEYLEDGER_SHOTS") == "1":
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(IMG / name), full_page=True)
 
 
