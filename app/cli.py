@@ -226,3 +226,6 @@ def register(app: Flask) -> None:
 
     app.cli.add_command(billing)
     app.cli.add_command(demo)
+    from app.notices import notices_cli
+
+    app.cli.add_command(notices_cli)

@@ -231,6 +231,8 @@ def from_env() -> dict[str, Any]:
         # Mail (docs/operations.md): smtp://, smtp+starttls://user:pass@, smtps://; unset
         # writes mails to the log (refused with KEYLEDGER_ENV=production).
         "MAIL_URL": os.environ.get("MAIL_URL", ""),
+        # The portal's address, for links in mails sent outside a request (the CLI).
+        "PUBLIC_URL": os.environ.get("PUBLIC_URL", "http://localhost:5000"),
         "MAIL_FROM": os.environ.get("MAIL_FROM", "Keyledger <keyledger@localhost>"),
         "MAIL_TIMEOUT": _env_float("MAIL_TIMEOUT", 10.0),
         "MAIL_CA_FILE": os.environ.get("MAIL_CA_FILE", ""),

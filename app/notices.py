@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from flask import render_template, url_for
+import click
+from flask import current_app, render_template, url_for
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.cli import CommandGroup
 from app.keys.leaks import Leaked
 from app.mail import Mail, mailer
-from app.models import User
+from app.models import ApiKey, User
+from app.models._types import utcnow
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,50 @@ def keys_leaked(found: Iterable[Leaked]) -> None:
         send(
             leaked, "key_leaked", key=leaked.name, found_at=leaked.location, state="revoked at once"
         )
+
+
+def send_expiring(session: Session, warning_days: int, now: datetime | None = None) -> int:
+    """Mail each owner once about every live key of theirs that expires within
+    `warning_days` (KEY_EXPIRING_DAYS); needs a request context for the links (the CLI
+    makes one from PUBLIC_URL). Returns how many mails were queued; commits."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(ApiKey, User)
+        .join(User, User.id == ApiKey.user_id)
+        .where(
+            ApiKey.revoked_at.is_(None),
+            ApiKey.expires_at > now,
+            ApiKey.expires_at <= now + timedelta(days=warning_days),
+            ApiKey.expiry_notified_at.is_(None),
+        )
+        .order_by(ApiKey.id)
+    ).all()
+    sent = 0
+    for key, user in rows:
+        key.expiry_notified_at = now
+        if send(
+            user,
+            "key_expiring",
+            key=f"{key.name} ({key.public_id})",
+            expires=key.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        ):
+            sent += 1
+    session.commit()
+    return sent
+
+
+notices_cli = CommandGroup("notices", help="Mails to account owners.")
+
+
+@notices_cli.command("expiring")
+def expiring_command() -> None:
+    """Mail owners about keys expiring within KEY_EXPIRING_DAYS (run daily, e.g. cron)."""
+    from app.extensions import db
+
+    base = str(current_app.config.get("PUBLIC_URL") or "http://localhost:5000")
+    with current_app.test_request_context(base_url=base):
+        sent = send_expiring(db.session, int(current_app.config.get("KEY_EXPIRING_DAYS", 7)))
+    from app.mail import mailer as get_mailer
+
+    get_mailer().wait(60)
+    click.echo(f"{sent} expiry notice{'' if sent == 1 else 's'} sent.")

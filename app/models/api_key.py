@@ -46,6 +46,8 @@ class ApiKey(db.Model):
     leaked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     leak_location: Mapped[str | None] = mapped_column(String(500), nullable=True)
     leak_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the owner was mailed that this key expires soon (app/notices.py): once per key.
+    expiry_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # A key made for testing (its own prefix, KeyPolicy.test_prefix): it validates like
     # any other and says so in the answer, and its use is never billed.
     test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
