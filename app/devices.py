@@ -54,6 +54,11 @@ def _hash(device_id: str) -> bytes:
     return hashlib.sha256(device_id.encode()).digest()
 
 
+def budget_id(device_id: str) -> str:
+    """The name of this device's own log-in budget (hashed: no device ids in Redis)."""
+    return _hash(device_id).hex()[:32]
+
+
 def seen(
     session: Session, user_id: int, device_id: str, label: str, now: datetime | None = None
 ) -> Seen:

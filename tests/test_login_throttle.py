@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -110,3 +111,72 @@ def test_after_failures_the_next_login_says_how_many_and_from_where(proxied):
     alice.logout()
     attempt(alice, "alice@example.com", PASSWORD, "192.0.2.50")
     assert "failed log-in" not in alice.client.get("/keys").get_data(as_text=True)
+
+
+def test_a_known_device_logs_in_through_a_lockout_made_elsewhere(proxied):
+    """OWASP device cookies: ten wrong passwords from ten addresses lock out unknown
+    browsers, not the one the owner has logged in with before."""
+    alice = Portal(proxied.test_client())
+    alice.register("alice@example.com")
+    alice.logout()
+    assert attempt(alice, "alice@example.com", PASSWORD, "192.0.2.50").status_code == 302
+    alice.logout()  # her browser now holds a device cookie the account knows
+    mallory = Portal(proxied.test_client())
+    # Nine: her own log-in from a then unknown browser spent one of the ten.
+    for i in range(1, 10):
+        assert attempt(mallory, "alice@example.com", WRONG, f"203.0.113.{i}").status_code == 400
+    assert attempt(mallory, "alice@example.com", PASSWORD, "203.0.113.77").status_code == 429
+    assert attempt(alice, "alice@example.com", PASSWORD, "192.0.2.50").status_code == 302
+    assert alice.client.get("/keys").status_code == 200
+
+
+def test_a_known_device_has_a_budget_of_its_own(proxied):
+    """A stolen device cookie is no free pass: its guesses are throttled too, and they
+    do not spend the account's budget for everyone else."""
+    alice = Portal(proxied.test_client())
+    alice.register("alice@example.com")
+    alice.logout()
+    attempt(alice, "alice@example.com", PASSWORD, "192.0.2.50")
+    alice.logout()
+    codes = [
+        attempt(alice, "alice@example.com", WRONG, "192.0.2.50").status_code for _ in range(10)
+    ]
+    assert codes == [400] * 10
+    assert attempt(alice, "alice@example.com", PASSWORD, "192.0.2.50").status_code == 429
+    throttled = audit_events(proxied, "user.login_throttled")
+    assert json.loads(throttled[-1].details)["limit"] == "device"
+    other = Portal(proxied.test_client())
+    assert attempt(other, "alice@example.com", PASSWORD, "198.51.100.1").status_code == 302
+
+
+def test_concurrent_wrong_logins_spend_exactly_the_account_budget(proxied):
+    """The count is one atomic step in the limit storage: 40 guesses at once get
+    exactly the 10 the budget allows (a test-then-spend let 13-14 through)."""
+    import threading
+
+    Portal(proxied.test_client()).register("alice@example.com")
+    clients = []
+    for i in range(40):
+        portal = Portal(proxied.test_client())
+        page = portal.client.get("/login").get_data(as_text=True)
+        from conftest import csrf_token
+
+        clients.append((portal, csrf_token(page), f"203.0.113.{i + 1}"))
+    barrier = threading.Barrier(40)
+    codes: list[int] = []
+
+    def guess(portal: Portal, token: str, ip: str) -> None:
+        barrier.wait()
+        resp = portal.client.post(
+            "/login",
+            data={"email": "alice@example.com", "password": WRONG, "csrf_token": token},
+            headers={"X-Forwarded-For": ip},
+        )
+        codes.append(resp.status_code)
+
+    threads = [threading.Thread(target=guess, args=c) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [400] * 10 + [429] * 30, codes

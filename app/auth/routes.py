@@ -131,6 +131,24 @@ def _tell_failures(user: User) -> None:
         )
 
 
+DEVICE_SCOPE = "login-device"
+
+
+def _login_budget(email: str) -> tuple[str, str]:
+    """Which log-in budget this attempt spends (OWASP's device cookies).
+
+    A browser that has logged in to this account before (its signed device cookie is
+    one the account knows) has a budget of its own, so failures from anywhere else
+    cannot lock its owner out. Every other attempt spends the account's budget, known
+    and unknown addresses alike (and the per-IP limit on the route)."""
+    device_id = devices.read(current_app.config["SECRET_KEY"], request.cookies.get(devices.COOKIE))
+    if device_id is not None:
+        user = accounts.find_user(db.session, email) if len(email) <= 254 else None
+        if user is not None and devices.is_known(db.session, user.id, device_id):
+            return DEVICE_SCOPE, devices.budget_id(device_id)
+    return "login-account", accounts.throttle_id(email)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], on_breach=_ip_breach)
 def login() -> ResponseReturnValue:
@@ -139,10 +157,12 @@ def login() -> ResponseReturnValue:
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data or ""
-        budget = accounts.throttle_id(email)
-        retry = ratelimit.budget_spent(_account_limit(), "login-account", budget)
-        if retry is not None:
-            return _throttled(email, retry, "account")
+        scope, budget = _login_budget(email)
+        # Spent before the password is checked, in one atomic step in the storage: a
+        # test-then-spend let concurrent guesses through past the limit.
+        if not ratelimit.spend_budget(_account_limit(), scope, budget):
+            retry = ratelimit.budget_spent(_account_limit(), scope, budget) or 60
+            return _throttled(email, retry, "device" if scope == DEVICE_SCOPE else "account")
         try:
             user = accounts.check_credentials(
                 db.session,
@@ -158,7 +178,6 @@ def login() -> ResponseReturnValue:
                 if twofactor.has_second_factor(db.session, user):
                     return _start_code_step(user, request.args.get("next"))
                 return finish_login(user, request.args.get("next"))
-            ratelimit.spend_budget(_account_limit(), "login-account", budget)
             form.password.errors.append("Email or password is wrong.")
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
 
@@ -234,7 +253,7 @@ def pending_user() -> User | None:
 @limiter.limit(_login_limit, methods=["POST"], on_breach=_ip_breach)
 def login_code() -> ResponseReturnValue:
     """The second step: a code from the app or a recovery code (or a passkey, whose
-    answer goes to /login/passkey). A wrong code spends the account's log-in budget."""
+    answer goes to /login/passkey). Each code tried spends the account's log-in budget."""
     if current_user.is_authenticated:
         return redirect(url_for("portal.dashboard"))
     user = pending_user()
@@ -245,15 +264,15 @@ def login_code() -> ResponseReturnValue:
     form = CodeForm()
     if form.validate_on_submit():
         budget = accounts.throttle_id(user.email)
-        retry = ratelimit.budget_spent(_account_limit(), "login-account", budget)
-        if retry is not None:
+        # Spent first, atomically, as the password step does: no burst of codes at once.
+        if not ratelimit.spend_budget(_account_limit(), "login-account", budget):
+            retry = ratelimit.budget_spent(_account_limit(), "login-account", budget) or 60
             return _throttled(user.email, retry, "account")
         try:
             method = twofactor.verify_code(
                 db.session, key_policy().pepper, user, form.code.data or "", actor_ip=client_ip()
             )
         except twofactor.CodeRefused as exc:
-            ratelimit.spend_budget(_account_limit(), "login-account", budget)
             form.code.errors = [*form.code.errors, str(exc)]
         else:
             if method == "recovery_code":
