@@ -311,7 +311,8 @@ def audit_witness(
     listen: str,
     print_vkey: bool,
 ) -> None:
-    """Run a minimal C2SP tlog-witness (POST /add-checkpoint)."""
+    """Run a C2SP tlog-witness for the logs given (POST /add-checkpoint, GET of the
+    latest cosigned checkpoint)."""
     from app.audit import witness as witness_mod
 
     key = witness_mod.load_or_create_key(Path(key_file))
