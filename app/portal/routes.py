@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from app.audit import service as audit_service
 from app.extensions import db
-from app.keys import history, lifecycle
+from app.keys import history, lifecycle, listing
 from app.keys.lifecycle import NewKey
 from app.models import ApiKey
+from app.models._types import utcnow
 from app.portal import bp, usage_views
 from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
 from app.web import client_ip, key_policy, page_of
@@ -36,21 +37,25 @@ def index() -> ResponseReturnValue:
 @bp.route("/keys")
 @login_required
 def keys() -> ResponseReturnValue:
+    try:
+        wanted = listing.KeyFilter.from_args(request.args)
+    except listing.FilterError as exc:
+        abort(400, description=str(exc))
     policy = key_policy()
-    live_only = request.args.get("show") == "live"
     counts = lifecycle.status_counts(db.session, current_user.id, policy)
-    query = select(ApiKey).where(ApiKey.user_id == current_user.id)
+    total = sum(counts.values())
+    live_only = wanted == listing.KeyFilter(status="live")
     hidden = 0
     if live_only:
-        query = query.where(lifecycle.is_live())
         hidden = counts.pop("expired", 0) + counts.pop("revoked", 0)
+    where = wanted.conditions(db.session, current_user.id, policy.expiring_days, utcnow())
     page = page_of(
-        query,
+        select(ApiKey).where(ApiKey.user_id == current_user.id, *where),
         columns={"created": ApiKey.created_at},
         default_sort="created",
         default_desc=True,
         tiebreak=ApiKey.id,
-        args={"show": "live"} if live_only else {},
+        args=wanted.args(),
     )
     rows = page.items
     return render_template(
@@ -58,10 +63,15 @@ def keys() -> ResponseReturnValue:
         keys=rows,
         page=page,
         counts=counts,
+        total=total,
         status=lambda k: lifecycle.status(k, policy),
         superseded=lifecycle.superseded_ids(db.session, (k.id for k in rows)),
+        wanted=wanted,
         live_only=live_only,
         hidden_count=hidden,
+        statuses=listing.STATUSES,
+        used_choices=listing.USED,
+        scopes=listing.scopes_in_use(db.session, current_user.id),
     )
 
 

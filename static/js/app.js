@@ -1,27 +1,37 @@
 // Keyledger's only page script. No inline scripts anywhere, so the CSP can forbid them.
 
-// Copy buttons: <button data-copy="input-id">. Falls back to selecting the text.
+// Copy buttons: <button data-copy="input-id"> copies that field (and falls back to
+// selecting it); <button data-copy-text="…" data-copy-done="…"> copies the text given,
+// e.g. a key ID in the keys list. #copy-status, when the page has one, says what happened.
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("[data-copy]");
+  const button = event.target.closest("[data-copy], [data-copy-text]");
   if (!button) return;
-  const input = document.getElementById(button.dataset.copy);
-  if (!input) return;
+  const input = button.dataset.copy ? document.getElementById(button.dataset.copy) : null;
+  if (button.dataset.copy && !input) return;
+  const text = input ? input.value : button.dataset.copyText;
   const status = document.getElementById("copy-status");
   const label = button.querySelector("span") || button;
-  input.focus();
-  input.select();
+  const done = button.dataset.copyDone || "The key is on your clipboard. Paste it somewhere safe now.";
+  if (input) {
+    input.focus();
+    input.select();
+  }
   try {
-    await navigator.clipboard.writeText(input.value);
+    await navigator.clipboard.writeText(text);
     label.textContent = "Copied";
     button.classList.add("success");
-    if (status) status.textContent = "The key is on your clipboard. Paste it somewhere safe now.";
+    if (status) status.textContent = done;
     clearTimeout(button._reset);
     button._reset = setTimeout(() => {
       label.textContent = "Copy";
       button.classList.remove("success");
     }, 4000);
   } catch (err) {
-    if (status) status.textContent = "The key is selected: press Ctrl+C (⌘C on a Mac) to copy it.";
+    if (status) {
+      status.textContent = input
+        ? "The key is selected: press Ctrl+C (⌘C on a Mac) to copy it."
+        : "The browser did not allow copying: select the ID and copy it.";
+    }
   }
 });
 
