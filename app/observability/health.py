@@ -156,6 +156,7 @@ def check_audit_anchor() -> str:
     """Fork protection has not halted the sealer, and the anchor's newest checkpoint is
     in the database byte for byte: a database restored from an older copy, or an anchor
     written by another log, fails this."""
+    from app.audit import log as auditlog
     from app.audit import service as audit_service
     from app.extensions import db
     from app.models import AuditCheckpoint
@@ -163,13 +164,18 @@ def check_audit_anchor() -> str:
     state = audit_service.status()
     if not state.ok:
         raise NotReady(state.reason or "audit log halted")
-    anchor = audit_service.settings().anchor
+    settings = audit_service.settings()
+    anchor = settings.anchor
     if anchor.path is None:
         return "no anchor file configured"
-    try:
-        cp = anchor.newest()
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise NotReady(f"the anchor's last entry is not a checkpoint: {exc}") from exc
+    with db.engine.connect() as conn:
+        signed = auditlog.latest_checkpoint(conn, cosigned=False)
+    # Absent or empty after the log has signed, unreadable, or forged: the sealer will
+    # halt on it at its next checkpoint, so the log is not ready now.
+    unusable = auditlog.anchor_unusable(settings, signed)
+    if unusable is not None:
+        raise NotReady(unusable)
+    cp = anchor.newest()
     if cp is None:
         return "anchor file not written yet"
     with db.engine.connect() as conn:

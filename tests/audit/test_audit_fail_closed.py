@@ -86,3 +86,14 @@ def test_new_anchor_is_refused_while_the_anchor_is_intact(app):
     assert _anchor(app).read_text() == before
     with app.app_context():
         assert not service.status(app).ok
+
+
+def test_readyz_is_not_ready_while_the_anchor_is_missing(app):
+    build_log(app, (5,))
+    app.config["METRICS_TOKEN"] = "operator"
+    operator = {"Authorization": "Bearer operator"}
+    assert app.test_client().get("/readyz", headers=operator).status_code == 200
+    _anchor(app).unlink()
+    resp = app.test_client().get("/readyz", headers=operator)
+    assert resp.status_code == 503
+    assert "missing or empty" in resp.get_data(as_text=True)
