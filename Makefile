@@ -28,8 +28,11 @@ dev: $(VENV)/.installed  ## the same with Flask's reloading development server
 	$(BIN)/flask db upgrade
 	$(BIN)/flask run --debug --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev  ## the whole suite (SQLite unless DATABASE_URL says otherwise)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Test processes: one per CPU (pytest-xdist); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+
+test: $(VENV)/.installed-dev  ## the whole suite in parallel (SQLite unless DATABASE_URL says otherwise)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 e2e: $(VENV)/.installed-dev  ## only the browser tests (Debian chromium)
 	$(BIN)/python -m pytest -m e2e tests/e2e

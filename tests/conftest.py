@@ -1,59 +1,54 @@
 """Fixtures: a real database per test (SQLite file, or PostgreSQL when DATABASE_URL
-names one), the schema built by the real migrations, CSRF left on."""
+names one), the schema built by the real migrations, CSRF left on. The helpers they
+use, and tests import, live in tests/support/."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from support import fuzz
+from support.db import WORKER, base_config, drop_template, fresh_db, migrate_template
+from support.web import OTHER_PASSWORD, PASSWORD, Portal
 
 from app import create_app
 from app.extensions import db
-
-PG_URL = os.environ.get("DATABASE_URL", "")
-USE_PG = PG_URL.startswith("postgresql")
-PASSWORD = "correct horse battery staple"
-CSRF_RE = re.compile(
-    r'name="csrf_token" type="hidden" value="([^"]+)"|'
-    r'name="csrf_token" value="([^"]+)"'
-)
-
-
-def base_config(tmp: Path, url: str) -> dict[str, Any]:
-    return {
-        "TESTING": True,
-        "SQLALCHEMY_DATABASE_URI": url,
-        "INSTANCE_PATH": str(tmp / "instance"),
-        "SECRET_KEY": "test-secret-key",
-        "KEY_PEPPER": "test-pepper",
-        # Cheap argon2 parameters: the tests exercise behaviour, not cost.
-        "ARGON2_TIME_COST": 1,
-        "ARGON2_MEMORY_COST": 8,
-        "ARGON2_PARALLELISM": 1,
-        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
-        "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
-        # Direct database edits in tests must show at once; the key cache's own tests
-        # (tests/api) and the gunicorn tests run with the real default (0.5 s).
-        "KEY_CACHE_TTL": 0,
-    }
-
 
 # Markers of the long tests that CI runs in steps of their own: left out of a run
 # unless its -m expression names them (`pytest -m slow`, `pytest -m fuzz`).
 OWN_STEP_MARKERS = ("faults", "slow", "fuzz")
 
 
+# Tests that start processes of their own (servers, browsers, proxies) share one xdist
+# worker (`--dist loadgroup`), so that two of them never fight over the CPU or a port:
+# those using these fixtures, the browser tests, and modules that mark themselves
+# `pytest.mark.xdist_group("servers")`.
+PROCESS_FIXTURES = frozenset(
+    {
+        "gunicorn",
+        "private_redis",
+        "pg_proxy",
+        "proxied_app",
+        "witness",
+        "live_server",
+        "redis_cluster",
+        "redis_sentinel",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        elif PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("servers"))
     wanted = config.getoption("markexpr") or ""
     left_out = [m for m in OWN_STEP_MARKERS if m not in wanted]
     if not left_out:
@@ -66,48 +61,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+_fuzz_requests: list[int] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _fuzz_requests.extend(v for k, v in report.user_properties if k == "fuzz_requests")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The fuzz tests' bar over all of them (on the xdist controller, which hears every
+    worker's reports): FLOOR generated requests at the default number of examples."""
+    if WORKER or not _fuzz_requests:
+        return
+    total = sum(_fuzz_requests)
+    say = session.config.get_terminal_writer().line
+    say(f"fuzz: {total} generated requests at FUZZ_EXAMPLES={fuzz.EXAMPLES}")
+    if fuzz.EXAMPLES >= 700 and total < fuzz.FLOOR:
+        say(f"fuzz: FAILED: fewer than {fuzz.FLOOR} generated requests", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Run the migrations once; tests get a copy (SQLite) or a truncated schema (PG)."""
-    tmp = tmp_path_factory.mktemp("template")
-    if USE_PG:
-        engine = create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-        url = PG_URL
-    else:
-        url = f"sqlite:///{tmp / 'template.db'}"
-    app = create_app(base_config(tmp, url))
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
-    return url
-
-
-def _fresh_db(template_url: str, tmp: Path) -> str:
-    if not USE_PG:
-        target = tmp / "keyledger.db"
-        shutil.copyfile(template_url.removeprefix("sqlite:///"), target)
-        return f"sqlite:///{target}"
-    engine = create_engine(template_url)
-    with engine.begin() as conn:
-        tables = (
-            conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if tables:
-            names = ", ".join(f'"{t}"' for t in tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    return template_url
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Run the migrations once per process (each xdist worker: its own SQLite template
+    under its own basetemp, or its own PostgreSQL database); tests get a copy (SQLite)
+    or a truncated schema (PostgreSQL)."""
+    yield migrate_template(tmp_path_factory.mktemp("template"))
+    drop_template()
 
 
 @pytest.fixture(autouse=True)
@@ -120,8 +101,14 @@ def _limiter_prefix_per_app() -> None:
 
 
 @pytest.fixture
-def app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+def app(migrated_db: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flask]:
+    config = base_config(tmp_path, fresh_db(migrated_db, tmp_path))
+    if request.node.get_closest_marker("concurrent_writers"):
+        # Threads writing at once check that nothing is lost or doubled, not how long a
+        # writer waits: SQLite's lock wait (DATABASE_TIMEOUT) must not turn a loaded
+        # machine (parallel workers, CI) into a failure.
+        config["DATABASE_TIMEOUT"] = 60.0
+    app = create_app(config)
     yield app
     with app.app_context():
         db.session.remove()
@@ -141,7 +128,7 @@ def fresh_app(migrated_db: str, tmp_path: Path) -> Iterator[Callable[[], Flask]]
                 db.engine.dispose()
         tmp = tmp_path / f"app{len(made)}"
         tmp.mkdir()
-        made.append(create_app(base_config(tmp, _fresh_db(migrated_db, tmp))))
+        made.append(create_app(base_config(tmp, fresh_db(migrated_db, tmp))))
         return made[-1]
 
     yield make
@@ -161,56 +148,6 @@ def runner(app: Flask):
     return app.test_cli_runner()
 
 
-def csrf_token(html: str) -> str:
-    m = CSRF_RE.search(html)
-    assert m, "page has no CSRF token"
-    return m.group(1) or m.group(2)
-
-
-def hidden(html: str, name: str) -> str | None:
-    m = re.search(rf'id="{name}" name="{name}" type="hidden" value="([^"]*)"', html)
-    return m.group(1) if m else None
-
-
-class Portal:
-    """A person in a browser: fetches the form, then posts it with its tokens."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-
-    def submit(self, form_url: str, data: dict[str, Any], action: str | None = None, **kw: Any):
-        page = self.client.get(form_url)
-        html = page.get_data(as_text=True)
-        payload = {"csrf_token": csrf_token(html), **data}
-        token = hidden(html, "form_token")
-        if token is not None:
-            payload.setdefault("form_token", token)
-        return self.client.post(action or form_url, data=payload, **kw)
-
-    def register(self, email: str, password: str = PASSWORD):
-        return self.submit("/register", {"email": email, "password": password, "confirm": password})
-
-    def login(self, email: str, password: str = PASSWORD):
-        return self.submit("/login", {"email": email, "password": password})
-
-    def logout(self):
-        return self.submit("/keys", {}, action="/logout")
-
-    def create_key(
-        self,
-        name: str = "ci",
-        scopes: tuple[str, ...] = ("keys:read",),
-        custom: str = "",
-        days: int = 30,
-    ) -> tuple[Any, str | None]:
-        resp = self.submit(
-            "/keys/new",
-            {"name": name, "scopes": list(scopes), "custom_scopes": custom, "lifetime_days": days},
-        )
-        m = re.search(r'id="new-key"[^>]*value="([^"]+)"', resp.get_data(as_text=True))
-        return resp, (m.group(1) if m else None)
-
-
 @pytest.fixture
 def portal(client: FlaskClient) -> Portal:
     return Portal(client)
@@ -222,67 +159,6 @@ def user(portal: Portal) -> Portal:
     resp = portal.register("alice@example.com")
     assert resp.status_code == 302, resp.get_data(as_text=True)
     return portal
-
-
-# --- helpers shared by the issue-2 tests (added by helper A) ---------------------------
-
-OTHER_PASSWORD = "another long passphrase here"
-
-
-def count_rows(app: Flask, table: str) -> int:
-    """Rows in a table, read with plain SQL so the check does not trust the ORM."""
-    with app.app_context():
-        return db.session.execute(text(f'SELECT COUNT(*) FROM "{table}"')).scalar_one()
-
-
-def snapshot(app: Flask) -> dict[str, int]:
-    """Row counts a 'nothing changed' assertion compares before and after."""
-    return {t: count_rows(app, t) for t in ("user", "api_key", "audit_event")}
-
-
-def audit_events(app: Flask, action: str | None = None, target: str | None = None) -> list:
-    """Audit events by action and/or target (never by position: sealing may renumber)."""
-    from sqlalchemy import select
-
-    from app.models import AuditEvent
-    from app.usage import recorder
-
-    # Validation events ride the usage recorder's batch (manual under TESTING): write them.
-    recorder(app).flush()
-    with app.app_context():
-        query = select(AuditEvent)
-        if action is not None:
-            query = query.where(AuditEvent.action == action)
-        if target is not None:
-            query = query.where(AuditEvent.target == target)
-        rows = db.session.scalars(query).all()
-        db.session.expunge_all()
-        return rows
-
-
-def flush_usage(app: Flask) -> None:
-    """Write what the batched usage recorder holds (last use, validation events)."""
-    from app.usage import recorder
-
-    recorder(app).flush()
-
-
-def key_row(app: Flask, public_id: str):
-    """The stored key, detached, for checks of what the database holds."""
-    from sqlalchemy import select
-
-    from app.models import ApiKey
-
-    flush_usage(app)
-    with app.app_context():
-        key = db.session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
-        if key is not None:
-            db.session.expunge(key)
-        return key
-
-
-def public_id_of(plaintext: str) -> str:
-    return plaintext.split(".")[1]
 
 
 @pytest.fixture

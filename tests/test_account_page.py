@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from conftest import OTHER_PASSWORD, PASSWORD, Portal, audit_events, key_row, public_id_of
 from sqlalchemy import select
+from support.rows import audit_events, key_row
+from support.web import OTHER_PASSWORD, PASSWORD, Portal, public_id_of
 
 from app.extensions import db
 from app.models import User, UserSession

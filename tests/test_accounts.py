@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import (
-    PASSWORD,
-    Portal,
-    audit_events,
-    base_config,
-    count_rows,
-    snapshot,
-)
 from sqlalchemy import select
+from support.db import base_config
+from support.rows import audit_events, count_rows, snapshot
+from support.web import PASSWORD, Portal
 
 from app import create_app
 from app.extensions import db

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import audit_events, csrf_token, public_id_of, snapshot
 from sqlalchemy import select
+from support.rows import audit_events, snapshot
+from support.web import csrf_token, public_id_of
 
 from app.extensions import db
 from app.models import User

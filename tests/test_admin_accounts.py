@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import OTHER_PASSWORD, PASSWORD, Portal, audit_events, key_row, public_id_of, snapshot
 from sqlalchemy import select
+from support.rows import audit_events, key_row, snapshot
+from support.web import OTHER_PASSWORD, PASSWORD, Portal, public_id_of
 
 from app.extensions import db
 from app.models import User, UserSession

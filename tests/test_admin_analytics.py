@@ -10,15 +10,16 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import PASSWORD, Portal, audit_events
 from flask import Flask
 from sqlalchemy import text
+from support.rows import audit_events
+from support.usage import make_key
+from support.web import PASSWORD, Portal
 
 from app.admin.analytics import OVERVIEW_CHARTS, SECURITY_CHARTS
 from app.extensions import db
 from app.keys import format as keyformat
 from app.usage import recorder
-from tests.usage.conftest import make_key
 
 VALIDATE = "/api/v1/keys/validate"
 CHARTS = OVERVIEW_CHARTS + SECURITY_CHARTS

@@ -9,8 +9,9 @@ import io
 import json
 import re
 
-from conftest import PASSWORD, Portal, audit_events, key_row, public_id_of, snapshot
 from sqlalchemy import select
+from support.rows import audit_events, key_row, snapshot
+from support.web import PASSWORD, Portal, public_id_of
 
 from app import accounts
 from app.audit import core, service

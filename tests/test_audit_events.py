@@ -6,16 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 
-from conftest import (
-    OTHER_PASSWORD,
-    PASSWORD,
-    USE_PG,
-    audit_events,
-    csrf_token,
-    public_id_of,
-    snapshot,
-)
 from sqlalchemy import text
+from support.db import USE_PG
+from support.rows import audit_events, snapshot
+from support.web import OTHER_PASSWORD, PASSWORD, csrf_token, public_id_of
 
 from app.extensions import db
 

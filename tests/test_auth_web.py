@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import OTHER_PASSWORD, PASSWORD, Portal, audit_events, base_config, snapshot
+from support.db import base_config
+from support.rows import audit_events, snapshot
+from support.web import OTHER_PASSWORD, PASSWORD, Portal
 
 from app import create_app
 from app.extensions import db
@@ -75,10 +77,10 @@ def test_logout_is_audited(app, user):
 
 
 def test_registration_can_be_closed(migrated_db, tmp_path):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     closed = create_app(
-        {**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), "REGISTRATION_OPEN": False}
+        {**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), "REGISTRATION_OPEN": False}
     )
     try:
         client = closed.test_client()
@@ -88,7 +90,7 @@ def test_registration_can_be_closed(migrated_db, tmp_path):
         assert "Sign up" not in client.get("/login").get_data(as_text=True)
         # A hand-made POST does not create an account either.
         login_page = client.get("/login").get_data(as_text=True)
-        from conftest import csrf_token
+        from support.web import csrf_token
 
         resp = client.post(
             "/register",
@@ -111,10 +113,10 @@ def test_registration_can_be_closed(migrated_db, tmp_path):
 
 
 def test_registration_closes_from_the_environment(migrated_db, tmp_path, monkeypatch):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     monkeypatch.setenv("REGISTRATION_OPEN", "false")
-    closed = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+    closed = create_app(base_config(tmp_path, fresh_db(migrated_db, tmp_path)))
     try:
         assert closed.test_client().get("/register").status_code == 403
     finally:
@@ -179,10 +181,10 @@ def test_logged_in_users_skip_login_and_register(user, client):
 
 
 def test_login_rate_limit_answers_429_with_a_page(migrated_db, tmp_path):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     limited = create_app(
-        {**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), "LOGIN_RATE_LIMIT": "3/minute"}
+        {**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), "LOGIN_RATE_LIMIT": "3/minute"}
     )
     try:
         bob = Portal(limited.test_client())
@@ -215,10 +217,10 @@ def test_session_cookie_is_httponly_and_lax(portal):
 
 
 def test_session_cookie_is_secure_when_configured(migrated_db, tmp_path, monkeypatch):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     monkeypatch.setenv("SESSION_COOKIE_SECURE", "true")
-    secure = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+    secure = create_app(base_config(tmp_path, fresh_db(migrated_db, tmp_path)))
     try:
         client = secure.test_client()
         resp = client.get("/login", base_url="https://localhost")

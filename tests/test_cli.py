@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import PASSWORD, Portal, audit_events, snapshot
 from sqlalchemy import select
+from support.rows import audit_events, snapshot
+from support.web import PASSWORD, Portal
 
 from app.extensions import db
 from app.models import User

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import PG_URL, USE_PG, base_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.cli import FlaskGroup
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
+from support.db import PG_URL, USE_PG, base_config
 
 from app import create_app
 from app.audit import core

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import USE_PG, base_config
+from support.db import USE_PG, base_config
 
 from app import create_app
 from app.config import ConfigError

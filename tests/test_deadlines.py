@@ -4,9 +4,9 @@ database itself, and the `flask` CLI's exemption from them."""
 from __future__ import annotations
 
 import click
-from conftest import USE_PG
 from flask import Flask
 from sqlalchemy import text
+from support.db import USE_PG
 
 from app.extensions import db
 

@@ -4,8 +4,9 @@ account is enabled again, with the news that the revoked keys stay revoked."""
 
 from __future__ import annotations
 
-from conftest import Portal, audit_events
 from sqlalchemy import select
+from support.rows import audit_events
+from support.web import Portal
 
 from app.extensions import db
 from app.models import User

@@ -11,18 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import (
-    OTHER_PASSWORD,
-    PASSWORD,
-    Portal,
-    csrf_token,
-    hidden,
-    public_id_of,
-    snapshot,
-)
 from flask import abort
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select
+from support.rows import snapshot
+from support.web import OTHER_PASSWORD, PASSWORD, Portal, csrf_token, hidden, public_id_of
 
 from app.extensions import db
 from app.models import User

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import Portal, snapshot
 from flask import Flask
+from support.rows import snapshot
+from support.web import Portal
 
 
 def test_a_lifetime_of_hundreds_of_digits_is_refused_not_a_500(app: Flask, user: Portal) -> None:

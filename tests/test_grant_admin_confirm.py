@@ -3,8 +3,8 @@ removing admin (which takes power away) does not."""
 
 from __future__ import annotations
 
-from conftest import audit_events
 from sqlalchemy import select
+from support.rows import audit_events
 
 from app.extensions import db
 from app.models import User

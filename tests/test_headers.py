@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import base_config, public_id_of
+from support.db import base_config
+from support.web import public_id_of
 
 from app import create_app
 from app.extensions import db
@@ -53,10 +54,10 @@ def test_hsts_over_https(app, client):
 
 
 def test_hsts_behind_a_proxy_that_says_https(tmp_path, migrated_db):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     app = create_app(
-        {**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), "PROXY_FIX_HOPS": 1}
+        {**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), "PROXY_FIX_HOPS": 1}
     )
     try:
         resp = app.test_client().get("/login", headers={"X-Forwarded-Proto": "https"})
@@ -67,10 +68,10 @@ def test_hsts_behind_a_proxy_that_says_https(tmp_path, migrated_db):
 
 
 def test_hsts_always_with_secure_cookies(tmp_path, migrated_db):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
     app = create_app(
-        {**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), "SESSION_COOKIE_SECURE": True}
+        {**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), "SESSION_COOKIE_SECURE": True}
     )
     try:
         resp = app.test_client().get("/login")
@@ -103,9 +104,9 @@ def test_methods_not_in_use_are_refused(app, user):
 
 
 def _production_app(tmp_path, migrated_db, **over):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
-    conf = base_config(tmp_path, _fresh_db(migrated_db, tmp_path))
+    conf = base_config(tmp_path, fresh_db(migrated_db, tmp_path))
     conf.update(
         KEYLEDGER_ENV="production", AUDIT_SIGNING_KEY=None, MAIL_URL="smtp://127.0.0.1:25", **over
     )
@@ -150,7 +151,7 @@ def test_production_defaults_give_way_to_explicit_settings(tmp_path, migrated_db
 def test_every_json_answer_is_not_stored(app, user, admin):
     """Key lists, usage, proofs and charts carry an account's data: no shared or
     back-button cache may keep them (ASVS 8.2.1)."""
-    from conftest import flush_usage
+    from support.rows import flush_usage
 
     _, plaintext = user.create_key(scopes=("keys:read", "usage:read"))
     bearer = {"Authorization": f"Bearer {plaintext}"}

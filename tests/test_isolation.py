@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import audit_events, csrf_token, key_row, public_id_of, snapshot
+from support.rows import audit_events, key_row, snapshot
+from support.web import csrf_token, public_id_of
 
 
 def _attempts(bob, pid: str):

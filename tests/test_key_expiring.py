@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import Portal, public_id_of
 from flask import Flask
 from sqlalchemy import text
+from support.web import Portal, public_id_of
 
 from app.extensions import db
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from conftest import audit_events, key_row, public_id_of, snapshot
+import pytest
 from sqlalchemy import select, update
+from support.rows import audit_events, key_row, snapshot
+from support.web import public_id_of
 
 from app.extensions import db
 from app.models import ApiKey
@@ -214,6 +216,7 @@ def test_a_key_with_no_scope_asks_for_confirmation(app, user):
     assert len(audit_events(app, "key.created")) == 1
 
 
+@pytest.mark.concurrent_writers
 def test_two_rotations_at_once_leave_one_successor(app, user):
     import threading
 
@@ -234,6 +237,7 @@ def test_two_rotations_at_once_leave_one_successor(app, user):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(60)
+        assert not t.is_alive(), "a rotation did not finish"
     assert len(_successors(app, pid)) == 1
     assert sorted(codes) == [201, 409, 409, 409], codes

@@ -7,8 +7,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import public_id_of, snapshot
 from sqlalchemy import update
+from support.rows import snapshot
+from support.web import public_id_of
 
 from app.extensions import db
 from app.models import ApiKey

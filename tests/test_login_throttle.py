@@ -6,7 +6,9 @@ import json
 import re
 
 import pytest
-from conftest import PASSWORD, Portal, _fresh_db, audit_events, base_config
+from support.db import base_config, fresh_db
+from support.rows import audit_events
+from support.web import PASSWORD, Portal
 
 from app import create_app
 from app.extensions import db
@@ -19,7 +21,7 @@ def proxied(migrated_db, tmp_path):
     """Behind one proxy: X-Forwarded-For is the client IP, as PROXY_FIX_HOPS=1 says."""
     app = create_app(
         {
-            **base_config(tmp_path, _fresh_db(migrated_db, tmp_path)),
+            **base_config(tmp_path, fresh_db(migrated_db, tmp_path)),
             "PROXY_FIX_HOPS": 1,
             "LOGIN_RATE_LIMIT": "1000/minute",  # the per-IP limit stays out of the way
         }
@@ -79,7 +81,7 @@ def test_other_accounts_and_unknown_addresses_are_counted_on_their_own(proxied):
 def test_the_account_limit_is_configurable(migrated_db, tmp_path, monkeypatch):
     monkeypatch.setenv("LOGIN_ACCOUNT_LIMIT", "3 per 15 minutes")
     app = create_app(
-        {**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), "PROXY_FIX_HOPS": 1}
+        {**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), "PROXY_FIX_HOPS": 1}
     )
     try:
         alice = Portal(app.test_client())
@@ -159,7 +161,7 @@ def test_concurrent_wrong_logins_spend_exactly_the_account_budget(proxied):
     for i in range(40):
         portal = Portal(proxied.test_client())
         page = portal.client.get("/login").get_data(as_text=True)
-        from conftest import csrf_token
+        from support.web import csrf_token
 
         clients.append((portal, csrf_token(page), f"203.0.113.{i + 1}"))
     barrier = threading.Barrier(40)

@@ -7,8 +7,8 @@ import logging
 import time
 
 import pytest
-from conftest import _fresh_db, base_config
 from smtp_server import SECRET, USER, html_of, smtp_server, text_of
+from support.db import base_config, fresh_db
 
 from app import create_app
 from app.config import ConfigError
@@ -18,7 +18,7 @@ MAIL = Mail("owner@example.com", "Hello", "plain words", "<p>html words</p>")
 
 
 def _app(migrated_db, tmp_path, **settings):
-    return create_app({**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), **settings})
+    return create_app({**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), **settings})
 
 
 @pytest.mark.parametrize("mode", ["plain", "starttls", "smtps"])
@@ -65,7 +65,7 @@ def test_a_dead_server_never_fails_the_request(migrated_db, tmp_path, caplog):
         MAIL_RETRY_BASE=0.01,
     )
     client = app.test_client()
-    from conftest import Portal
+    from support.web import Portal
 
     portal = Portal(client)
     portal.register("owner@example.com")

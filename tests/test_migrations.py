@@ -7,8 +7,8 @@ import os
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import USE_PG, base_config
 from sqlalchemy import inspect
+from support.db import USE_PG, base_config
 
 from app import create_app
 from app.extensions import db

@@ -12,9 +12,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
-from conftest import Portal, csrf_token, hidden, public_id_of
 from flask import Flask
 from sqlalchemy import update
+from support.web import Portal, csrf_token, hidden, public_id_of
 from werkzeug.routing import IntegerConverter
 
 from app.extensions import db

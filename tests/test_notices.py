@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pyotp
 import pytest
-from conftest import OTHER_PASSWORD, PASSWORD, Portal, _fresh_db, base_config
 from smtp_server import smtp_server, text_of
+from support.db import base_config, fresh_db
+from support.web import OTHER_PASSWORD, PASSWORD, Portal
 from test_two_factor import turn_on
 
 from app import create_app
@@ -20,7 +21,7 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 @pytest.fixture
 def mail_app(migrated_db, tmp_path):
     with smtp_server() as (box, settings):
-        app = create_app({**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), **settings})
+        app = create_app({**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), **settings})
         app.inbox = box  # type: ignore[attr-defined]
         yield app
         with app.app_context():

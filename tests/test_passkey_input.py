@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PASSWORD, audit_events, count_rows, csrf_token
+from support.rows import audit_events, count_rows
+from support.web import PASSWORD, csrf_token
 
 BODIES = [
     None,

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD, Portal, _fresh_db, audit_events, base_config
 from smtp_server import link_in, smtp_server, text_of
+from support.db import base_config, fresh_db
+from support.rows import audit_events
+from support.web import PASSWORD, Portal
 
 from app import create_app
 from app.extensions import db
@@ -26,7 +28,7 @@ def inbox(migrated_db, tmp_path):
 @pytest.fixture
 def mail_app(inbox, migrated_db, tmp_path):
     _, settings = inbox
-    app = create_app({**base_config(tmp_path, _fresh_db(migrated_db, tmp_path)), **settings})
+    app = create_app({**base_config(tmp_path, fresh_db(migrated_db, tmp_path)), **settings})
     yield app
     with app.app_context():
         db.session.remove()

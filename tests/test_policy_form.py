@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 
-from conftest import audit_events, snapshot
+from support.rows import audit_events, snapshot
 
 
 def _field(page: str, name: str) -> str:

@@ -7,8 +7,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import audit_events, count_rows, flush_usage, key_row, public_id_of, snapshot
 from sqlalchemy import text
+from support.rows import audit_events, count_rows, flush_usage, key_row, snapshot
+from support.web import public_id_of
 
 from app.extensions import db
 
@@ -224,7 +225,7 @@ def test_secret_is_shown_once_with_no_store(app, user, client, admin):
 
 def test_resubmitting_the_form_mints_no_second_key(app, user, client):
     page = client.get("/keys/new").get_data(as_text=True)
-    from conftest import csrf_token, hidden
+    from support.web import csrf_token, hidden
 
     data = {
         "csrf_token": csrf_token(page),
@@ -288,7 +289,7 @@ def test_revoke_stops_the_key_and_is_idempotent(app, user, client):
     # The detail page no longer offers the form; a replayed POST changes nothing.
     page = client.get(f"/keys/{pid}").get_data(as_text=True)
     assert f"/keys/{pid}/revoke" not in page
-    from conftest import csrf_token
+    from support.web import csrf_token
 
     again = client.post(
         f"/keys/{pid}/revoke", data={"csrf_token": csrf_token(page), "confirm": "y"}
@@ -371,7 +372,7 @@ def test_rotate_rejects_an_unknown_grace_and_a_dead_key(app, user, client):
     assert snapshot(app) == before
     user.submit(f"/keys/{pid}", {"confirm": "y"}, action=f"/keys/{pid}/revoke")
     before = snapshot(app)
-    from conftest import csrf_token
+    from support.web import csrf_token
 
     page = client.get("/keys").get_data(as_text=True)
     resp = client.post(f"/keys/{pid}/rotate", data={"csrf_token": csrf_token(page), "grace": "now"})
@@ -384,7 +385,7 @@ def test_resubmitted_rotation_mints_no_second_key(app, user, client):
     _, old = user.create_key()
     pid = public_id_of(old)
     page = client.get(f"/keys/{pid}").get_data(as_text=True)
-    from conftest import csrf_token, hidden
+    from support.web import csrf_token, hidden
 
     data = {"csrf_token": csrf_token(page), "form_token": hidden(page, "form_token"), "grace": "1h"}
     first = client.post(f"/keys/{pid}/rotate", data=data)

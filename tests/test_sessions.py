@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD, Portal, _fresh_db, base_config, csrf_token
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import event, select, update
+from support.db import base_config, fresh_db
+from support.web import PASSWORD, Portal, csrf_token
 
 from app import create_app
 from app.extensions import db
@@ -116,7 +117,7 @@ def test_absolute_lifetime_default_12_hours_even_when_active(app, user, client):
 def short_app(migrated_db, tmp_path, monkeypatch):
     monkeypatch.setenv("SESSION_IDLE_MINUTES", "5")
     monkeypatch.setenv("SESSION_MAX_HOURS", "1")
-    short = create_app(base_config(tmp_path, _fresh_db(migrated_db, tmp_path)))
+    short = create_app(base_config(tmp_path, fresh_db(migrated_db, tmp_path)))
     yield short
     with short.app_context():
         db.session.remove()

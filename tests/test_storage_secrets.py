@@ -6,7 +6,8 @@ import glob
 import re
 
 import pytest
-from conftest import OTHER_PASSWORD, PASSWORD, USE_PG, Portal, public_id_of
+from support.db import USE_PG
+from support.web import OTHER_PASSWORD, PASSWORD, Portal, public_id_of
 
 from app.extensions import db
 

@@ -5,8 +5,9 @@ runs on both). Emails are normalised (NFKC, lower case) before uniqueness."""
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORD, Portal, audit_events, key_row, public_id_of, snapshot
 from sqlalchemy import select
+from support.rows import audit_events, key_row, snapshot
+from support.web import PASSWORD, Portal, public_id_of
 
 from app import accounts, text
 from app.extensions import db

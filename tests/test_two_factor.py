@@ -8,7 +8,8 @@ import time
 
 import pyotp
 import pytest
-from conftest import PASSWORD, Portal, audit_events, count_rows
+from support.rows import audit_events, count_rows
+from support.web import PASSWORD, Portal
 
 from app.extensions import db
 

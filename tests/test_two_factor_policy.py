@@ -4,7 +4,8 @@ factor, and an admin resetting a locked-out user's second factor."""
 
 from __future__ import annotations
 
-from conftest import Portal, audit_events, count_rows
+from support.rows import audit_events, count_rows
+from support.web import Portal
 from test_two_factor import next_code, password_step, turn_on
 
 from app.extensions import db

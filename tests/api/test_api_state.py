@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import base_config
 from flask import Flask
+from support.db import base_config
+from support.keys import Keys
 
 from app import create_app
 from app.api.state import EXTENSION
 from app.extensions import limiter
-
-from .conftest import Keys
 
 URL = "/api/v1/keys/validate"
 

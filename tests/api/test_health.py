@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import text
+from support.servers import free_port
 
 from app.audit import log as auditlog
 from app.audit import service, trail
 from app.extensions import db
 from app.models._types import utcnow
 from app.observability.health import register_check
-
-from .conftest import free_port
 
 TOKEN = "operator-token"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}

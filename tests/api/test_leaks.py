@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Portal, audit_events, snapshot
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
+from support.keys import Keys, forged_key
+from support.rows import audit_events, snapshot
+from support.web import Portal
 
-from .conftest import Keys, forged_key
 from .test_openapi import SPEC_URL, Checker
 from .test_validate import statements
 

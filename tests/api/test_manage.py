@@ -7,16 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import audit_events
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from support.keys import Keys, forged_key
+from support.rows import audit_events
 
 from app.extensions import db
 from app.models import UsageRecord
 from app.usage import recorder
-
-from .conftest import Keys, forged_key
 
 VALIDATE = "/api/v1/keys/validate"
 

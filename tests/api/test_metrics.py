@@ -14,10 +14,9 @@ from typing import Any
 
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from support.keys import Keys, forged_key
 
 from app.usage import recorder
-
-from .conftest import Keys, forged_key
 
 URL = "/api/v1/keys/validate"
 

@@ -11,8 +11,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-
-from .conftest import Keys, forged_key
+from support.keys import Keys, forged_key
 
 SPEC_URL = "/api/v1/openapi.json"
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import Portal, audit_events, csrf_token, snapshot
 from flask import Flask
 from flask.testing import FlaskClient
+from support.keys import Keys
+from support.rows import audit_events, snapshot
+from support.web import Portal, csrf_token
 
 from app import ratelimit
-
-from .conftest import Keys
 
 URL = "/api/v1/keys/validate"
 V4_CLIENT = {"REMOTE_ADDR": "203.0.113.9"}
@@ -377,7 +377,7 @@ def test_a_blocked_guesser_gets_429_even_for_a_right_key_outside_its_allowlist(
     client: FlaskClient, keys: Keys, make_app: Any
 ) -> None:
     """The failed-guess block answers every key alike; a 403 would tell a right guess."""
-    from .conftest import forged_key
+    from support.keys import forged_key
 
     key = keys.key()
     _policies(client, key, {"ip_allowlist": ["192.0.2.0/24"]})

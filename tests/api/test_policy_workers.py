@@ -7,12 +7,12 @@ import json
 from collections import Counter
 
 from flask import Flask
+from support.keys import Keys
 
 from app.extensions import db
 from app.keys import policies
 from app.models import ApiKey, User
 
-from .conftest import Keys
 from .test_workers import _hammer, needs_redis
 
 URL = "/api/v1/keys/validate"

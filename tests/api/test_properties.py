@@ -9,8 +9,7 @@ from typing import Any
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from .conftest import Keys, forged_key
+from support.keys import Keys, forged_key
 
 URL = "/api/v1/keys/validate"
 SETTINGS = settings(

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .conftest import Keys, forged_key, free_port
+from support.keys import Keys, forged_key
+from support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

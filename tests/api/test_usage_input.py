@@ -11,16 +11,15 @@ import json
 from typing import Any
 
 import pytest
-from conftest import count_rows, flush_usage
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from support.keys import Keys
+from support.rows import count_rows, flush_usage
 
 from app.extensions import db
 from app.usage import recorder
-
-from .conftest import Keys
 
 URL = "/api/v1/keys/validate"
 

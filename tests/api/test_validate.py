@@ -11,14 +11,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import audit_events
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, select
+from support.keys import Keys, forged_key
+from support.rows import audit_events
 
 from app.extensions import db
-
-from .conftest import Keys, forged_key
 
 URL = "/api/v1/keys/validate"
 RL_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")

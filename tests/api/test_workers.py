@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-
-from .conftest import Keys
+from support.keys import Keys
 
 URL = "/api/v1/keys/validate"
 REDIS = os.environ.get("RATELIMIT_STORAGE_URI", "memory://").startswith("redis://")
@@ -42,7 +41,7 @@ def test_four_workers_together_grant_exactly_the_tier_limit(keys: Keys, gunicorn
 
 @needs_redis
 def test_failed_guesses_are_counted_across_workers(keys: Keys, gunicorn: Any) -> None:
-    from .conftest import forged_key
+    from support.keys import forged_key
 
     server = gunicorn(workers=4, FAILED_VALIDATION_LIMIT="20/minute")
     with ThreadPoolExecutor(16) as pool:

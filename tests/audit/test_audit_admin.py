@@ -11,6 +11,7 @@ import re
 import time
 
 from audit_helpers import add_events, build_log, scalar, seal, tamper
+from support.servers import PATIENCE
 
 from app.audit import core, service
 
@@ -140,7 +141,7 @@ def test_verify_now_runs_in_the_background_for_large_trails(app, admin):
     app.config["AUDIT_VERIFY_INLINE_MAX"] = 0
     sealed = scalar(app, "SELECT count(*) FROM audit_event WHERE seq IS NOT NULL")
     location = _verify_now(admin)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + PATIENCE
     html = admin.client.get(location).get_data(as_text=True)
     while "Verifying" in html and time.monotonic() < deadline:
         assert 'http-equiv="refresh"' in html

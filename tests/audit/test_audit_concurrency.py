@@ -21,6 +21,9 @@ from app.audit import service
 from app.audit.verify import verify_log
 from app.extensions import db
 
+# Starts writer processes: on the one xdist worker that runs such tests.
+pytestmark = pytest.mark.xdist_group("servers")
+
 WORKER = Path(__file__).with_name("append_worker.py")
 
 

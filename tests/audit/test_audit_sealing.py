@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from support.servers import PATIENCE
 
 from app.audit import core, service, trail
 from app.audit import log as auditlog
@@ -97,7 +98,7 @@ def test_background_sealer_seals_while_the_app_serves(app, client):
     try:
         client.get("/login")  # the first request starts it, lazily
         add_events(app, 5)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + PATIENCE
         while scalar(app, "SELECT count(*) FROM audit_event WHERE seq IS NULL") and (
             time.monotonic() < deadline
         ):

@@ -13,18 +13,18 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from conftest import Portal
 from flask import Flask
 from sqlalchemy import select, text
+from support.billing import since
+from support.usage import Key, make_key
+from support.web import Portal
 
 from app import accounts
 from app.extensions import db
 from app.models import User
 from app.times import month_of, recent_months
 from app.usage import recorder
-from tests.billing.conftest import since
 from tests.billing.test_snapshot import _admin
-from tests.usage.conftest import Key, make_key
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)

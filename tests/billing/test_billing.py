@@ -12,17 +12,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import Portal, audit_events, base_config
 from flask import Flask
 from sqlalchemy import select, text
+from support.billing import since
+from support.db import base_config
+from support.rows import audit_events
+from support.usage import Key, make_key
+from support.web import Portal
 
 from app import accounts, create_app
 from app.config import ConfigError
 from app.extensions import db
 from app.models import User
 from app.usage import recorder
-from tests.billing.conftest import since
-from tests.usage.conftest import Key, make_key
 
 OCT = datetime(2026, 10, 1, tzinfo=UTC)
 NOV = datetime(2026, 11, 1, tzinfo=UTC)

@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, Portal, count_rows
 from flask import Flask
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
+from support.billing import since
+from support.rows import count_rows
+from support.usage import Key, make_key
+from support.web import PASSWORD, Portal
 
 from app import billing
 from app.billing import snapshot
@@ -24,9 +27,7 @@ from app.extensions import db
 from app.models import BillingDay, BillingDayClosed
 from app.usage import recorder
 from app.usage.batch import _upsert_rollups
-from tests.billing.conftest import since
 from tests.billing.test_billing import NOV, STATUSES, _raw
-from tests.usage.conftest import Key, make_key
 
 DEC = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -312,6 +313,7 @@ def test_flask_billing_close_writes_the_snapshot_once(app: Flask, month: dict[st
     assert _lines(app) == _hours_only(app)
 
 
+@pytest.mark.concurrent_writers
 def test_concurrent_snapshots_of_the_same_days_write_each_day_once(
     app: Flask, month: dict[str, Key]
 ) -> None:
@@ -334,6 +336,7 @@ def test_concurrent_snapshots_of_the_same_days_write_each_day_once(
         t.start()
     for t in threads:
         t.join(60)
+        assert not t.is_alive(), "a snapshot did not finish"
     assert errors == []
     assert sum(r.days for r in results) == 30
     assert count_rows(app, "billing_day_closed") == 30
@@ -343,6 +346,7 @@ def test_concurrent_snapshots_of_the_same_days_write_each_day_once(
     assert _lines(app) == _hours_only(app)
 
 
+@pytest.mark.concurrent_writers
 def test_a_snapshot_waits_for_late_rows_being_written_into_its_day(
     app: Flask, month: dict[str, Key]
 ) -> None:

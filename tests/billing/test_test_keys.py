@@ -10,9 +10,9 @@ import json
 import re
 from datetime import UTC, datetime
 
-from conftest import Portal
 from flask import Flask
 from sqlalchemy import select, text
+from support.web import Portal
 
 from app.extensions import db
 from app.keys import format as keyformat

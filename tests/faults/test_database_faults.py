@@ -6,13 +6,14 @@ database is back, and the app recovers without a restart."""
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORD, Portal, audit_events, count_rows, csrf_token
 from flask import Flask
+from support.faults import ANSWER_WITHIN, validate
+from support.proxy import Proxy
+from support.rows import audit_events, count_rows
+from support.servers import timed, wait_until
+from support.web import PASSWORD, Portal, csrf_token
 
 from app.usage import recorder
-
-from .conftest import ANSWER_WITHIN, timed, validate, wait_until
-from .proxy import Proxy
 
 pytestmark = pytest.mark.faults
 

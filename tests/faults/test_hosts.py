@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api.conftest import ALL_SCOPES, Gunicorn, Keys
-from conftest import USE_PG, audit_events
 from flask import Flask
 from sqlalchemy import func, select, text
+from support.db import USE_PG
+from support.faults import ANSWER_WITHIN, through
+from support.keys import ALL_SCOPES, Keys
+from support.rows import audit_events
+from support.servers import Gunicorn, wait_until
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
-
-from .conftest import ANSWER_WITHIN, through, wait_until
 
 pytestmark = [
     pytest.mark.faults,

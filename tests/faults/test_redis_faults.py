@@ -11,23 +11,25 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions
-from conftest import PASSWORD, Portal, _fresh_db, audit_events, base_config, csrf_token
 from flask import Flask
 from sqlalchemy import func, select
+from support.db import base_config, fresh_db
+from support.faults import ANSWER_WITHIN, validate
+from support.rows import audit_events
+from support.servers import PrivateRedis, timed, wait_until
+from support.web import PASSWORD, Portal, csrf_token
 
 from app import create_app
 from app.extensions import db
 from app.models import UsageRecord
 from app.usage import recorder
 
-from .conftest import ANSWER_WITHIN, PrivateRedis, timed, validate, wait_until
-
 pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
 def redis_app(migrated_db: str, tmp_path: Path, private_redis: PrivateRedis) -> Iterator[Flask]:
-    config = base_config(tmp_path, _fresh_db(migrated_db, tmp_path))
+    config = base_config(tmp_path, fresh_db(migrated_db, tmp_path))
     app = create_app({**config, "RATELIMIT_STORAGE_URI": private_redis.uri})
     yield app
     with app.app_context():

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.servers import PATIENCE, free_port
 
-from .conftest import free_port
-
-pytestmark = pytest.mark.faults
+# Starts processes of its own: on the one xdist worker that runs such tests.
+pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("servers")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,7 +43,7 @@ def _serve(instance: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, str]:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
         try:
@@ -55,7 +55,7 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, s
 
 
 def _control_socket(log: Path) -> Path:
-    deadline = time.monotonic() + 10  # the master opens it in a thread of its own
+    deadline = time.monotonic() + PATIENCE  # the master opens it in a thread of its own
     while time.monotonic() < deadline:
         m = re.search(r"Control socket listening at ([^\s\"]+)", log.read_text())
         if m:

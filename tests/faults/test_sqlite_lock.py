@@ -10,19 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Portal, audit_events, base_config, count_rows, csrf_token
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import func, select
+from support.db import base_config
+from support.faults import ANSWER_WITHIN, validate
+from support.rows import audit_events, count_rows
+from support.servers import timed, wait_until
+from support.web import Portal, csrf_token
 
 from app import create_app
 from app.extensions import db
 from app.models import UsageRecord
 from app.usage import recorder
 
-from .conftest import ANSWER_WITHIN, timed, validate, wait_until
-
-pytestmark = pytest.mark.faults
+# Starts processes of its own: on the one xdist worker that runs such tests.
+pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("servers")]
 
 LOCKER = """
 import sqlite3, sys

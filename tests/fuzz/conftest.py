@@ -1,32 +1,31 @@
-"""Shared by the fuzz tests: an app whose limits never stop the generated traffic, a
-request counter (CI asks for at least 10,000 requests in all), and the state that
-rejected input must leave as it was."""
+"""The fuzz tests' app: limits that never stop the generated traffic (their helpers
+are in support/fuzz.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import base_config
 from flask import Flask
-from sqlalchemy import inspect, text
+from support.db import base_config, fresh_db
+from support.fuzz import SENT
 
 from app import create_app
 from app.extensions import db
 
-# Examples per operation and per form; the defaults make ~11,000 requests in all.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "700"))
-SENT = {"requests": 0}
+
+@pytest.fixture(autouse=True)
+def _count_requests(record_property: Callable[[str, object], None]) -> Iterator[None]:
+    """Each test's generated requests, as a property tests/conftest.py sums."""
+    before = SENT["requests"]
+    yield
+    record_property("fuzz_requests", SENT["requests"] - before)
 
 
 @pytest.fixture
 def fuzz_app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
-    from conftest import _fresh_db
-
-    config = base_config(tmp_path, _fresh_db(migrated_db, tmp_path))
+    config = base_config(tmp_path, fresh_db(migrated_db, tmp_path))
     config.update(
         TIER_RATE_LIMITS={"basic": 10**6, "premium": 10**6, "enterprise": 10**6},
         FAILED_VALIDATION_LIMIT="1000000/minute",
@@ -38,30 +37,3 @@ def fuzz_app(migrated_db: str, tmp_path: Path) -> Iterator[Flask]:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-
-
-# What no rejected request may change: accounts and keys (failed attempts are audited
-# by design, so the audit trail and usage grow; the rows people own must not change).
-_WATCHED = ("user", "api_key")
-_IGNORED = {"last_used_at", "last_used_ip", "last_login_at", "last_seen_at"}
-
-
-def state(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
-    """Taken before and after every generated request: two SELECTs, the column lists
-    read once per app (reflection per call was most of a fuzz request's time)."""
-    queries = app.extensions.get("test.fuzz_state")
-    with app.app_context(), db.engine.connect() as conn:
-        if queries is None:
-            queries = {}
-            for table in _WATCHED:
-                columns = [
-                    c["name"] for c in inspect(conn).get_columns(table) if c["name"] not in _IGNORED
-                ]
-                cols = ", ".join(f'"{c}"' for c in columns)
-                queries[table] = text(f'SELECT {cols} FROM "{table}" ORDER BY id')
-            app.extensions["test.fuzz_state"] = queries
-        return {table: [tuple(r) for r in conn.execute(q).all()] for table, q in queries.items()}
-
-
-def sent(n: int = 1) -> None:
-    SENT["requests"] += n

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api.conftest import Keys
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-
-from .conftest import EXAMPLES, sent, state
+from support.fuzz import EXAMPLES, sent, state
+from support.keys import Keys
 
 pytestmark = pytest.mark.fuzz
 

@@ -26,6 +26,9 @@ def main() -> None:
             "INSTANCE_PATH": instance,
             "SECRET_KEY": "test-secret-key",
             "KEY_PEPPER": "test-pepper",
+            # Four processes flush at once: the test counts what they wrote, so SQLite's
+            # lock wait must not turn a loaded machine into a lost batch.
+            "DATABASE_TIMEOUT": 60.0,
         }
     )
     rec = BatchRecorder(app, mode="manual", batch_max=int(batch))

@@ -8,16 +8,16 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Portal, count_rows
 from flask import Flask
 from sqlalchemy import text, update
+from support.rows import count_rows
+from support.usage import Key, make_key
+from support.web import Portal
 
 from app.extensions import db
 from app.models import ApiKey
 from app.usage import recorder
 from app.usage.queries import floor
-
-from .conftest import Key, make_key
 
 BOB = "bob@example.com"
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import Portal, audit_events
 from flask import Flask
 from sqlalchemy import text
+from support.rows import audit_events
+from support.usage import Key
+from support.web import Portal
 
 from app.extensions import db
 from app.usage import recorder
-
-from .conftest import Key
 
 
 def test_key_page_has_a_usage_section_wired_without_inline_script(user: Portal, key: Key) -> None:

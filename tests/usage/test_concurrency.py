@@ -10,16 +10,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import count_rows
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
+from support.rows import count_rows
+from support.servers import PATIENCE
+from support.usage import Key
 
 from app.extensions import db
 from app.models import UsageLatencyBin, UsageRollup
 from app.usage import UsageEvent, recorder
 from app.usage.batch import BatchRecorder
-
-from .conftest import Key
 
 ROOT = Path(__file__).resolve().parents[2]
 AT = datetime(2026, 11, 25, 12, 30, 15, tzinfo=UTC)
@@ -42,6 +43,7 @@ def totals(app: Flask, key_id: int, granularity: str) -> tuple[int, int, int, in
         return int(count or 0), int(s2 or 0), int(s5 or 0), int(binned or 0)
 
 
+@pytest.mark.concurrent_writers
 def test_recorders_in_many_threads_flushing_together_lose_nothing(app: Flask, key: Key) -> None:
     workers, per_worker = 6, 300
     recorders = [BatchRecorder(app, mode="manual", batch_max=40) for _ in range(workers)]
@@ -66,17 +68,19 @@ def test_recorders_in_many_threads_flushing_together_lose_nothing(app: Flask, ke
         t.start()
     for t in threads:
         t.join(60)
+        assert not t.is_alive(), "a flush did not finish"
     assert not errors, errors
 
     n = workers * per_worker
     assert count_rows(app, "usage_event") == n
     assert totals(app, key.id, "minute") == (n, n - workers * 100, workers * 100, n)
     assert totals(app, key.id, "hour") == (n, n - workers * 100, workers * 100, n)
-    from conftest import audit_events
+    from support.rows import audit_events
 
     assert len(audit_events(app, "key.validated")) == workers * 12
 
 
+@pytest.mark.xdist_group("servers")  # starts worker processes
 def test_worker_processes_flushing_together_lose_nothing(
     app: Flask, key: Key, tmp_path: Path
 ) -> None:
@@ -125,7 +129,7 @@ def test_thread_mode_writes_without_being_asked(app: Flask, key: Key) -> None:
     try:
         for _ in range(50):
             rec.record(key.event())
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + PATIENCE
         while count_rows(app, "usage_event") < 50 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert count_rows(app, "usage_event") == 50

@@ -8,12 +8,11 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 
-from conftest import Portal
 from flask import Flask
+from support.usage import Key
+from support.web import Portal
 
 from app.usage import recorder
-
-from .conftest import Key
 
 VALIDATE = "/api/v1/keys/validate"
 

@@ -6,15 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import USE_PG, audit_events, base_config, count_rows
 from flask import Flask
+from support.db import USE_PG, base_config
+from support.rows import audit_events, count_rows
+from support.usage import Key
 
 from app import create_app
 from app.extensions import db
 from app.usage import recorder
 from app.usage.batch import BatchRecorder
-
-from .conftest import Key
 
 
 @pytest.mark.skipif(USE_PG, reason="moves a SQLite file into place to end the outage")

@@ -7,16 +7,15 @@ import html
 import re
 
 import pytest
-from conftest import Portal
 from flask import Flask
+from support.usage import Key
+from support.web import Portal
 
 from app import outcomes
 from app.extensions import db
 from app.keys import policies
 from app.models import ApiKey
 from app.usage import recorder
-
-from .conftest import Key
 
 VALIDATE = "/api/v1/keys/validate"
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import count_rows
 from flask import Flask
 from sqlalchemy import func, select
+from support.rows import count_rows
+from support.usage import Key
 
 from app.extensions import db
 from app.models import UsageRecord, UsageRollup
 from app.usage import recorder
-
-from .conftest import Key
 
 
 def test_prune_deletes_old_raw_events_and_keeps_hour_rollups(app: Flask, key: Key) -> None:

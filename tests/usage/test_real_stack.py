@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from conftest import Portal, audit_events, count_rows
 from flask import Flask
 from sqlalchemy import select
+from support.rows import audit_events, count_rows, written_audit
+from support.usage import Key
+from support.web import Portal
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord, UsageRollup
 from app.usage import recorder
 from app.usage.queries import floor
-
-from .conftest import Key, written_audit
 
 
 def validate(app: Flask, body: dict, **headers: str):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import count_rows
 from flask import Flask
 from sqlalchemy import select
+from support.rows import count_rows, written_audit
+from support.usage import Key
 
 from app.extensions import db
 from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup
 from app.usage import recorder
-
-from .conftest import Key, written_audit
 
 
 def rollup(app: Flask, key_id: int, granularity: str, bucket: datetime) -> UsageRollup | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,23 +18,21 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import audit_events, count_rows
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
+from support.rows import audit_events, count_rows
+from support.servers import PATIENCE, free_port
+from support.usage import Key
 
 from app.extensions import db
 from app.keys import format as keyformat
 from app.models import ApiKey, UsageRollup
 
-from .conftest import Key
+# Starts gunicorn: on the one xdist worker that runs such tests.
+pytestmark = pytest.mark.xdist_group("servers")
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_gunicorn(
@@ -79,7 +76,7 @@ def start_gunicorn(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"gunicorn exited:\n{log.read_text()}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import audit_events
 from sqlalchemy import select
+from support.rows import audit_events
 
 from app.extensions import db
 from app.models import WebhookEndpoint

@@ -10,10 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Portal, count_rows, csrf_token, public_id_of
 from flask import Flask
 from sqlalchemy import select, text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from support.db import new_app
+from support.receiver import Receiver
+from support.rows import count_rows
+from support.web import Portal, csrf_token, public_id_of
 
 from app.audit import log as auditlog
 from app.audit import service as audit_service
@@ -23,8 +26,6 @@ from app.models._types import utcnow
 from app.usage import UsageEvent, recorder
 from app.webhooks import EVENT_TYPES
 from app.webhooks.service import dispatcher
-
-from .conftest import Receiver, make_app
 
 SECRET_RE = re.compile(r'id="new-key"[^>]*value="(whsec_[^"]+)"')
 
@@ -378,7 +379,7 @@ def _endpoints(app: Flask) -> list[WebhookEndpoint]:
 @pytest.fixture
 def strict_app(app: Flask, tmp_path: Path) -> Flask:
     """A second app on the same database with the default: no private targets."""
-    strict = make_app(tmp_path / "strict", app.config["SQLALCHEMY_DATABASE_URI"])
+    strict = new_app(tmp_path / "strict", app.config["SQLALCHEMY_DATABASE_URI"])
     yield strict
     with strict.app_context():
         db.session.remove()
@@ -430,11 +431,11 @@ def test_private_addresses_are_refused_by_default(app, strict_app, receiver):
 
 
 def test_the_dispatcher_thread_delivers_off_the_request_path(migrated_db, tmp_path, receiver):
-    from conftest import _fresh_db
+    from support.db import fresh_db
 
-    app = make_app(
+    app = new_app(
         tmp_path,
-        _fresh_db(migrated_db, tmp_path),
+        fresh_db(migrated_db, tmp_path),
         WEBHOOK_ALLOW_PRIVATE=True,
         WEBHOOK_DISPATCHER=True,
         WEBHOOK_INTERVAL=0.2,

@@ -1,0 +1,190 @@
+"""Processes and ports of a test's own: gunicorn on the test's database, a private
+redis-server, free loopback ports, and waiting for a condition without sleeping blind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parents[2]
+# How long a test waits for a process to start, or for background work to finish, before
+# calling it a hang: a bound, not a speed check (on a loaded machine, with parallel test
+# workers beside it, a gunicorn takes many seconds to import and boot its workers).
+PATIENCE = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def wait_until(check: Callable[[], bool], within: float, step: float = 0.05) -> float:
+    """Seconds until check() held; fails after `within`."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not recovered within {within} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+class PrivateRedis:
+    """A redis-server on a free port of its own, which a test may pause, kill and
+    start again on the same port (the shared Redis is never touched)."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("needs redis-server")
+        self.exe = exe
+        self.tmp = tmp
+        self.port = free_port()
+        self.uri = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                *(self.exe, "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.tmp)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            try:
+                redis.Redis.from_url(self.uri, socket_timeout=1).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.uri, socket_timeout=2)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+class Gunicorn:
+    """`gunicorn app:create_app()` on 127.0.0.1 against the test's own database."""
+
+    def __init__(self, app: Flask, tmp: Path, workers: int, **env: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"gunicorn-{self.port}.log"
+        conf = app.config
+        self.env = {
+            **os.environ,
+            "KEYLEDGER_ENV": "development",
+            "KEYLEDGER_INSTANCE": conf["INSTANCE_PATH"],
+            "DATABASE_URL": conf["SQLALCHEMY_DATABASE_URI"],
+            "SECRET_KEY": conf["SECRET_KEY"],
+            "KEY_PEPPER": conf["KEY_PEPPER"],
+            "AUDIT_SIGNING_KEY": conf["AUDIT_SIGNING_KEY"],
+            "RATELIMIT_STORAGE_URI": conf["RATELIMIT_STORAGE_URI"],
+            "RATELIMIT_KEY_PREFIX": f"gunicorn-{secrets.token_hex(8)}",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        if workers > 1 and "RATELIMIT_ALLOW_PER_WORKER" not in env:
+            # Several workers on the suite's memory:// limits (SQLite runs): tests that
+            # need limits shared across workers use Redis and say so (needs_redis).
+            self.env["RATELIMIT_ALLOW_PER_WORKER"] = "1"
+        # None: the variable is not set at all (an empty value is not the same thing to
+        # every library: prometheus-client switches modes on the name alone).
+        self.env = {k: v for k, v in self.env.items() if v is not None}
+        # The README's server: `make serve` names the config file (-c), which gunicorn
+        # then reads at another moment than its implicit ./gunicorn.conf.py.
+        self.cmd = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "info",
+            "app:create_app()",
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Gunicorn:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.log.read_text()}")
+            try:
+                urllib.request.urlopen(self.url + "/api/v1/openapi.json", timeout=1).close()
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"gunicorn did not start:\n{self.log.read_text()}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None):
+        """(status, headers, body) without raising on 4xx/5xx."""
+        req = urllib.request.Request(
+            self.url + path,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
