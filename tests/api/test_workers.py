@@ -78,7 +78,7 @@ def test_revocation_reaches_every_worker_within_a_second(keys: Keys, gunicorn: A
     keys.revoke(key)  # from this process: no worker hears of it directly
     revoked_at = time.monotonic()
     if not REDIS:  # each worker's cache entry lapses within KEY_CACHE_TTL (0.5 s)
-        time.sleep(1.0 - (time.monotonic() - revoked_at))
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - revoked_at)))
     # With Redis the key stamp (app/keys/cache.py) tells both workers at once.
     answers = []
     with ThreadPoolExecutor(8) as pool:
