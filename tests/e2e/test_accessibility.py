@@ -36,7 +36,7 @@ def _violations(page) -> list[str]:
 def test_pages_pass_axe_wcag_aa_in_light_and_dark(visitor):
     page = visitor.page
     found: list[str] = []
-    for path in ("/login", "/register"):
+    for path in ("/forgot", "/login", "/register"):
         page.goto(path)
         found += _violations(page)
     visitor.console.allow(r"status of 400")  # the form with errors answers 400
@@ -50,9 +50,12 @@ def test_pages_pass_axe_wcag_aa_in_light_and_dark(visitor):
     for path in ("/keys", "/keys/new", f"/keys/{key.split('.')[1]}", "/account", "/billing"):
         page.goto(path)
         found += _violations(page)
+    page.goto("/account/two-factor")
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    found += _violations(page)  # the QR code, secret and confirm form
     page.context.clear_cookies()
     visitor.login(ADMIN_EMAIL)
-    for path in ("/admin/", "/admin/users", "/admin/keys", "/admin/audit"):
+    for path in ("/admin/", "/admin/users", "/admin/keys", "/admin/audit", "/admin/two-factor"):
         page.goto(path)
         found += _violations(page)
     for path in ("/admin/security", "/admin/billing"):
