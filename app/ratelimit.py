@@ -78,15 +78,21 @@ def tier_limit(tier: str, config: dict[str, Any]) -> str:
     return f"{tier_rate(tier, config)}/minute"
 
 
-def per_minute(tier: str, rate_limit: int | None, config: dict[str, Any]) -> int:
-    """A key's requests a minute: an admin's own limit for it, else its tier's. The one
-    rule validation charges and every page shows (`effective_limit`)."""
-    return rate_limit or tier_rate(tier, config)
+def per_minute(
+    tier: str, rate_limit: int | None, config: dict[str, Any], owner_limit: int | None = None
+) -> int:
+    """A key's requests a minute: an admin's own limit for it; else its owner's own
+    limit, never above the tier's (a later downgrade lowers it too); else its tier's.
+    The one rule validation charges and every page shows (`effective_limit`)."""
+    if rate_limit:
+        return rate_limit
+    rate = tier_rate(tier, config)
+    return min(owner_limit, rate) if owner_limit else rate
 
 
 def key_limit(record: KeyRecord, config: dict[str, Any]) -> str:
     """The key's per-minute limit as the limiter counts it (the validation path)."""
-    return f"{per_minute(record.tier, record.rate_limit, config)}/minute"
+    return f"{per_minute(record.tier, record.rate_limit, config, record.owner_rate_limit)}/minute"
 
 
 def monthly_quota(tier: str, config: dict[str, Any]) -> int | None:
@@ -102,20 +108,33 @@ class Limit:
     own: bool  # an admin's own limit for this key, not its tier's
     tier: str
     quota: int | None  # requests a month (UTC); None: unlimited
+    owner: bool = False  # the owner's own limit (below the tier's) applies
+    tier_per_minute: int = 0
 
     def describe(self) -> str:
-        """E.g. "10 a minute (set by an administrator)", "60 a minute (basic tier)"."""
-        source = "set by an administrator" if self.own else f"{self.tier} tier"
+        """E.g. "10 a minute (set by an administrator)", "60 a minute (basic tier)",
+        "20 a minute (this key's own limit; the basic tier allows 60)"."""
+        if self.own:
+            source = "set by an administrator"
+        elif self.owner:
+            source = f"this key's own limit; the {self.tier} tier allows {self.tier_per_minute:,}"
+        else:
+            source = f"{self.tier} tier"
         return f"{self.per_minute:,} a minute ({source})"
 
 
-def effective_limit(tier: str, rate_limit: int | None, config: dict[str, Any]) -> Limit:
-    """The limits of a key of this tier with this own limit (ApiKey or KeyRecord alike)."""
+def effective_limit(
+    tier: str, rate_limit: int | None, config: dict[str, Any], owner_limit: int | None = None
+) -> Limit:
+    """The limits of a key of this tier with these own limits (an admin's, the owner's)."""
+    rate = tier_rate(tier, config)
     return Limit(
-        per_minute(tier, rate_limit, config),
+        per_minute(tier, rate_limit, config, owner_limit),
         bool(rate_limit),
         tier,
         monthly_quota(tier, config),
+        owner=not rate_limit and bool(owner_limit) and owner_limit < rate,
+        tier_per_minute=rate,
     )
 
 

@@ -48,6 +48,6 @@ def key_limit(public_id: str) -> ResponseReturnValue:
         key=key,
         status=lifecycle.status(key, key_policy()),
         tier_limit=ratelimit.tier_limit(key.tier, config),
-        limit=ratelimit.effective_limit(key.tier, key.rate_limit, config),
+        limit=ratelimit.effective_limit(key.tier, key.rate_limit, config, key.owner_rate_limit),
         error=error,
     ), (400 if error else 200)

@@ -1,11 +1,13 @@
-"""PATCH /keys/{key_id}/policies: the owner sets a key's IP allowlist and metadata."""
+"""PATCH /keys/{key_id}/policies: the owner sets a key's IP allowlist, metadata and own
+rate limit (at or below the tier's)."""
 
 from __future__ import annotations
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
+from app import ratelimit
 from app.api import bp
 from app.api.routes import _json_body, _own_key, _owner, api_error, key_json, key_required
 from app.extensions import db
@@ -13,21 +15,31 @@ from app.keys import lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.web import client_ip
 
-POLICY_FIELDS = frozenset({"ip_allowlist", "meta"})
+POLICY_FIELDS = frozenset({"ip_allowlist", "meta", "owner_rate_limit"})
 
 
 @bp.route("/keys/<key_id>/policies", methods=["PATCH"])
 @key_required("keys:write")
 def set_key_policies(record: KeyRecord, key_id: str) -> ResponseReturnValue:
     """Fields given replace the key's (null clears one), fields left out stay; a bad
-    one is a 400 and changes nothing. The per-key rate limit is an admin's, not here."""
-    body = _json_body(POLICY_FIELDS, {"rate_limit": " (a key's own rate limit is set by an admin)"})
+    one is a 400 and changes nothing. `owner_rate_limit` is the owner's own limit, at or
+    below the tier's; `rate_limit` is an admin's, not here."""
+    body = _json_body(
+        POLICY_FIELDS,
+        {"rate_limit": " (an admin's limit; the owner's own one is owner_rate_limit)"},
+    )
     if isinstance(body, Response):
         return body
     key = _own_key(record, key_id)
     if isinstance(key, Response):
         return key
+    limit = body.get("owner_rate_limit", policies.UNSET)
+    if limit is not policies.UNSET and isinstance(limit, str):
+        return api_error(400, "bad_request", '"owner_rate_limit" must be a whole number or null')
     try:
+        tier_per_minute = ratelimit.tier_rate(key.tier, current_app.config)
+        if limit is not policies.UNSET:  # checked before anything is changed
+            policies.clean_owner_rate_limit(limit, tier_per_minute, key.tier)
         changed = policies.set_policies(
             db.session,
             key,
@@ -36,6 +48,15 @@ def set_key_policies(record: KeyRecord, key_id: str) -> ResponseReturnValue:
             actor=_owner(record),
             actor_ip=client_ip(),
         )
+        if limit is not policies.UNSET:
+            changed |= policies.set_owner_rate_limit(
+                db.session,
+                key,
+                limit,
+                tier_per_minute=tier_per_minute,
+                actor=_owner(record),
+                actor_ip=client_ip(),
+            )
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
         return api_error(400, "bad_request", str(exc))

@@ -14,6 +14,12 @@ from app.config import TIERS
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_OWNER_LIMIT = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "description": "The owner's own per-minute limit, at most the tier's (null: the tier's); "
+    "an admin's rate_limit wins over it.",
+}
 _TEST = {
     "type": "boolean",
     "description": "A test key: its own prefix, validates like any key, never billed.",
@@ -511,6 +517,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                         "ip_allowlist",
                         "meta",
                         "rate_limit",
+                        "owner_rate_limit",
                         "test",
                     ],
                     "properties": {
@@ -534,6 +541,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                             "type": ["integer", "null"],
                             "description": "An admin's own per-minute limit (null: the tier's).",
                         },
+                        "owner_rate_limit": _OWNER_LIMIT,
                         "test": _TEST,
                     },
                 },
@@ -574,6 +582,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                     "properties": {
                         "ip_allowlist": _ref("IpAllowlist"),
                         "meta": _ref("Meta"),
+                        "owner_rate_limit": _OWNER_LIMIT,
                     },
                 },
                 "PoliciesSet": {

@@ -68,6 +68,7 @@ class KeyRecord:
     meta: dict[str, Any] | None = None
     rate_limit: int | None = None  # an admin's own per-minute limit; None: the tier's
     test: bool = False  # a test key (never billed)
+    owner_rate_limit: int | None = None  # the owner's own limit, capped by the tier's
 
 
 # Built once; SQLAlchemy caches its compiled form, so a miss costs one indexed query.
@@ -90,6 +91,7 @@ _FOUND = (
         ApiKey.meta,
         ApiKey.rate_limit,
         ApiKey.test,
+        ApiKey.owner_rate_limit,
     )
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.public_id == bindparam("public_id"))
@@ -109,6 +111,7 @@ _STAND_IN = select(
     literal(None, ApiKey.meta.type),
     literal(0, ApiKey.rate_limit.type),
     literal(False, ApiKey.test.type),
+    literal(None, ApiKey.owner_rate_limit.type),
 ).where(~exists().where(ApiKey.public_id == bindparam("public_id")))
 _QUERY = union_all(_FOUND, _STAND_IN)
 
@@ -135,6 +138,7 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
         meta=row.meta,
         rate_limit=row.rate_limit,
         test=bool(row.test),
+        owner_rate_limit=row.owner_rate_limit,
     )
     return None if record.id == _STAND_IN_ID else record
 

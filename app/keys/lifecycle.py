@@ -410,7 +410,7 @@ def rotate_key(
     )
     # The successor keeps the key's policies (app/keys/policies.py).
     new.key.ip_allowlist, new.key.meta = key.ip_allowlist, key.meta
-    new.key.rate_limit = key.rate_limit
+    new.key.rate_limit, new.key.owner_rate_limit = key.rate_limit, key.owner_rate_limit
     key.expires_at = min(key.expires_at, now + GRACE_PERIODS[grace])
     trail.record(
         session,

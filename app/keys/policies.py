@@ -101,7 +101,7 @@ def clean_meta(meta: object) -> dict[str, Any] | None:
 
 
 def clean_rate_limit(limit: object) -> int | None:
-    """An admin's per-minute limit for one key (overrides the tier's), or None."""
+    """A per-minute limit for one key (an admin's or its owner's), or None."""
     if limit is None or limit == "":
         return None
     if isinstance(limit, str) and limit.strip().isdigit():
@@ -109,6 +109,49 @@ def clean_rate_limit(limit: object) -> int | None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_RATE_LIMIT:
         raise KeyRequestError(f"the rate limit must be a whole number from 1 to {MAX_RATE_LIMIT}")
     return limit
+
+
+def clean_owner_rate_limit(limit: object, tier_per_minute: int, tier: str) -> int | None:
+    """An owner's own per-minute limit: a whole number at or below the tier's, or None."""
+    cleaned = clean_rate_limit(limit)
+    if cleaned is not None and cleaned > tier_per_minute:
+        raise KeyRequestError(
+            f"the rate limit can be at most {tier_per_minute:,} a minute, the {tier} "
+            "tier's: a key's own limit can only lower it (a higher plan raises it)"
+        )
+    return cleaned
+
+
+def set_owner_rate_limit(
+    session: Session,
+    key: ApiKey,
+    limit: object,
+    *,
+    tier_per_minute: int,
+    actor: User,
+    actor_ip: str | None,
+) -> bool:
+    """The owner's own per-minute limit for the key, at or below its tier's
+    (`tier_per_minute`; None or "": the tier's again); audited as `key.limit_changed`,
+    committed. False when nothing changed; above the tier's it is refused."""
+    cleaned = clean_owner_rate_limit(limit, tier_per_minute, key.tier)
+    if cleaned == key.owner_rate_limit:
+        return False
+    old, key.owner_rate_limit = key.owner_rate_limit, cleaned
+    trail.record(
+        session,
+        "key.limit_changed",
+        actor=f"user:{actor.id}",
+        actor_ip=actor_ip,
+        target=f"key:{key.public_id}",
+        details={
+            "owner": f"user:{key.user_id}",
+            "owner_rate_limit": cleaned,
+            "previous": old,
+        },
+    )
+    session.commit()
+    return True
 
 
 def set_policies(
@@ -181,4 +224,5 @@ def describe(key: ApiKey) -> dict[str, Any]:
         "ip_allowlist": list(key.ip_allowlist or []),
         "meta": key.meta,
         "rate_limit": key.rate_limit,
+        "owner_rate_limit": key.owner_rate_limit,
     }

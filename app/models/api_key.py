@@ -42,6 +42,9 @@ class ApiKey(db.Model):
     ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The owner's own per-minute limit, at or below the tier's (it never raises it); an
+    # admin's rate_limit wins over it (app.ratelimit.per_minute).
+    owner_rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Found in public (app/keys/leaks.py): when, where, and when the owner was told.
     leaked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     leak_location: Mapped[str | None] = mapped_column(String(500), nullable=True)

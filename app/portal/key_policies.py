@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from flask import flash, redirect, request, url_for
+from flask import current_app, flash, redirect, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, user_logged_in
 
+from app import ratelimit
 from app.extensions import db
 from app.keys import leaks, lifecycle, policies
 from app.models import User
@@ -26,17 +27,28 @@ def key_policies(public_id: str) -> ResponseReturnValue:
     typed = {
         "ip_allowlist": request.form.get("ip_allowlist", ""),
         "meta": request.form.get("meta", ""),
+        "rate_limit": request.form.get("rate_limit", "").strip()[:20],
     }
     ranges, range_errors = _ranges(typed["ip_allowlist"])
     meta, meta_errors = _meta(typed["meta"].strip())
-    if range_errors or meta_errors:
+    tier_per_minute = ratelimit.tier_rate(key.tier, current_app.config)
+    limit_errors = _limit(typed["rate_limit"], tier_per_minute, key.tier)
+    if range_errors or meta_errors or limit_errors:
         # The page again, with what was typed and every problem beside its field: a
         # redirect would lose both and land the message far above the form.
         db.session.rollback()
-        errors = {"ip_allowlist": range_errors, "meta": meta_errors}
+        errors = {"ip_allowlist": range_errors, "meta": meta_errors, "rate_limit": limit_errors}
         return key_page(key, policy_values=typed, policy_errors=errors), 400
     try:
-        changed = policies.set_policies(
+        limited = policies.set_owner_rate_limit(
+            db.session,
+            key,
+            typed["rate_limit"],
+            tier_per_minute=tier_per_minute,
+            actor=current_user,
+            actor_ip=client_ip(),
+        )
+        changed = limited | policies.set_policies(
             db.session,
             key,
             ip_allowlist=ranges,
@@ -50,6 +62,15 @@ def key_policies(public_id: str) -> ResponseReturnValue:
     else:
         flash("Policies saved." if changed else "Policies unchanged.", "success")
     return redirect(url_for("portal.key_detail", public_id=public_id) + "#policies")
+
+
+def _limit(text: str, tier_per_minute: int, tier: str) -> list[str]:
+    """The problem with a typed own rate limit, told by the domain's check."""
+    try:
+        policies.clean_owner_rate_limit(text, tier_per_minute, tier)
+    except lifecycle.KeyRequestError as exc:
+        return [_sentence(str(exc))]
+    return []
 
 
 def _ranges(text: str) -> tuple[list[str], list[str]]:

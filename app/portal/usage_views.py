@@ -40,7 +40,7 @@ def _json(payload: dict[str, Any]) -> ResponseReturnValue:
 
 
 def _limit(key: ApiKey) -> Limit:
-    return effective_limit(key.tier, key.rate_limit, current_app.config)
+    return effective_limit(key.tier, key.rate_limit, current_app.config, key.owner_rate_limit)
 
 
 def _own_key_ids() -> list[int]:

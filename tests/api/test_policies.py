@@ -176,7 +176,7 @@ BAD = [
     ({"meta": "text"}, "JSON object"),
     ({"meta": 5}, "JSON object"),
     ({"meta": {"nul": "a\x00b"}}, "control character"),
-    ({"rate_limit": 5}, "set by an admin"),
+    ({"rate_limit": 5}, "owner_rate_limit"),
     ({"ip_allowlist": ["10.0.0.0/8"], "meta": []}, "JSON object"),  # all or nothing
 ]
 
