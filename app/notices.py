@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cli import CommandGroup
+from app.keys import lifecycle
 from app.keys.leaks import Leaked
 from app.mail import Mail, mailer
 from app.models import ApiKey, User
@@ -91,8 +92,9 @@ def keys_leaked(found: Iterable[Leaked]) -> None:
 
 
 def send_expiring(session: Session, warning_days: int, now: datetime | None = None) -> int:
-    """Mail each owner once about every live key of theirs that expires within
-    `warning_days` (KEY_EXPIRING_DAYS); needs a request context for the links (the CLI
+    """Mail each owner once about every live key of theirs in its warning window
+    (app.keys.lifecycle.is_expiring: a share of its lifetime, at most `warning_days`,
+    KEY_EXPIRING_DAYS); needs a request context for the links (the CLI
     makes one from PUBLIC_URL). Returns how many mails were queued; commits."""
     now = now or utcnow()
     rows = session.execute(
@@ -108,6 +110,8 @@ def send_expiring(session: Session, warning_days: int, now: datetime | None = No
     ).all()
     sent = 0
     for key, user in rows:
+        if not lifecycle.is_expiring(key, now, warning_days):
+            continue  # a new short-lived key: not yet
         key.expiry_notified_at = now
         if send(
             user,

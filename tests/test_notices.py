@@ -188,14 +188,15 @@ def test_a_key_reported_leaked_is_told(mail_app):
 def test_expiring_keys_are_told_once_by_the_daily_command(mail_app):
     alice = Portal(mail_app.test_client())
     alice.register(EMAIL)
-    alice.create_key(name="short-lived", days=3)
+    alice.create_key(name="short-lived", days=1)
+    alice.create_key(name="a-week", days=7)  # its window is its last 42 hours: not yet
     alice.create_key(name="long-lived", days=60)
     runner = mail_app.test_cli_runner()
     result = runner.invoke(args=["notices", "expiring"])
     assert result.exit_code == 0 and "1 expiry notice sent" in result.output
     assert subjects(mail_app) == ["An API key of yours expires soon"]
     body = text_of(mail_app.inbox.messages[0])
-    assert "short-lived" in body and "long-lived" not in body
+    assert "short-lived" in body and "long-lived" not in body and "a-week" not in body
     assert "http://localhost:5000/account" in body
     result = runner.invoke(args=["notices", "expiring"])
     assert "0 expiry notices sent" in result.output and len(subjects(mail_app)) == 1
@@ -205,6 +206,6 @@ def test_expiry_notice_can_be_turned_off(mail_app):
     alice = Portal(mail_app.test_client())
     alice.register(EMAIL)
     alice.submit("/account", {"wanted": ["key_revoked"]}, action="/account/notices")
-    alice.create_key(name="short-lived", days=2)
+    alice.create_key(name="short-lived", days=1)
     result = mail_app.test_cli_runner().invoke(args=["notices", "expiring"])
     assert "0 expiry notices sent" in result.output and subjects(mail_app) == []
