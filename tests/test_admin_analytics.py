@@ -181,13 +181,15 @@ def test_security_figures_link_to_exactly_the_events_they_count(
 
     page = admin.client.get("/admin/security?days=7").get_data(as_text=True)
     figures = re.findall(r'<a href="([^"]+)" data-figure="([^"]+)">([\d,]+)</a>', page)
-    assert len(figures) == 7
+    assert len(figures) == 9
     actions = {
         "Failed validations": "key.validation_failed",
         "Unauthorized access": "access.unauthorized",
         "Rate-limit refusals (key and minute)": "key.rate_limited",
         "Failed logins": "user.login_failed",
         "Throttled logins": "user.login_throttled",
+        "Refused second-factor codes": "user.2fa_failed",
+        "Recovery codes used": "user.recovery_code_used",
         "Keys revoked": "key.revoked",
         "Keys rotated": "key.rotated",
     }

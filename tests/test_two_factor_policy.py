@@ -91,3 +91,15 @@ def test_admin_resets_a_users_second_factor(app, admin, user):
 def test_a_non_admin_cannot_switch_or_reset(app, user):
     assert user.client.get("/admin/two-factor").status_code == 403
     assert count_rows(app, "site_setting") == 0
+
+
+def test_refused_codes_show_on_the_admin_security_page(app, admin, user):
+    turn_on(user)
+    user.logout()
+    password_step(user)
+    user.submit("/login/code", {"code": "000000"})
+    page = admin.client.get("/admin/security?days=7").get_data(as_text=True)
+    import re
+
+    m = re.search(r'data-figure="Refused second-factor codes">([\d,]+)<', page)
+    assert m and m.group(1) == "1"

@@ -480,6 +480,8 @@ SECURITY_FIGURES = (
     ("Rate-limit refusals (key and minute)", "key.rate_limited"),
     ("Failed logins", LOGIN_FAILURES[0]),
     ("Throttled logins", LOGIN_FAILURES[1]),
+    ("Refused second-factor codes", "user.2fa_failed"),
+    ("Recovery codes used", "user.recovery_code_used"),
     ("Keys revoked", "key.revoked"),
     ("Keys rotated", "key.rotated"),
 )
