@@ -155,11 +155,12 @@ def passkey_login() -> ResponseReturnValue:
     if challenge is None or not isinstance(credential, dict):
         return _problem("The sign-in took too long or was malformed. Try again.")
     user = pending_user()
-    budget = accounts.throttle_id(user.email) if user is not None else None
-    if budget is not None:
-        retry = ratelimit.budget_spent(_account_limit(), "login-account", budget)
-        if retry is not None:
-            return _throttled(user.email, retry, "account")  # type: ignore[union-attr]
+    if user is not None:
+        # Spent first, atomically, as the password and code steps do.
+        budget = accounts.throttle_id(user.email)
+        if not ratelimit.spend_budget(_account_limit(), "login-account", budget):
+            retry = ratelimit.budget_spent(_account_limit(), "login-account", budget) or 60
+            return _throttled(user.email, retry, "account")
     next_url = session.get("2fa_next") or request.args.get("next")
     try:
         owner = passkeys.authenticate(
@@ -172,8 +173,6 @@ def passkey_login() -> ResponseReturnValue:
         )
     except accounts.AccountError as exc:
         db.session.rollback()
-        if budget is not None:
-            ratelimit.spend_budget(_account_limit(), "login-account", budget)
         return _problem(str(exc))
     response = finish_login(owner, next_url or None, {"factor": "passkey"})
     target = response.headers.pop("Location")  # type: ignore[union-attr]

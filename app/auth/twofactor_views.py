@@ -168,7 +168,7 @@ def _require_second_factor() -> ResponseReturnValue | None:
     need = twofactor.requirement(db.session, current_user, current_app.config)
     if not need.required or need.deadline is None:
         return None
-    if endpoint.startswith("admin.") and request.method != "GET":
+    if endpoint.startswith("admin.") and current_user.is_admin and request.method != "GET":
         return render_template("auth/two_factor_required.html", need=need), 403
     if need.overdue():
         flash("Two-factor sign-in is required for your account: set it up to go on.", "warning")
