@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import redis.exceptions
-from flask import Flask, g, jsonify, make_response, render_template, request
+from flask import Flask, g, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
@@ -36,19 +36,6 @@ UNAVAILABLE = (
     ConnectionError,
     TimeoutError,
 )
-
-API_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-}
 
 
 # The product's words for an error page when the code gave none of its own (a bare
@@ -85,7 +72,9 @@ def wants_json() -> bool:
 
 def _render(code: int, title: str, message: str) -> tuple[Any, int]:
     if wants_json():
-        return jsonify({"error": API_CODES.get(code, "error"), "message": message}), code
+        from app.api.errors import api_error  # not at import: app.api imports this module
+
+        return api_error(code, message=message), code
     # A server-side failure shows the request id, which the logs carry: something to
     # quote when asking an admin what happened.
     words = {"code": code, "title": title, "message": message}

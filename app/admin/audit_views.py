@@ -17,7 +17,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -32,6 +31,7 @@ from app import accounts, times
 from app.admin import bp
 from app.admin.forms import VerifyForm
 from app.admin.routes import search_arg
+from app.api.errors import api_error
 from app.audit import core, service, trail
 from app.audit import log as auditlog
 from app.audit.verify import verify_log
@@ -240,7 +240,7 @@ def audit_proof(seq: int) -> ResponseReturnValue:
         try:
             proof = auditlog.inclusion_proof(conn, seq)
         except auditlog.LogError as exc:
-            return jsonify({"error": "not_found", "message": str(exc)}), 404
+            return api_error(404, message=str(exc))
     _viewed("proof", seq=seq)
     return Response(proof["text"], mimetype="text/plain")
 

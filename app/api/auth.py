@@ -20,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.utils import get_content_length
 
 from app import outcomes, ratelimit
+from app.api import schemas
 from app.extensions import db
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyCache, KeyRecord
@@ -27,10 +28,12 @@ from app.usage.batch import UNSTORABLE
 from app.web import client_ip, key_policy
 
 MAX_BODY = 16 * 1024
-MAX_REQUEST_SCOPES = 64
-MAX_SCOPE_LEN = 64
-MAX_METHOD_LEN = 16
-MAX_PATH_LEN = 1024
+# The limits of app/api/schemas.py's ValidateRequest, which the OpenAPI document shows;
+# parsed here by hand, as a model would cost more than the whole check.
+MAX_REQUEST_SCOPES = schemas.MAX_REQUEST_SCOPES
+MAX_SCOPE_LEN = schemas.MAX_SCOPE_LEN
+MAX_METHOD_LEN = schemas.MAX_METHOD_LEN
+MAX_PATH_LEN = schemas.MAX_PATH_LEN
 VALIDATE_ENDPOINT = "api.validate"
 # Answers that mean "this could be a guess": they spend the client IP's failure budget.
 GUESS_ERRORS = frozenset(o.code for o in outcomes.OUTCOMES.values() if o.guess)

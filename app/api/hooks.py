@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from app import outcomes
 from app.api import bp
 from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
+from app.api.errors import api_error
 from app.api.state import api_state
 from app.errors import UNAVAILABLE
 from app.extensions import db
@@ -128,20 +129,16 @@ def _rule() -> str:
     return rule.rule if rule is not None else request.path
 
 
-def _answer(status: int, error: str, message: str) -> Response:
-    body: dict[str, object] = {"error": error, "message": message}
-    if request.endpoint == VALIDATE_ENDPOINT:
-        body = {"valid": False, **body}
-    response = jsonify(body)
-    response.status_code = status
-    return response
-
-
 def unavailable(exc: Exception) -> ResponseReturnValue:
     log.error("API unavailable: %s: %s", type(exc).__name__, exc)
     key_cache().lose_stamp()  # changes may be announced while we cannot hear them
     db.session.rollback()
-    response = _answer(503, "unavailable", "a backing service is unreachable; retry shortly")
+    response = api_error(
+        503,
+        "unavailable",
+        outcomes.message("unavailable"),
+        validating=request.endpoint == VALIDATE_ENDPOINT,
+    )
     response.headers["Retry-After"] = "1"
     return response
 

@@ -8,14 +8,13 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
 from app import ratelimit
-from app.api import bp
-from app.api.routes import _json_body, _own_key, _owner, api_error, key_json, key_required
+from app.api import bp, schemas
+from app.api.errors import api_error
+from app.api.routes import _body, _own_key, _owner, key_json, key_required
 from app.extensions import db
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.web import client_ip
-
-POLICY_FIELDS = frozenset({"ip_allowlist", "meta", "owner_rate_limit"})
 
 
 @bp.route("/keys/<key_id>/policies", methods=["PATCH"])
@@ -24,18 +23,17 @@ def set_key_policies(record: KeyRecord, key_id: str) -> ResponseReturnValue:
     """Fields given replace the key's (null clears one), fields left out stay; a bad
     one is a 400 and changes nothing. `owner_rate_limit` is the owner's own limit, at or
     below the tier's; `rate_limit` is an admin's, not here."""
-    body = _json_body(
-        POLICY_FIELDS,
+    body = _body(
+        schemas.Policies,
         {"rate_limit": " (an admin's limit; the owner's own one is owner_rate_limit)"},
     )
     if isinstance(body, Response):
         return body
+    given = body.model_fields_set  # a field left out stays; null clears it
     key = _own_key(record, key_id)
     if isinstance(key, Response):
         return key
-    limit = body.get("owner_rate_limit", policies.UNSET)
-    if limit is not policies.UNSET and isinstance(limit, str):
-        return api_error(400, "bad_request", '"owner_rate_limit" must be a whole number or null')
+    limit = body.owner_rate_limit if "owner_rate_limit" in given else policies.UNSET
     try:
         tier_per_minute = ratelimit.tier_rate(key.tier, current_app.config)
         if limit is not policies.UNSET:  # checked before anything is changed
@@ -43,8 +41,8 @@ def set_key_policies(record: KeyRecord, key_id: str) -> ResponseReturnValue:
         changed = policies.set_policies(
             db.session,
             key,
-            ip_allowlist=body.get("ip_allowlist", policies.UNSET),
-            meta=body.get("meta", policies.UNSET),
+            ip_allowlist=body.ip_allowlist if "ip_allowlist" in given else policies.UNSET,
+            meta=body.meta if "meta" in given else policies.UNSET,
             actor=_owner(record),
             actor_ip=client_ip(),
         )

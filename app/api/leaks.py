@@ -16,15 +16,15 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import notices, ratelimit
-from app.api import bp
-from app.api.routes import api_error
+from app.api import bp, schemas
+from app.api.errors import api_error
 from app.extensions import db
 from app.keys import leaks
 from app.web import client_ip, key_policy
 
 GITHUB_BODY_MAX = 1024 * 1024
 REPORT_BODY_MAX = 128 * 1024
-MAX_TOKEN_LEN = 1024
+MAX_TOKEN_LEN = schemas.MAX_TOKEN_LEN  # documented by LeakReport
 REPORT_LOCATION = "a public report (POST /api/v1/keys/report-leak)"
 
 

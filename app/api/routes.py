@@ -18,8 +18,9 @@ from flask.wrappers import Response
 from sqlalchemy import select
 
 from app import text
-from app.api import bp
+from app.api import bp, schemas
 from app.api.auth import ApiAuth, current_auth, key_cache
+from app.api.errors import api_error
 from app.api.state import MAX_HEADS, api_state
 from app.audit import service as audit_service
 from app.extensions import db, limiter
@@ -34,24 +35,14 @@ def iso(at: datetime | None) -> str | None:
 
 
 def auth_error(auth: ApiAuth, *, validating: bool) -> Response:
-    body: dict[str, Any] = {"error": auth.error, "message": auth.message}
-    if validating:
-        # The contract's 401 bodies are exactly {"valid": false, "error": ...}.
-        body = {"valid": False, "error": auth.error}
-        if auth.status != 401:
-            body["message"] = auth.message
-    response = jsonify(body)
-    response.status_code = auth.status
+    """The answer to a request whose key was refused (status and code from app/outcomes)."""
+    # The contract's 401 bodies of validation are exactly {"valid": false, "error": ...}.
+    message = None if validating and auth.status == 401 else auth.message
+    response = api_error(auth.status, auth.error, message, validating=validating)
     if auth.retry_after is not None:
         response.headers["Retry-After"] = str(auth.retry_after)
     if auth.status == 401 and not validating:
         response.headers["WWW-Authenticate"] = 'Bearer realm="keyledger"'
-    return response
-
-
-def api_error(status: int, error: str, message: str, **extra: Any) -> Response:
-    response = jsonify({"error": error, "message": message, **extra})
-    response.status_code = status
     return response
 
 
@@ -148,29 +139,31 @@ def _owner(record: KeyRecord) -> User:
     return owner
 
 
-def _json_body(
-    allowed: frozenset[str] | None = None, hints: dict[str, str] | None = None
-) -> dict[str, Any] | Response:
-    """The request's JSON object (empty body: {}), or the 400 that says what is wrong
-    with it. With `allowed`, any other field is refused; `hints` adds a word on why
-    for a field a caller might expect to set here."""
+def _body(model: type[schemas.B], hints: dict[str, str] | None = None) -> schemas.B | Response:
+    """The request's JSON object (empty body: {}) checked against `model`
+    (app/api/schemas.py), or the 400 that says what is wrong with it. `hints` adds a
+    word on why for a field a caller might expect to set here."""
     raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return api_error(400, "bad_request", "the body is not JSON")
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return api_error(400, "bad_request", "the body is not JSON")
     if not isinstance(body, dict):
         return api_error(400, "bad_request", "the body must be a JSON object")
     unsafe = text.unsafe_json(body)
     if unsafe is not None:
         return api_error(400, "bad_request", unsafe)
-    unknown = sorted(set(body) - allowed) if allowed is not None else []
+    allowed = {f.alias or name for name, f in model.model_fields.items()}
+    unknown = sorted(set(body) - allowed)
     if unknown:
         hint = next((h for field, h in (hints or {}).items() if field in unknown), "")
         return api_error(400, "bad_request", f"unknown field(s): {', '.join(unknown)}{hint}")
-    return body
+    parsed = schemas.parse(model, body)
+    if isinstance(parsed, str):
+        return api_error(400, "bad_request", parsed)
+    return parsed
 
 
 def key_json(key: ApiKey, public_ids: dict[int, str] | None = None) -> dict[str, Any]:
@@ -223,35 +216,18 @@ def list_keys(record: KeyRecord) -> ResponseReturnValue:
     return jsonify({"keys": [key_json(k, public_ids) for k in keys]})
 
 
-CREATE_FIELDS = frozenset({"name", "scopes", "lifetime_days", "ip_allowlist", "meta", "test"})
-
-
 @bp.route("/keys", methods=["POST"])
 @key_required("keys:write")
 def create_key(record: KeyRecord) -> ResponseReturnValue:
     """Scopes rule: a key may only grant scopes it holds itself. Tier and lifetime cap
     are always the owner's (a key has no tier of its own)."""
-    body = _json_body(CREATE_FIELDS, {"tier": " (a key's tier is always its owner's)"})
+    body = _body(schemas.CreateKey, {"tier": " (a key's tier is always its owner's)"})
     if isinstance(body, Response):
         return body
-    name, scopes = body.get("name"), body.get("scopes", [])
-    days = body.get("lifetime_days", 30)
-    if not isinstance(name, str):
-        return api_error(400, "bad_request", '"name" must be a string')
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        return api_error(400, "bad_request", '"scopes" must be a list of strings')
-    if not isinstance(days, int) or isinstance(days, bool):
-        return api_error(400, "bad_request", '"lifetime_days" must be an integer')
-    test = body.get("test", False)
-    if not isinstance(test, bool):
-        return api_error(400, "bad_request", '"test" must be true or false')
-    try:
-        scopes = lifecycle.clean_scopes(scopes)
-    except lifecycle.KeyRequestError as exc:
-        return api_error(400, "bad_request", str(exc))
-    try:  # checked before anything is made: a bad policy creates no key
-        allowlist = policies.clean_allowlist(body.get("ip_allowlist"))
-        meta = policies.clean_meta(body.get("meta"))
+    try:  # checked before anything is made: a bad scope or policy creates no key
+        scopes = lifecycle.clean_scopes(body.scopes)
+        allowlist = policies.clean_allowlist(body.ip_allowlist)
+        meta = policies.clean_meta(body.meta)
     except lifecycle.KeyRequestError as exc:
         return api_error(400, "bad_request", str(exc))
     missing = [s for s in scopes if s not in record.scopes]
@@ -268,11 +244,11 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
             db.session,
             key_policy(),
             owner,
-            name=name,
+            name=body.name,
             scopes=scopes,
-            lifetime_days=days,
+            lifetime_days=body.lifetime_days,
             actor_ip=client_ip(),
-            test=test,
+            test=body.test,
         )
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
@@ -313,14 +289,10 @@ def key_receipts(record: KeyRecord, key_id: str) -> ResponseReturnValue:
 @bp.route("/keys/<key_id>/rotate", methods=["POST"])
 @key_required("keys:write")
 def rotate_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
-    body = _json_body()
+    body = _body(schemas.Rotate)
     if isinstance(body, Response):
         return body
-    grace = body.get("grace", "24h")
-    if not isinstance(grace, str) or grace not in lifecycle.GRACE_PERIODS:
-        return api_error(
-            400, "bad_request", f'"grace" must be one of {", ".join(lifecycle.GRACE_PERIODS)}'
-        )
+    grace = body.grace
     key = _own_key(record, key_id)
     if isinstance(key, Response):
         return key

@@ -13,6 +13,7 @@ from flask import current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
+from app.api.errors import api_error
 from app.csvexport import csv_response
 from app.extensions import db
 from app.models import ApiKey
@@ -30,7 +31,7 @@ def _window() -> analytics.Window:
 
 
 def _bad(exc: Exception) -> ResponseReturnValue:
-    return jsonify({"error": "bad_request", "message": str(exc)}), 400
+    return api_error(400, message=str(exc))
 
 
 def _json(payload: dict[str, Any]) -> ResponseReturnValue:
