@@ -205,6 +205,7 @@ class Key(BaseModel):
     rate_limit: int | None = Field(
         description="An admin's own per-minute limit (null: the tier's)."
     )
+    owner_rate_limit: int | None = Field(description=OWNER_LIMIT_TEXT)
     test: bool = Field(description=TEST_TEXT)
 
 
