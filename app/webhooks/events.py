@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import dialects
+from app import dialects, times
 from app.audit import core
 from app.keys.lifecycle import expiring_window
 from app.models import ApiKey, AuditEvent, UsageRecord, WebhookCursor, WebhookDelivery
@@ -248,7 +248,7 @@ def _scan_rate_limited(session: Session, subs: dict[int, list[Endpoint]], now: d
         if key is None:
             continue
         last = last if last.tzinfo else last.replace(tzinfo=now.tzinfo)
-        hour = last.replace(minute=0, second=0, microsecond=0)
+        hour = times.floor(last, "hour")
         data = {**_key_data(key), "hour": core.format_time(hour)}
         body = message("key.rate_limited", last, data)
         source = f"rate_limited:{key.public_id}:{hour.isoformat()}"
