@@ -116,6 +116,12 @@ def _resolve() -> ApiAuth:
             return _blocked(auth, retry)
         auth.public_id = result.public_id
         return auth.refuse("ip_not_allowed")
+    if result.key is not None and not result.valid:
+        # Identified but dead (revoked, expired, owner disabled): answered as such before
+        # any limit, and charged to neither: a revoked key over its limit said
+        # "rate_limited" for up to a minute, and its refusals spent its budget.
+        auth.key, auth.public_id = result.key, result.public_id  # its usage: a 401
+        return auth.refuse(result.error or "invalid_key")
     if result.key is not None:  # identified: one storage round trip for both limits
         charged = ratelimit.charge(ip, result.key)
         if charged.ip_retry is not None:

@@ -63,6 +63,9 @@ METHOD_MAX = 16
 # request reports (app/api/auth.py); the flush replaces any that still arrive, so no
 # event is ever refused for its text.
 UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Answers that refuse the key itself (dead, wrong scope, over a limit): "last used"
+# stays where the last real use left it.
+KEY_REFUSED = frozenset({401, 403, 429})
 # last_used_at is rewritten only when it moved on by this much (or the IP changed).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -294,9 +297,12 @@ class BatchRecorder:
     def _touch_keys(
         self, session: Session, events: Iterable[UsageEvent]
     ) -> dict[int, tuple[datetime, str | None]]:
-        """Set last_used_at/ip once per key per batch, and only when it moved a minute on."""
+        """Set last_used_at/ip once per key per batch, and only when it moved a minute on.
+        Refusals of the key (KEY_REFUSED) do not count as a use."""
         latest: dict[int, UsageEvent] = {}
         for e in events:
+            if e.status in KEY_REFUSED:  # the key was refused, not used
+                continue
             if e.key_id not in latest or e.at >= latest[e.key_id].at:
                 latest[e.key_id] = e
         touched: dict[int, tuple[datetime, str | None]] = {}

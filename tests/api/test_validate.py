@@ -18,6 +18,7 @@ from support.keys import Keys, forged_key
 from support.rows import audit_events
 
 from app.extensions import db
+from app.models import ApiKey
 
 URL = "/api/v1/keys/validate"
 RL_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
@@ -209,9 +210,33 @@ def test_revoked_and_expired(client: FlaskClient, keys: Keys) -> None:
     e = client.post(URL, headers=expired.bearer)
     assert (r.status_code, r.json["error"], r.json["valid"]) == (401, "revoked", False)
     assert (e.status_code, e.json["error"], e.json["valid"]) == (401, "expired", False)
-    # The key was identified (its secret matched): the answer carries its budget.
-    assert r.headers["X-RateLimit-Limit"] == "60"
-    assert e.headers["X-RateLimit-Remaining"] == "59"
+    # Refused before any limit (issue 22): no budget spent, none announced.
+    assert "X-RateLimit-Limit" not in r.headers and "X-RateLimit-Remaining" not in e.headers
+
+
+def test_a_revoked_key_over_its_limit_is_answered_revoked_and_spends_nothing(
+    app: Flask, client: FlaskClient, keys: Keys
+) -> None:
+    """Issue 22: a revoked key over its rate limit answered "rate_limited" for up to a
+    minute, its refusals spent its budget, and "last used" moved for them."""
+    from conftest import flush_usage
+
+    key, live = keys.key(name="dead"), keys.key(name="live")
+    assert [client.post(URL, headers=key.bearer).status_code for _ in range(60)] == [200] * 60
+    flush_usage(app)
+    with app.app_context():
+        used_before = db.session.get(ApiKey, key.id).last_used_at
+    keys.revoke(key)
+    elsewhere = {"REMOTE_ADDR": "198.51.100.9"}  # a new address would move "last used"
+    answers = [client.post(URL, headers=key.bearer, environ_base=elsewhere) for _ in range(5)]
+    assert {(a.status_code, a.json["error"]) for a in answers} == {(401, "revoked")}
+    keys.expire(live)
+    assert client.post(URL, headers=live.bearer).json["error"] == "expired"
+    flush_usage(app)
+    with app.app_context():
+        dead = db.session.get(ApiKey, key.id)
+        assert (dead.last_used_at, dead.last_used_ip) == (used_before, "127.0.0.1")
+        assert db.session.get(ApiKey, live.id).last_used_at is None
 
 
 # --- 429 -----------------------------------------------------------------------------
