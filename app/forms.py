@@ -20,9 +20,12 @@ class Integer(IntegerField):
 
     WTForms turns any digit string into an int and NumberRange then compares it through
     math.isnan, which raises OverflowError past a float's range: a 310-digit value was
-    a 500. Every integer a form asks for is far below 10^18."""
+    a 500. Every integer a form asks for is far below 10^18. An empty box is no value."""
 
     def process_formdata(self, valuelist: list[Any]) -> None:
+        if valuelist and not str(valuelist[0]).strip():
+            self.data = None  # an empty box: nothing typed, not a bad number
+            return
         if valuelist and len(str(valuelist[0]).strip().lstrip("+-")) > 18:
             self.data = None
             raise ValueError(self.gettext("Not a valid integer value."))

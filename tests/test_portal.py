@@ -112,7 +112,7 @@ def test_new_key_form_offers_known_scopes_and_the_tier_cap(user, client):
     html = client.get("/keys/new").get_data(as_text=True)
     for scope in ("keys:read", "keys:write", "usage:read"):
         assert f'type="checkbox" value="{scope}"' in html
-    assert "Your tier allows up to 90 days." in html
+    assert "90 days, the longest your tier allows" in html
 
 
 def test_create_key_with_known_and_custom_scopes(app, user, client):

@@ -1,9 +1,12 @@
 import secrets
+from datetime import date, timedelta
 from typing import Any
 
 from wtforms import (
     BooleanField,
+    DateField,
     HiddenField,
+    RadioField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -15,7 +18,7 @@ from wtforms.validators import (
     DataRequired,
     InputRequired,
     Length,
-    NumberRange,
+    Optional,
     StopValidation,
     ValidationError,
 )
@@ -59,9 +62,11 @@ class NewKeyForm(Form):
         validators=[Length(max=2000)],
         description="Optional, separated by spaces or commas, e.g. orders:read reports.export",
     )
-    lifetime_days = Integer(
-        "Lifetime (days)", validators=[InputRequired(message="Enter a number of days.")]
-    )
+    # Presets as Stripe and GitHub offer them, or a number of days, or a date. A request
+    # without `expires` (scripts, older pages) is read as a number of days.
+    expires = RadioField("Expires", choices=[], validate_choice=False)
+    lifetime_days = Integer("Lifetime (days)")
+    expires_on = DateField("Expiry date", validators=[Optional()])
     # Asked only when no scope is chosen: such a key can validate but do nothing, which
     # is more often a slip than the intent.
     no_scope_ok = BooleanField("Yes, create a key with no scope")
@@ -72,16 +77,54 @@ class NewKeyForm(Form):
     )
     submit = SubmitField("Create key")
 
-    def set_cap(self, cap: int) -> None:
-        message = f"Choose between 1 and {cap} days."
-        self.lifetime_days.validators = [
-            InputRequired(message="Enter a number of days."),
-            _within_float(message),
-            NumberRange(min=1, max=cap, message=message),
+    def set_cap(self, cap: int, today: date) -> None:
+        """The tier's longest lifetime, and today's date (UTC) for the labels and the
+        date picker's bounds."""
+        first, last = today + timedelta(days=1), today + timedelta(days=cap)
+        self._cap, self._today = cap, today
+        self._span = f"from {first:%Y-%m-%d} to {last:%Y-%m-%d}"
+        presets = [d for d in (7, 30, 90) if d < cap]
+        self.expires.choices = [
+            *((str(d), f"{d} days, until {today + timedelta(days=d):%Y-%m-%d}") for d in presets),
+            ("max", f"{cap} days, the longest your tier allows, until {last:%Y-%m-%d}"),
+            ("days", "Another number of days"),
+            ("date", "Until a date"),
         ]
-        self.lifetime_days.description = f"Your tier allows up to {cap} days."
-        if self.lifetime_days.data is None and not self.is_submitted():
-            self.lifetime_days.data = min(90, cap)
+        if not self.is_submitted():
+            self.expires.data = "90" if cap > 90 else "max"
+        self.lifetime_days.description = f"From 1 up to {cap} days."
+        self.expires_on.description = f"{self._span.capitalize()} (UTC)."
+        self.expires_on.render_kw = {"min": first.isoformat(), "max": last.isoformat()}
+
+    def validate_expires(self, field: RadioField) -> None:
+        """Turn the choice into `lifetime_days`, the one number the key is made with."""
+        cap, choice = self._cap, field.data or "days"
+        typed_days, typed_date = self.lifetime_days.data, self.expires_on.data
+        if choice not in {value for value, _ in field.choices}:
+            raise ValidationError("Choose when the key expires.")
+        if choice not in ("days", "date") and (typed_days is not None or typed_date):
+            raise ValidationError(
+                "You filled in a number of days or a date but chose a preset: choose "
+                "“Another number of days” or “Until a date”, or empty the box."
+            )
+        if choice == "max":
+            days = cap
+        elif choice == "date":
+            if typed_date is None:
+                raise ValidationError("Pick the date the key expires.")
+            days = (typed_date - self._today).days
+            if not 1 <= days <= cap:
+                raise ValidationError(f"Pick a date {self._span}.")
+        elif choice == "days":
+            typed = (self.lifetime_days.raw_data or [""])[0]
+            if typed_days is None or not 1 <= typed_days <= cap:
+                raise ValidationError(
+                    f"Choose between 1 and {cap} days." if typed else "Enter a number of days."
+                )
+            days = typed_days
+        else:
+            days = int(choice)
+        self.lifetime_days.data = days
 
 
 class RotateForm(Form):

@@ -100,7 +100,7 @@ def _show_once(token: str | None, new: NewKey, title: str) -> ResponseReturnValu
 def new_key() -> ResponseReturnValue:
     form = NewKeyForm()
     policy = key_policy()
-    form.set_cap(policy.max_lifetime(current_user.tier))
+    form.set_cap(policy.max_lifetime(current_user.tier), utcnow().date())
     if form.is_submitted() and (seen := _already_minted(form.form_token.data)):
         return seen
     if form.validate_on_submit():

@@ -40,3 +40,13 @@ document.addEventListener("focusin", (event) => {
   const input = event.target;
   if (input instanceof HTMLInputElement && input.readOnly && input.id === "new-key") input.select();
 });
+
+// A box beside a choice (a number of days, a date): typing in it picks that choice.
+for (const type of ["input", "change"]) {
+  document.addEventListener(type, (event) => {
+    const target = event.target;
+    const id = target instanceof HTMLElement ? target.dataset.choose : undefined;
+    const radio = id ? document.getElementById(id) : null;
+    if (radio instanceof HTMLInputElement && target.value !== "") radio.checked = true;
+  });
+}
