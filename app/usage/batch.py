@@ -42,6 +42,7 @@ from flask import Flask
 from sqlalchemy import and_, insert, or_, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app import dialects
@@ -63,6 +64,12 @@ METHOD_MAX = 16
 # request reports (app/api/auth.py); the flush replaces any that still arrive, so no
 # event is ever refused for its text.
 UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The database did not answer (refused, gone, or past its deadline: app.deadlines'
+# DatabaseTimeout is a TimeoutError that SQLAlchemy passes on unwrapped, and the pool's
+# wait its own TimeoutError): the batch is kept whole and retried, never written item
+# by item, where the item that met the deadline was dropped though its request had
+# been answered (billed use lost; issue 22).
+UNAVAILABLE = (OperationalError, InterfaceError, TimeoutError, PoolTimeout)
 # Answers that refuse the key itself (dead, wrong scope, over a limit): "last used"
 # stays where the last real use left it.
 KEY_REFUSED = frozenset({401, 403, 429})
@@ -238,12 +245,12 @@ class BatchRecorder:
             with self.app.app_context():
                 try:
                     touched = self._write_all(engine, batch, careful=False)
-                except (OperationalError, InterfaceError):
+                except UNAVAILABLE:
                     raise
                 except Exception:
                     log.exception("usage batch refused; writing it item by item")
                     touched = self._write_all(engine, batch, careful=True)
-        except (OperationalError, InterfaceError):
+        except UNAVAILABLE:
             log.warning(
                 "usage flush: database unavailable, keeping %d items for the next try",
                 len(batch),
@@ -281,7 +288,7 @@ class BatchRecorder:
                         with session.begin_nested():
                             session.execute(insert(UsageRecord), [_row(e)])
                         events.append(e)
-                    except (OperationalError, InterfaceError):
+                    except UNAVAILABLE:
                         raise
                     except Exception:
                         log.exception("dropping a usage event the database refused")
@@ -346,7 +353,7 @@ class BatchRecorder:
                 try:
                     with session.begin_nested():
                         trail.record(session, item.action, **item.fields)
-                except (OperationalError, InterfaceError):
+                except UNAVAILABLE:
                     raise
                 except Exception:
                     log.exception("dropping an audit event the trail refused: %s", item.action)

@@ -219,7 +219,7 @@ def test_a_revoked_key_over_its_limit_is_answered_revoked_and_spends_nothing(
 ) -> None:
     """Issue 22: a revoked key over its rate limit answered "rate_limited" for up to a
     minute, its refusals spent its budget, and "last used" moved for them."""
-    from conftest import flush_usage
+    from support.rows import flush_usage
 
     key, live = keys.key(name="dead"), keys.key(name="live")
     assert [client.post(URL, headers=key.bearer).status_code for _ in range(60)] == [200] * 60

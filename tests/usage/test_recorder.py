@@ -73,3 +73,32 @@ def test_audit_events_ride_the_batch(app: Flask, key: Key) -> None:
     assert written_audit(app, "key.validated") == before
     rec.flush()
     assert written_audit(app, "key.validated") == before + 1
+
+
+def test_a_flush_past_the_database_deadline_keeps_the_whole_batch(
+    app: Flask, key: Key, tmp_path
+) -> None:
+    """Issue 22: a statement past DATABASE_TIMEOUT raises DatabaseTimeout, which the
+    recorder did not take for "database unavailable": the batch was retried item by
+    item and the events of answered requests were dropped. Here every statement is past
+    a deadline far below a round trip: the batch must stay queued, whole."""
+    import pytest
+    from sqlalchemy import func
+    from support.db import USE_PG, base_config
+
+    from app import create_app
+
+    if not USE_PG:
+        pytest.skip("the statement deadline is PostgreSQL's (app/deadlines.py)")
+    conf = base_config(tmp_path, app.config["SQLALCHEMY_DATABASE_URI"])
+    slow = create_app({**conf, "DATABASE_TIMEOUT": 0.00005})
+    rec = recorder(slow)
+    at = datetime(2026, 11, 25, 10, 15, 30, tzinfo=UTC)
+    for i in range(5):
+        rec.record(key.event(at=at + timedelta(seconds=i)))
+    rec.flush()
+    assert rec.pending() == 5, "an answered request's usage was dropped"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(UsageRecord)) == 0
+    with slow.app_context():
+        db.engine.dispose()
