@@ -102,11 +102,24 @@ class Worker:
             thread.join(timeout)
 
     def _loop(self, stop: threading.Event, wake: threading.Event) -> None:
+        from app.errors import UNAVAILABLE  # here: app.errors imports this module's users
+
         if self.wait_first:
             self._pause(wake)
         while not stop.is_set():
             try:
                 self.step()
+            except UNAVAILABLE as exc:
+                # The database or limit storage did not answer (a worker's first connect
+                # on a busy host, a stall): expected, bounded and retried, so a warning
+                # in one line, not an error with a traceback at every start.
+                log.warning(
+                    "%s: the database or limit storage did not answer (%s: %s); retrying in %.1fs",
+                    self.name,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                    self.interval,
+                )
             except Exception:  # one failed pass must not end the thread
                 log.exception("%s: a pass failed; retrying in %.1fs", self.name, self.interval)
             if stop.is_set():
