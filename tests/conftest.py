@@ -40,15 +40,25 @@ PROCESS_FIXTURES = frozenset(
 )
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Groups are given as each test is collected: xdist reads them in its own
+    pytest_collection_modifyitems, which may run before this file's."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    if item.get_closest_marker("e2e"):
+        item.add_marker(pytest.mark.xdist_group("browser"))
+    elif PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group("servers"))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-        elif PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("servers"))
+    if getattr(config.option, "loadgroup", False) and any(
+        item.get_closest_marker("xdist_group") and "@" not in item.nodeid for item in items
+    ):
+        # xdist marks a grouped test by a suffix on its node id; a pytest whose node ids
+        # it cannot change would scatter the process-starting tests over every worker.
+        raise pytest.UsageError("--dist loadgroup does not group with this pytest/xdist pair")
     wanted = config.getoption("markexpr") or ""
     left_out = [m for m in OWN_STEP_MARKERS if m not in wanted]
     if not left_out:
