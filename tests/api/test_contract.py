@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask.testing import FlaskClient
-
-from .conftest import Keys
+from support.keys import Keys
 
 SPEC = "/api/v1/openapi.json"
 # A valid item for each documented list, so only the count is over.
