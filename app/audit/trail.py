@@ -52,6 +52,12 @@ DEFAULT_SENSITIVITY = {
     "user.password_reset_requested": "medium",
     "user.password_reset": "high",
     "settings.2fa_policy_changed": "critical",
+    # Webhook endpoints (issue 18): where key events go, and the secret that signs them.
+    "webhook.created": "high",
+    "webhook.updated": "high",
+    "webhook.secret_rolled": "high",
+    "webhook.resent": "medium",
+    "webhook.deleted": "high",
 }
 
 

@@ -22,6 +22,7 @@ class WebhookEndpoint(db.Model):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(200), default="", server_default="")
     events: Mapped[list[str]] = mapped_column(JSON, default=list)
     salt: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,6 +1,6 @@
 from wtforms import BooleanField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Optional
 
 from app.forms import Form
 from app.portal.forms import MultiCheckboxField, ticked
@@ -25,6 +25,14 @@ class EndpointForm(Form):
         ],
         description="An https:// URL of your service. Redirects are not followed.",
     )
+    description = StringField(
+        "Description (optional)",
+        validators=[
+            Optional(),
+            Length(max=200, message="Use a description of at most 200 characters."),
+        ],
+        description="What this endpoint is for, e.g. the service and its environment.",
+    )
     events = MultiCheckboxField(
         "Events",
         choices=[SelectChoice(e, EVENT_LABELS[e]) for e in EVENT_TYPES],
@@ -45,3 +53,14 @@ class RemoveEndpointForm(Form):
         validators=[ticked],
     )
     submit = SubmitField("Remove endpoint")
+
+
+class RollSecretForm(Form):
+    """Rolling the secret breaks the receiver until it has the new one, so it asks for
+    a ticked box too."""
+
+    confirm = BooleanField(
+        "I understand that deliveries signed with the old secret stop verifying at once.",
+        validators=[ticked],
+    )
+    submit = SubmitField("Roll the secret")

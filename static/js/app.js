@@ -50,3 +50,20 @@ for (const type of ["input", "change"]) {
     if (radio instanceof HTMLInputElement && target.value !== "") radio.checked = true;
   });
 }
+
+// A webhook delivery log with a pending message fetches itself again until none is
+// pending, so "Send a test event" shows its result without a reload.
+async function refreshLog() {
+  const log = document.getElementById("delivery-log");
+  if (!log || !log.dataset.refresh) return;
+  await new Promise((done) => setTimeout(done, Number(log.dataset.refresh) * 1000));
+  try {
+    const resp = await fetch(log.dataset.logUrl, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    log.outerHTML = await resp.text();
+  } catch (err) {
+    return;
+  }
+  refreshLog();
+}
+document.addEventListener("DOMContentLoaded", refreshLog);
