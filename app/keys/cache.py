@@ -17,9 +17,10 @@ must still reach every worker within a second:
 - Otherwise (memory:// or another strategy) an entry lives `ttl` (default 0.5 s), so
   a revocation is seen by every worker within that time.
 
-Unknown ids are cached too (as None, for `ttl`), so a flood of one made-up id costs one
-query per `ttl`. Changes committed through the ORM in this process drop the affected
-entries at commit, so the worker that made a change sees it at once.
+Unknown ids are cached too (as None, as long as known ones), so a flood of one made-up id
+costs one query per entry life, and an unknown id costs what a known one does. Changes
+committed through the ORM in this process drop the affected entries at commit, so the
+worker that made a change sees it at once.
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ class KeyCache:
         now = time.monotonic()
         hit = self._entries.get(public_id)
         if hit is not None and hit[1] is self.stamp:
-            stamped = self.stamp is not None and hit[2] is not None
+            # Unknown ids live as long as known ones: a new key announces a new stamp
+            # like any other change, which voids them; a shorter life made an unknown
+            # id cost a query a known one does not (a timing oracle, issue 22).
+            stamped = self.stamp is not None
             if now - hit[0] < (self.max_age if stamped else self.ttl):
                 return hit[2]
         stamp = self.stamp  # before the read: a change announced meanwhile voids it
