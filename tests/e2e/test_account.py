@@ -50,7 +50,7 @@ def test_account_page_sessions_end_log_out_everywhere_and_password_change(person
     log_in(phone_browser, person.email)
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Account").click()
-    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    expect(page.get_by_role("heading", name="Your account", exact=True)).to_be_visible()
     rows = page.locator("table tbody tr")
     expect(rows).to_have_count(2)
     this = page.locator("tr[aria-current=true]")
