@@ -23,7 +23,11 @@ class EndpointForm(Form):
             DataRequired(message="Enter the URL to post events to."),
             Length(max=2048, message="Use a URL of at most 2048 characters."),
         ],
-        description="An https:// URL of your service. Redirects are not followed.",
+        description=(
+            "An https:// URL of your service. Redirects are not followed. Loopback and "
+            "private addresses (127.0.0.1, localhost, 10.x, 192.168.x) are refused unless "
+            "the server runs with WEBHOOK_ALLOW_PRIVATE=true."
+        ),
     )
     description = StringField(
         "Description (optional)",
