@@ -62,6 +62,17 @@ def webhooks() -> ResponseReturnValue:
     ), (400 if form.errors else 200)
 
 
+def _over_budget(endpoint: WebhookEndpoint, budget: str, what: str) -> bool:
+    """Spend one owner-triggered send (a test, a resend) from the endpoint's budget;
+    when it is spent, say so and send nothing."""
+    limit = service.settings().test_limit
+    if spend_budget(limit, budget, endpoint.public_id):
+        return False
+    wait = budget_spent(limit, budget, endpoint.public_id) or 60
+    flash(f"Too many {what} for this endpoint; try again in {wait} s.", "error")
+    return True
+
+
 def _refused(form: EndpointForm, exc: endpoints.WebhookRequestError) -> None:
     """The domain's refusal beside the field it is about, as a sentence."""
     text = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
@@ -169,10 +180,7 @@ def webhook_resend(public_id: str, delivery_id: int) -> ResponseReturnValue:
     back = redirect(url_for("portal.webhook_detail", public_id=public_id))
     if not EmptyForm().validate_on_submit():
         return back
-    limit = service.settings().test_limit
-    if not spend_budget(limit, "webhook-resend", endpoint.public_id):
-        wait = budget_spent(limit, "webhook-resend", endpoint.public_id) or 60
-        flash(f"Too many resends for this endpoint; try again in {wait} s.", "error")
+    if _over_budget(endpoint, "webhook-resend", "resends"):
         return back
     try:
         endpoints.resend(db.session, current_user, endpoint, sent, actor_ip=client_ip())
@@ -189,10 +197,7 @@ def webhook_resend(public_id: str, delivery_id: int) -> ResponseReturnValue:
 def webhook_test(public_id: str) -> ResponseReturnValue:
     endpoint = _own_endpoint_or_404(public_id)
     if EmptyForm().validate_on_submit():
-        limit = service.settings().test_limit
-        if not spend_budget(limit, "webhook-test", endpoint.public_id):
-            wait = budget_spent(limit, "webhook-test", endpoint.public_id) or 60
-            flash(f"Too many tests for this endpoint; try again in {wait} s.", "error")
+        if _over_budget(endpoint, "webhook-test", "tests"):
             return redirect(url_for("portal.webhook_detail", public_id=public_id))
         endpoints.send_test(db.session, endpoint)
         flash("A test event is queued; it appears in the log below once sent.", "success")

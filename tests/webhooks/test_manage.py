@@ -229,3 +229,20 @@ def test_the_log_updates_itself_after_a_test(app, user, receiver):
     assert "data-log-url" in script or "logUrl" in script
     with app.app_context():
         assert db.session.scalar(select(WebhookEndpoint.public_id)) == pid
+
+
+def test_resends_are_limited_per_endpoint(app, user, receiver):
+    registered(user, receiver.url)
+    pid = _row(app).public_id
+    _test_event(user, pid)
+    dispatch(app)
+    [d] = deliveries(app)
+    link = f"/account/webhooks/{pid}/deliveries/{d.id}"
+    for _ in range(5):  # WEBHOOK_TEST_LIMIT's default: 5 per 10 minutes
+        user.submit(link, {}, f"{link}/resend")
+        dispatch(app)
+    user.submit(link, {}, f"{link}/resend")
+    page = user.client.get(f"/account/webhooks/{pid}").get_data(as_text=True)
+    assert "Too many resends for this endpoint" in page
+    assert deliveries(app)[0].state == "delivered" and len(receiver.requests) == 6
+    assert len(audit_events(app, "webhook.resent")) == 5
