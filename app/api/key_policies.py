@@ -10,9 +10,17 @@ from flask.wrappers import Response
 from app import ratelimit
 from app.api import bp, schemas
 from app.api.errors import api_error
-from app.api.routes import _body, _own_key, _owner, key_json, key_required
+from app.api.routes import (
+    _body,
+    _own_key,
+    _owner,
+    beyond_caller,
+    caller,
+    key_json,
+    key_required,
+)
 from app.extensions import db
-from app.keys import lifecycle, policies
+from app.keys import delegation, lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.web import client_ip
 
@@ -34,6 +42,16 @@ def set_key_policies(record: KeyRecord, key_id: str) -> ResponseReturnValue:
     if isinstance(key, Response):
         return key
     limit = body.owner_rate_limit if "owner_rate_limit" in given else policies.UNSET
+    by = caller(record)
+    try:  # a key changes only keys within itself, and never widens their allowlist
+        delegation.check_scopes(by, key.scopes, granting=False)
+        if "ip_allowlist" in given:
+            new_allowlist = policies.clean_allowlist(body.ip_allowlist)
+            delegation.check_allowlist_change(by, key.ip_allowlist, new_allowlist)
+    except delegation.BeyondCaller as exc:
+        return beyond_caller(exc)
+    except lifecycle.KeyRequestError as exc:
+        return api_error(400, "bad_request", str(exc))
     try:
         tier_per_minute = ratelimit.tier_rate(key.tier, current_app.config)
         if limit is not policies.UNSET:  # checked before anything is changed

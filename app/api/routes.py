@@ -24,9 +24,10 @@ from app.api.errors import api_error
 from app.api.state import MAX_HEADS, api_state
 from app.audit import service as audit_service
 from app.extensions import db, limiter
-from app.keys import lifecycle, policies
+from app.keys import delegation, lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.models import ApiKey, User
+from app.models._types import utcnow
 from app.web import client_ip, key_policy
 
 
@@ -195,6 +196,18 @@ def _secret_response(new: lifecycle.NewKey, status: int, **extra: Any) -> Respon
     return response
 
 
+def caller(record: KeyRecord) -> delegation.Caller:
+    """The calling key as app/keys/delegation.py weighs it."""
+    return delegation.Caller(record.scopes, record.expires_at, record.ip_networks)
+
+
+def beyond_caller(exc: delegation.BeyondCaller) -> Response:
+    """The 403 of a request that would give a key more than the calling key has."""
+    if isinstance(exc, delegation.MissingScopes):
+        return api_error(403, "insufficient_scope", str(exc), missing=exc.missing)
+    return api_error(403, "ip_not_allowed", str(exc))
+
+
 def _own_key(record: KeyRecord, public_id: str) -> ApiKey | Response:
     """The caller's owner's key, or 404 (someone else's is audited as critical)."""
     key = lifecycle.find_own_key(db.session, _owner(record), public_id, actor_ip=client_ip())
@@ -224,21 +237,22 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
     body = _body(schemas.CreateKey, {"tier": " (a key's tier is always its owner's)"})
     if isinstance(body, Response):
         return body
+    owner = _owner(record)
+    by = caller(record)
     try:  # checked before anything is made: a bad scope or policy creates no key
         scopes = lifecycle.clean_scopes(body.scopes)
         allowlist = policies.clean_allowlist(body.ip_allowlist)
         meta = policies.clean_meta(body.meta)
+        lifecycle.check_lifetime(key_policy(), owner.tier, body.lifetime_days)
+        # Never beyond the calling key: its scopes, its expiry, its allowlist.
+        delegation.check_scopes(by, scopes, granting=True)
+        allowlist = delegation.child_allowlist(by, allowlist)
+        asked = "lifetime_days" in body.model_fields_set
+        not_after = delegation.not_after(by, utcnow(), body.lifetime_days, asked=asked)
+    except delegation.BeyondCaller as exc:
+        return beyond_caller(exc)
     except lifecycle.KeyRequestError as exc:
         return api_error(400, "bad_request", str(exc))
-    missing = [s for s in scopes if s not in record.scopes]
-    if missing:
-        return api_error(
-            403,
-            "insufficient_scope",
-            "a key can only grant scopes it holds itself",
-            missing=missing,
-        )
-    owner = _owner(record)
     try:
         new = lifecycle.create_key(
             db.session,
@@ -249,6 +263,7 @@ def create_key(record: KeyRecord) -> ResponseReturnValue:
             lifetime_days=body.lifetime_days,
             actor_ip=client_ip(),
             test=body.test,
+            not_after=not_after,
         )
     except lifecycle.KeyRequestError as exc:
         db.session.rollback()
@@ -296,9 +311,20 @@ def rotate_key(record: KeyRecord, key_id: str) -> ResponseReturnValue:
     key = _own_key(record, key_id)
     if isinstance(key, Response):
         return key
+    by = caller(record)
+    try:  # the caller receives the successor's secret: never a key beyond itself
+        delegation.check_rotation(by, key.scopes, key.ip_allowlist)
+    except delegation.BeyondCaller as exc:
+        return beyond_caller(exc)
     try:
         new = lifecycle.rotate_key(
-            db.session, key_policy(), key, grace=grace, actor=_owner(record), actor_ip=client_ip()
+            db.session,
+            key_policy(),
+            key,
+            grace=grace,
+            actor=_owner(record),
+            actor_ip=client_ip(),
+            not_after=by.expires_at,
         )
     except lifecycle.AlreadyRotated as exc:
         db.session.rollback()

@@ -232,6 +232,13 @@ def _mint(
     return NewKey(key, keyformat.assemble(prefix, public_id, secret))
 
 
+def check_lifetime(policy: KeyPolicy, tier: str, lifetime_days: int) -> None:
+    """A new key lives 1 day to the tier's longest lifetime (KeyRequestError if not)."""
+    cap = policy.max_lifetime(tier)
+    if not 1 <= lifetime_days <= cap:
+        raise KeyRequestError(f"lifetime must be between 1 and {cap} days on the {tier} tier")
+
+
 def create_key(
     session: Session,
     policy: KeyPolicy,
@@ -243,15 +250,17 @@ def create_key(
     actor: User | None = None,
     actor_ip: str | None = None,
     test: bool = False,
+    not_after: datetime | None = None,
 ) -> NewKey:
     """Make a key for `owner`, capped by the owner's tier, and audit it (commits).
-    `test`: a test key (its own prefix; validates, never billed)."""
+    `test`: a test key (its own prefix; validates, never billed). `not_after`: the
+    latest expiry (a managing key's own, app/keys/delegation.py)."""
     name = clean_name(name)
     scopes = clean_scopes(scopes)
-    cap = policy.max_lifetime(owner.tier)
-    if not 1 <= lifetime_days <= cap:
-        raise KeyRequestError(f"lifetime must be between 1 and {cap} days on the {owner.tier} tier")
+    check_lifetime(policy, owner.tier, lifetime_days)
     expires = utcnow() + timedelta(days=lifetime_days)
+    if not_after is not None:
+        expires = min(expires, not_after)
     new = _mint(session, policy, owner, name, scopes, expires, test=test)
     trail.record(
         session,
@@ -380,8 +389,10 @@ def rotate_key(
     grace: str,
     actor: User,
     actor_ip: str | None,
+    not_after: datetime | None = None,
 ) -> NewKey:
-    """Issue a successor with the same name and scopes; the old key ends after `grace`."""
+    """Issue a successor with the same name and scopes; the old key ends after `grace`.
+    `not_after`: the successor's latest expiry (a managing key's own)."""
     if grace not in GRACE_PERIODS:
         raise KeyRequestError("choose a grace period: now, 1 hour, 24 hours or 7 days")
     # A no-op write first takes the row lock (PostgreSQL) or the write lock (SQLite),
@@ -398,13 +409,16 @@ def rotate_key(
         raise AlreadyRotated(later.public_id)
     lifetime = key.expires_at - key.created_at
     cap = timedelta(days=policy.max_lifetime(key.owner.tier))
+    expires = now + min(lifetime, cap)
+    if not_after is not None:
+        expires = min(expires, not_after)
     new = _mint(
         session,
         policy,
         key.owner,
         key.name,
         list(key.scopes),
-        now + min(lifetime, cap),
+        expires,
         rotated_from=key,
         test=key.test,  # a test key's successor is a test key
     )

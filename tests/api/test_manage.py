@@ -188,9 +188,10 @@ def test_create_refuses_what_is_beyond_the_owner(
 
 
 def test_premium_owner_may_create_longer_keys(client: FlaskClient, keys: Keys) -> None:
-    writer = keys.key(email="p@example.com", tier="premium", scopes=("keys:write",))
+    # Past the basic tier's 90 days, and within the creating key's own life (issue 22).
+    writer = keys.key(email="p@example.com", tier="premium", scopes=("keys:write",), days=180)
     resp = client.post(
-        "/api/v1/keys", headers=writer.bearer, json={"name": "long", "lifetime_days": 180}
+        "/api/v1/keys", headers=writer.bearer, json={"name": "long", "lifetime_days": 179}
     )
     assert resp.status_code == 201
     assert resp.json["tier"] == "premium"

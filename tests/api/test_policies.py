@@ -102,8 +102,16 @@ def test_the_allowlist_also_guards_management_calls(client: FlaskClient, keys: K
     assert client.get("/api/v1/keys", headers=key.bearer).status_code == 403
     listed = client.get("/api/v1/keys", headers=key.bearer, environ_base=V6_CLIENT)
     assert listed.status_code == 200
-    # Clearing it (null) makes the key work from anywhere again.
-    cleared = _policies(client, key, {"ip_allowlist": None}, environ_base=V6_CLIENT)
+    # A bound key cannot clear its own allowlist (issue 22: never widen a key beyond
+    # itself); an unbound key of the owner can, and the key works from anywhere again.
+    own = _policies(client, key, {"ip_allowlist": None}, environ_base=V6_CLIENT)
+    assert own.status_code == 403
+    assert own.json["error"] == "ip_not_allowed"
+    cleared = client.patch(
+        f"/api/v1/keys/{key.public_id}/policies",
+        headers=keys.key(name="unbound").bearer,
+        json={"ip_allowlist": None},
+    )
     assert cleared.json["ip_allowlist"] == []
     assert client.get("/api/v1/keys", headers=key.bearer).status_code == 200
 
