@@ -132,6 +132,21 @@ def test_every_page_holds_at_390_and_1280(visitor):
         found,
     )
 
+    # On a phone the total row stacks like the others: each figure keeps its label.
+    page.goto("/billing")
+    page.set_viewport_size({"width": 390, "height": 844})
+    total = page.evaluate(
+        """() => {
+          const td = document.querySelector('tfoot [data-billing-total]');
+          const table = td.closest('table').getBoundingClientRect();
+          return {label: getComputedStyle(td, '::before').content,
+                  share: td.getBoundingClientRect().width / table.width};
+        }"""
+    )
+    assert "Amount" in total["label"] and total["share"] > 0.8, (
+        f"the billing total does not stack into a labelled row at 390 px: {total}"
+    )
+
     page.context.clear_cookies()
     visitor.login(ADMIN_EMAIL)
     page.goto("/admin/audit")
