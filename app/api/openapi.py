@@ -95,7 +95,9 @@ def _key_errors(scope: str) -> dict[int, tuple[Any, str] | tuple[Any, str, list[
         403: (
             _error(_codes(403)),
             f"The key lacks `{scope}` (see `missing`), or the caller's address is outside "
-            "the key's IP allowlist (not charged: no X-RateLimit-*).",
+            "the key's IP allowlist (not charged: no X-RateLimit-*). Managing keys, also "
+            "when the key acted on or asked for goes beyond the calling key: scopes it "
+            "lacks (`missing`), or an IP allowlist outside or wider than its own.",
         ),
         413: (_error(["payload_too_large"]), f"Body over {MAX_BODY // 1024} KiB."),
         429: (
