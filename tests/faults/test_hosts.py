@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -22,7 +24,7 @@ from support.db import USE_PG
 from support.faults import ANSWER_WITHIN, through
 from support.keys import ALL_SCOPES, Keys
 from support.rows import audit_events
-from support.servers import Gunicorn, wait_until
+from support.servers import ROOT, Gunicorn, wait_until
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
@@ -138,13 +140,21 @@ def test_two_app_hosts_share_limits_revocations_and_one_audit_log(
         "AUDIT_SEAL_INTERVAL": "0.3",
         "AUDIT_CHECKPOINT_INTERVAL": "1",
     }
+    # Hosts join a log that has signed: each host's operator starts its anchor from the
+    # newest checkpoint (an empty anchor on a signed log halts the sealer, issue 17).
+    assert app.test_cli_runner().invoke(args=["audit", "checkpoint"]).exit_code == 0
     hosts = []
     try:
         for name in ("a", "b"):
             instance = tmp_path / f"host-{name}"
-            hosts.append(
-                Gunicorn(app, tmp_path, 2, KEYLEDGER_INSTANCE=str(instance), **shared).__enter__()
-            )
+            host = Gunicorn(app, tmp_path, 2, KEYLEDGER_INSTANCE=str(instance), **shared)
+            flask = str(Path(sys.executable).parent / "flask")
+            started = subprocess.run(
+                [flask, "--app", "app", "audit", "recover", "--new-anchor"],
+                cwd=ROOT, env=host.env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr + started.stdout
+            hosts.append(host.__enter__())
         a, b = hosts
         body = {"key": limited.plaintext}
         with ThreadPoolExecutor(16) as pool:
