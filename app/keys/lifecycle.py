@@ -136,22 +136,33 @@ def expiring_window(created_at: datetime, expires_at: datetime, max_days: int) -
     return min(timedelta(days=max_days), share)
 
 
+def phase(
+    revoked_at: datetime | None,
+    created_at: datetime,
+    expires_at: datetime,
+    now: datetime,
+    max_days: int,
+) -> str:
+    """The one rule of a key's status: revoked, expired, expiring (inside its warning
+    window) or active. status(), is_expiring() and status_counts() all ask it."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at <= now:
+        return "expired"
+    if expires_at - now <= expiring_window(created_at, expires_at, max_days):
+        return "expiring"
+    return "active"
+
+
 def is_expiring(key: ApiKey, now: datetime, max_days: int) -> bool:
     """Live (not revoked, not expired) and inside its warning window."""
-    if key.revoked_at is not None or key.expires_at <= now:
-        return False
-    return key.expires_at - now <= expiring_window(key.created_at, key.expires_at, max_days)
+    return phase(key.revoked_at, key.created_at, key.expires_at, now, max_days) == "expiring"
 
 
 def status(key: ApiKey, policy: KeyPolicy, now: datetime | None = None) -> str:
-    now = now or utcnow()
-    if key.revoked_at is not None:
-        return "revoked"
-    if key.expires_at <= now:
-        return "expired"
-    if is_expiring(key, now, policy.expiring_days):
-        return "expiring"
-    return "active"
+    return phase(
+        key.revoked_at, key.created_at, key.expires_at, now or utcnow(), policy.expiring_days
+    )
 
 
 def is_live(now: datetime | None = None) -> Any:
@@ -163,36 +174,33 @@ def status_counts(
     session: Session, owner_id: int, policy: KeyPolicy, now: datetime | None = None
 ) -> dict[str, int]:
     """How many of the owner's keys are in each status(), counted by the database (a
-    paged list still shows the whole account's figures)."""
+    paged list still shows the whole account's figures).
+
+    SQL settles only what phase() would settle the same way without the lifetime:
+    revoked, expired, and live beyond the widest window (KEY_EXPIRING_DAYS), which is
+    active. The live keys inside it are few and handed to phase() itself, so the counts
+    cannot drift from the badges."""
     now = now or utcnow()
-    state = case(
+    widest = now + timedelta(days=policy.expiring_days)
+    bucket = case(
         (ApiKey.revoked_at.is_not(None), "revoked"),
         (ApiKey.expires_at <= now, "expired"),
-        (ApiKey.expires_at <= now + timedelta(days=policy.expiring_days), "expiring"),
-        else_="active",
+        (ApiKey.expires_at > widest, "active"),
+        else_="near",
     )
     rows = session.execute(
-        select(state, func.count()).where(ApiKey.user_id == owner_id).group_by(state)
+        select(bucket, func.count()).where(ApiKey.user_id == owner_id).group_by(bucket)
     )
     counts = {str(name): int(n) for name, n in rows}
-    if counts.get("expiring"):
-        # Those within KEY_EXPIRING_DAYS: the window is a share of each key's lifetime
-        # (expiring_window), told apart here rather than in each dialect's interval SQL.
+    if counts.pop("near", 0):
         near = session.execute(
-            select(ApiKey.created_at, ApiKey.expires_at).where(
-                ApiKey.user_id == owner_id,
-                is_live(now),
-                ApiKey.expires_at <= now + timedelta(days=policy.expiring_days),
+            select(ApiKey.revoked_at, ApiKey.created_at, ApiKey.expires_at).where(
+                ApiKey.user_id == owner_id, is_live(now), ApiKey.expires_at <= widest
             )
         )
-        early = sum(
-            1
-            for created, expires in near
-            if expires - now > expiring_window(created, expires, policy.expiring_days)
-        )
-        if early:
-            counts["expiring"] -= early
-            counts["active"] = counts.get("active", 0) + early
+        for revoked, created, expires in near:
+            name = phase(revoked, created, expires, now, policy.expiring_days)
+            counts[name] = counts.get(name, 0) + 1
     return {name: n for name, n in counts.items() if n}
 
 
