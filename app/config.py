@@ -150,6 +150,8 @@ def from_env() -> dict[str, Any]:
         # Monthly request quota per tier (e.g. "basic=100000"); a tier not named has none.
         # Its own key, apart from BILLING_PLANS (docs/api.md, "Monthly quota").
         "MONTHLY_QUOTAS": _tier_map("MONTHLY_QUOTAS", {}),
+        # Optional: one monthly quota per account of a tier, all its keys together.
+        "ACCOUNT_MONTHLY_QUOTAS": _tier_map("ACCOUNT_MONTHLY_QUOTAS", {}),
         # GitHub secret scanning's public keys: a URL or a file path (docs/operations.md).
         "GITHUB_SECRET_SCANNING_KEYS": os.environ.get(
             "GITHUB_SECRET_SCANNING_KEYS",

@@ -10,7 +10,10 @@ host shares them:
   knowing a key's public id is not enough to spend its budget.
 - Per key, an admin's own per-minute limit instead of the tier's (the key's
   `rate_limit`), and its plan's monthly quota (MONTHLY_QUOTAS), counted with the
-  minute's window in the same round trip; the month is UTC's.
+  minute's window in the same round trip; the month is UTC's. The quota is counted per
+  rotation lineage (the chain's first public id), so a successor inherits what its
+  predecessors used; an optional quota per account (ACCOUNT_MONTHLY_QUOTAS) caps all
+  of an owner's keys together, in the same round trip.
 - Per client IP, failed guesses (FAILED_VALIDATION_LIMIT, default 30/minute): every
   malformed_key or invalid_key answer spends one, atomically and before the answer is
   sent (a guess that finds the budget spent gets 429). Once spent, every
@@ -96,8 +99,14 @@ def key_limit(record: KeyRecord, config: dict[str, Any]) -> str:
 
 
 def monthly_quota(tier: str, config: dict[str, Any]) -> int | None:
-    """The tier's monthly request quota (MONTHLY_QUOTAS), or None: unlimited."""
+    """The tier's monthly request quota per key lineage (MONTHLY_QUOTAS), or None."""
     return (config.get("MONTHLY_QUOTAS") or {}).get(tier) or None
+
+
+def account_quota(tier: str, config: dict[str, Any]) -> int | None:
+    """The tier's monthly request quota per account, all its keys together
+    (ACCOUNT_MONTHLY_QUOTAS), or None: none."""
+    return (config.get("ACCOUNT_MONTHLY_QUOTAS") or {}).get(tier) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +116,10 @@ class Limit:
     per_minute: int
     own: bool  # an admin's own limit for this key, not its tier's
     tier: str
-    quota: int | None  # requests a month (UTC); None: unlimited
+    quota: int | None  # requests a month (UTC) per key lineage; None: unlimited
     owner: bool = False  # the owner's own limit (below the tier's) applies
     tier_per_minute: int = 0
+    account_quota: int | None = None  # requests a month for all the owner's keys
 
     def describe(self) -> str:
         """E.g. "10 a minute (set by an administrator)", "60 a minute (basic tier)",
@@ -135,6 +145,7 @@ def effective_limit(
         monthly_quota(tier, config),
         owner=not rate_limit and bool(owner_limit) and owner_limit < rate,
         tier_per_minute=rate,
+        account_quota=account_quota(tier, config),
     )
 
 
@@ -162,7 +173,9 @@ class Charge:
     reset: int  # unix time (rounded up) when the oldest counted request leaves the window
     reset_at: float = 0.0  # the same, unrounded: Retry-After never overshoots the window
     stamp: bytes | None = None  # the key stamp read in the same trip; None: none shared
-    quota: int | None = None  # the monthly quota (MONTHLY_QUOTAS); None: unlimited
+    # The monthly quota that binds (the key lineage's or the account's, whichever has
+    # less left); None: unlimited.
+    quota: int | None = None
     quota_remaining: int | None = None  # left this month, after this request
     quota_reset: int | None = None  # unix time the month ends (UTC)
     quota_exceeded: bool = False  # the month's quota was spent before this request
@@ -209,17 +222,45 @@ def known_blocked(ip: str | None) -> int | None:
     return int(left) + 1
 
 
-def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...], int | None]:
+def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...]]:
     config = current_app.config
     item = _item(key_limit(record, config))
     prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
     ids = (prefix, record.public_id, KEY_SCOPE) if prefix else (record.public_id, KEY_SCOPE)
-    return item, ids, monthly_quota(record.tier, config)
+    return item, ids
 
 
-def _quota_key(ids: tuple[str, ...], month: str) -> str:
-    """The month's request counter of a key, next to its window (same prefix)."""
-    return "/".join(("LIMITER", *ids[:-1], QUOTA_SCOPE, month))
+@dataclass(frozen=True, slots=True)
+class _Quotas:
+    """This month's quota counters of a key: its lineage's and its account's (a limit
+    of 0: none; its counter's name then is "")."""
+
+    key: int
+    key_counter: str
+    account: int
+    account_counter: str
+    month_end: int
+
+
+def _quotas(record: KeyRecord, now: float) -> _Quotas:
+    config = current_app.config
+    key = monthly_quota(record.tier, config) or 0
+    account = account_quota(record.tier, config) or 0
+    if not (key or account):
+        return _Quotas(0, "", 0, "", 0)
+    month, month_end = quota_period(now)
+    prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
+    head = ("LIMITER", prefix) if prefix else ("LIMITER",)
+    # The lineage's counter keeps the name a key's own counter always had (its first
+    # key's public id), so an unrotated key counts on where it counted before.
+    lineage = record.lineage or record.public_id
+    return _Quotas(
+        key,
+        "/".join((*head, lineage, QUOTA_SCOPE, month)) if key else "",
+        account,
+        "/".join((*head, f"account-{record.user_id}", QUOTA_SCOPE, month)) if account else "",
+        month_end,
+    )
 
 
 def charge(ip: str | None, record: KeyRecord) -> Charge:
@@ -232,20 +273,24 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     by the minute's limit spends no quota, and one refused by the quota no slot of the
     minute. Raises the storage's error when it is unreachable (the caller answers 503).
     """
-    key_item, key_ids, quota = _key_args(record)
+    key_item, key_ids = _key_args(record)
     now = time.time()
     if not limiter.enabled:
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
-    month, month_end = quota_period(now) if quota else ("", 0)
-    quota_key = _quota_key(key_ids, month) if quota else ""
-    results = _scripted(ip_item, ip_ids, key_item, key_ids, now, quota or 0, quota_key, month_end)
+    quotas = _quotas(record, now)
+    results = _scripted(ip_item, ip_ids, key_item, key_ids, now, quotas)
     if results is None:
-        results = _generic(ip_item, ip_ids, key_item, key_ids, quota or 0, quota_key, month_end)
-    ip_ok, allowed, reset, remaining, stamp, used, quota_ok = results
+        results = _generic(ip_item, ip_ids, key_item, key_ids, quotas)
+    ip_ok, allowed, reset, remaining, stamp, used, quota_ok, account_used = results
     ip_retry = None
     if not ip_ok:
         ip_retry = failures_exhausted(ip) or 1
+    # The quota shown is the one with less left (a spent one refused the request).
+    quota, quota_used = quotas.key, used
+    if quotas.account and (not quota or quotas.account - account_used < quota - used):
+        quota, quota_used = quotas.account, account_used
+    month_end = quotas.month_end
     return Charge(
         ip_retry,
         allowed and quota_ok,
@@ -254,14 +299,16 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
         int(reset) + 1,
         reset,
         stamp,
-        quota,
-        max(0, quota - used) if quota else None,
+        quota or None,
+        max(0, quota - quota_used) if quota else None,
         month_end if quota else None,
         bool(ip_ok) and not quota_ok,
     )
 
 
-_Counted = tuple[bool, bool, float, int, bytes | None, int, bool]
+# (IP within its budget, acquired, window reset, remaining, key stamp, lineage's quota
+# used, quota not spent, account's quota used)
+_Counted = tuple[bool, bool, float, int, bytes | None, int, bool, int]
 
 
 def _generic(
@@ -269,30 +316,29 @@ def _generic(
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
     key_ids: tuple[str, ...],
-    quota: int,
-    quota_key: str,
-    month_end: int,
+    quotas: _Quotas,
 ) -> _Counted:
     """What CHARGE_LUA does, through the limiter's strategy and storage: any storage,
-    any strategy. The quota is taken first with an atomic increment and handed back
-    when it or the minute's limit refuses, so concurrent requests cannot overshoot it."""
+    any strategy. The quotas are taken first with atomic increments and handed back
+    when one of them or the minute's limit refuses, so concurrent requests cannot
+    overshoot them."""
     strategy = limiter.limiter
     if not strategy.test(ip_item, *ip_ids):
-        return False, False, 0.0, 0, None, 0, True
-    used = 0
-    if quota:
-        storage = limiter.storage
-        expiry = max(1, month_end - int(time.time()) + 3600)
-        used = storage.incr(quota_key, expiry)
-        if used > quota:
-            storage.incr(quota_key, expiry, -1)
-            reset, remaining = strategy.get_window_stats(key_item, *key_ids)
-            return True, False, reset, remaining, None, used - 1, False
-    allowed = strategy.hit(key_item, *key_ids)
-    if quota and not allowed:
-        used = limiter.storage.incr(quota_key, expiry, -1)
+        return False, False, 0.0, 0, None, 0, True, 0
+    storage = limiter.storage
+    expiry = max(1, quotas.month_end - int(time.time()) + 3600)
+    taken = [(q, c) for q, c in ((quotas.key, quotas.key_counter),) if q]
+    taken += [(q, c) for q, c in ((quotas.account, quotas.account_counter),) if q]
+    counts = {c: storage.incr(c, expiry) for _, c in taken}
+    over = any(counts[c] > q for q, c in taken)
+    allowed = not over and strategy.hit(key_item, *key_ids)
+    if not allowed:
+        for _, c in taken:
+            counts[c] = storage.incr(c, expiry, -1)
     reset, remaining = strategy.get_window_stats(key_item, *key_ids)
-    return True, allowed, reset, remaining, None, used, True
+    used = counts.get(quotas.key_counter, 0)
+    account_used = counts.get(quotas.account_counter, 0)
+    return True, allowed, reset, remaining, None, used, not over, account_used
 
 
 # One round trip, one script: the client IP's failed-guess window, the key's atomic
@@ -302,17 +348,20 @@ def _generic(
 # it also trims them to the window, so the count is LLEN, not a binary search.
 # A blocked IP spends nothing of the key's budget. It also returns the key stamp
 # (KEYS[3], see app/keys/cache.py), so a worker learns of key changes in the same trip.
-# With a monthly quota (ARGV[6] > 0) it also reads the month's counter (KEYS[4], which
-# expires after the month, ARGV[7]): a spent quota takes no slot of the minute, and a
-# request the minute refuses spends no quota.
+# With a monthly quota (ARGV[6] > 0) it also reads the month's counter of the key's
+# lineage (KEYS[4], which expires after the month, ARGV[7]), and with an account quota
+# (ARGV[8] > 0) the account's (KEYS[5]): a spent quota takes no slot of the minute, and
+# a request the minute refuses spends no quota.
 CHARGE_LUA = """
 local now = tonumber(ARGV[1])
 local ip_limit, ip_expiry = tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, expiry = tonumber(ARGV[4]), tonumber(ARGV[5])
 local quota = tonumber(ARGV[6] or '0')
--- KEYS: the IP's failures, the key's window, the stamp, the month's counter; or (Redis
--- Cluster, where one script's keys must share a slot) the key's window alone.
-local full = #KEYS == 4
+local account_quota = tonumber(ARGV[8] or '0')
+-- KEYS: the IP's failures, the key's window, the stamp, the month's counters (lineage,
+-- account); or (Redis Cluster, where one script's keys must share a slot) the key's
+-- window alone.
+local full = #KEYS == 5
 local key = full and KEYS[2] or KEYS[1]
 if full then
     local ip_entry = redis.call('lindex', KEYS[1], ip_limit - 1)
@@ -329,12 +378,16 @@ while oldest and tonumber(oldest) < cutoff do
     oldest = redis.call('lindex', key, -1)
 end
 local count = redis.call('llen', key)
-local used = 0
-if quota > 0 then  -- the full form only: the cluster path never passes a quota
+local used, account_used = 0, 0
+-- The full form only: the cluster path never passes a quota.
+if quota > 0 then
     used = tonumber(redis.call('get', KEYS[4]) or '0')
-    if used >= quota then
-        return {1, 0, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 0}
-    end
+end
+if account_quota > 0 then
+    account_used = tonumber(redis.call('get', KEYS[5]) or '0')
+end
+if (quota > 0 and used >= quota) or (account_quota > 0 and account_used >= account_quota) then
+    return {1, 0, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 0, account_used}
 end
 local acquired = 0
 if count < limit then
@@ -351,9 +404,16 @@ if count < limit then
             redis.call('expireat', KEYS[4], ARGV[7])
         end
     end
+    if account_quota > 0 then
+        account_used = redis.call('incr', KEYS[5])
+        if account_used == 1 then
+            redis.call('expireat', KEYS[5], ARGV[7])
+        end
+    end
 end
 if full then
-    return {1, acquired, oldest or ARGV[1], count, redis.call('get', KEYS[3]), used, 1}
+    local stamp = redis.call('get', KEYS[3])
+    return {1, acquired, oldest or ARGV[1], count, stamp, used, 1, account_used}
 end
 return {1, acquired, oldest or ARGV[1], count}
 """
@@ -374,19 +434,17 @@ def _scripted(
     key_item: RateLimitItem,
     key_ids: tuple[str, ...],
     now: float,
-    quota: int,
-    quota_key: str,
-    month_end: int,
+    quotas: _Quotas,
 ) -> _Counted | None:
-    """Both limits and the quota in one EVALSHA, or None where that does not apply
+    """Both limits and the quotas in one EVALSHA, or None where that does not apply
     (other storage or strategy: the generic path)."""
     storage = _scripted_storage()
     if storage is None:
         return None
     key_exp = key_item.get_expiry()
     if isinstance(storage, RedisClusterStorage):
-        if quota:
-            return None  # the quota's counter is in another slot: the generic path
+        if quotas.key or quotas.account:
+            return None  # the quotas' counters are in other slots: the generic path
         return _scripted_cluster(storage, now, ip_item, ip_ids, key_item, key_ids)
     window_key = storage.prefixed_key(key_item.key_for(*key_ids))
     ip_ok, acquired, oldest, count, *rest = _evalsha(
@@ -394,18 +452,22 @@ def _scripted(
         storage.prefixed_key(ip_item.key_for(*ip_ids)),
         window_key,
         _stamp_key(storage),
-        storage.prefixed_key(quota_key) if quota else window_key,
+        storage.prefixed_key(quotas.key_counter) if quotas.key else window_key,
+        storage.prefixed_key(quotas.account_counter) if quotas.account else window_key,
         now,
         ip_item.amount,
         ip_item.get_expiry(),
         key_item.amount,
         key_exp,
-        quota,
-        month_end + 3600,
+        quotas.key,
+        quotas.month_end + 3600,
+        quotas.account,
     )
     # No stamp set yet reads as b"" (not None: None means "no shared stamp here").
     stamped = (rest[0] or b"") if rest else b""
-    used, quota_ok = (int(rest[1]), bool(rest[2])) if len(rest) > 2 else (0, True)
+    used, quota_ok, account_used = (
+        (int(rest[1]), bool(rest[2]), int(rest[3])) if len(rest) > 3 else (0, True, 0)
+    )
     return (
         bool(ip_ok),
         bool(acquired),
@@ -414,6 +476,7 @@ def _scripted(
         stamped,
         used,
         quota_ok,
+        account_used,
     )
 
 
@@ -432,7 +495,7 @@ def _scripted_cluster(
     instead of one, each atomic where it counts (the key's acquire). A blocked IP is
     still not charged to the key."""
     if not limiter.limiter.test(ip_item, *ip_ids):
-        return False, False, 0.0, 0, b"", 0, True
+        return False, False, 0.0, 0, b"", 0, True, 0
     client = storage.get_connection()
     # One registered Script per cluster client, kept per app: it loads the script on
     # whichever node holds a key's slot after a NOSCRIPT (failover, resharding).
@@ -446,7 +509,16 @@ def _scripted_cluster(
         args=[now, 0, 0, key_item.amount, key_exp, 0, 0],
     )
     stamp = client.get(_stamp_key(storage)) or b""
-    return True, bool(acquired), float(oldest) + key_exp, key_item.amount - count, stamp, 0, True
+    return (
+        True,
+        bool(acquired),
+        float(oldest) + key_exp,
+        key_item.amount - count,
+        stamp,
+        0,
+        True,
+        0,
+    )
 
 
 CHARGE_SHA = hashlib.sha1(CHARGE_LUA.encode(), usedforsecurity=False).hexdigest()
@@ -477,7 +549,7 @@ def _evalsha(storage: RedisStorage, *args: object) -> Any:
                 # sentinels for the master here (send_command alone would connect to
                 # its default host, localhost:6379).
                 conn.connect()
-            conn.send_command("EVALSHA", CHARGE_SHA, 4, *args)
+            conn.send_command("EVALSHA", CHARGE_SHA, 5, *args)
             reply = conn.read_response()
         except redis.exceptions.NoScriptError:
             if reloaded:

@@ -70,6 +70,7 @@ class KeyRecord:
     rate_limit: int | None = None  # an admin's own per-minute limit; None: the tier's
     test: bool = False  # a test key (never billed)
     owner_rate_limit: int | None = None  # the owner's own limit, capped by the tier's
+    lineage: str = ""  # its rotation chain's first public id: the monthly quota's name
 
 
 # Built once; SQLAlchemy caches its compiled form, so a miss costs one indexed query.
@@ -93,6 +94,7 @@ _FOUND = (
         ApiKey.rate_limit,
         ApiKey.test,
         ApiKey.owner_rate_limit,
+        ApiKey.lineage,
     )
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.public_id == bindparam("public_id"))
@@ -113,6 +115,7 @@ _STAND_IN = select(
     literal(0, ApiKey.rate_limit.type),
     literal(False, ApiKey.test.type),
     literal(None, ApiKey.owner_rate_limit.type),
+    literal(None, ApiKey.lineage.type),
 ).where(~exists().where(ApiKey.public_id == bindparam("public_id")))
 _QUERY = union_all(_FOUND, _STAND_IN)
 
@@ -140,6 +143,7 @@ def load_record(session: Session, public_id: str) -> KeyRecord | None:
         rate_limit=row.rate_limit,
         test=bool(row.test),
         owner_rate_limit=row.owner_rate_limit,
+        lineage=row.lineage or public_id,
     )
     return None if record.id == _STAND_IN_ID else record
 

@@ -234,6 +234,7 @@ def _mint(
         created_at=utcnow(),
         expires_at=expires_at,
         rotated_from_id=rotated_from.id if rotated_from else None,
+        lineage=(rotated_from.lineage or rotated_from.public_id) if rotated_from else None,
     )
     session.add(key)
     session.flush()

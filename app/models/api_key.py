@@ -32,6 +32,10 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     rotated_from_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id"), nullable=True)
+    # The public id of the first key of its rotation chain (None: this key is the first).
+    # Its monthly quota is counted under that name, so rotating neither resets nor
+    # multiplies it (app/ratelimit.py).
+    lineage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The owner's free-text note about the key (shown on the key page only).
     note: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     # Set when an administrator, not the owner, revoked the key: the owner is told why.
