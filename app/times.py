@@ -81,6 +81,13 @@ def parse_form_time(text: str) -> datetime:
     raise ValueError("a date (YYYY-MM-DD) or date and time (UTC)")
 
 
+def form_value(at: datetime) -> str:
+    """`at` as a datetime-local field shows it (YYYY-MM-DDTHH:MM, seconds when set): a
+    bare date in a link would leave the field blank and be lost on the next filter."""
+    at = utc(at)
+    return at.strftime("%Y-%m-%dT%H:%M:%S" if at.second else "%Y-%m-%dT%H:%M")
+
+
 # -------------------------------------------------------------------------- buckets
 
 

@@ -234,3 +234,43 @@ def test_the_users_list_is_at_admin_users(admin: Portal, user: Portal) -> None:
     page = admin.client.get("/admin/users")
     assert page.status_code == 200 and "alice@example.com" in page.get_data(as_text=True)
     assert PASSWORD not in page.get_data(as_text=True)
+
+
+def test_a_day_of_a_security_chart_opens_its_events_with_the_range_kept(
+    app: Flask, admin: Portal, user: Portal
+) -> None:
+    api = app.test_client()
+    live = make_key(app, user, "live")
+    for _ in range(2):
+        wrong = keyformat.assemble("klk", live.public_id, keyformat.new_secret())
+        assert api.post(VALIDATE, json={"key": wrong}).status_code == 401
+    assert api.post(VALIDATE, json={"key": "klk.nonsense"}).status_code == 401
+    assert Portal(app.test_client()).login("alice@example.com", "not it at all").status_code == 400
+    recorder(app).flush()
+
+    now = datetime.now(UTC)
+    today, tomorrow = now.strftime("%Y-%m-%d"), (now + timedelta(days=1)).strftime("%Y-%m-%d")
+    failures = admin.client.get("/admin/charts/failures.json?days=7").get_json()
+    i = failures["labels"].index(today)
+    per_day = {s["name"]: s for s in failures["series"]}
+    assert per_day["invalid_key"]["data"][i] == 2 and per_day["malformed_key"]["data"][i] == 1
+    for s in failures["series"]:  # each bar of a day: that reason's events of that day
+        assert _audit_rows(admin.client, s["links"][i], "key.validation_failed") == s["data"][i]
+        assert _audit_rows(admin.client, s["links"][i - 1], "key.validation_failed") == 0
+    incidents = admin.client.get("/admin/charts/incidents.json?days=7").get_json()
+    logins = next(s for s in incidents["series"] if s["name"] == "failed logins")
+    assert _audit_rows(admin.client, logins["links"][-1], "user.login_failed") == 1
+
+    # The day shows in the date-time fields, and the next filter, page or export keeps it.
+    page = admin.client.get(htmllib.unescape(per_day["invalid_key"]["links"][i]))
+    html = page.get_data(as_text=True)
+    assert f'name="since" type="datetime-local" value="{today}T00:00"' in html
+    assert f'name="until" type="datetime-local" value="{tomorrow}T00:00"' in html
+    assert f"from <strong>{today} 00:00</strong> until <strong>{tomorrow} 00:00</strong>" in html
+    export = re.search(r'href="(/admin/audit/export\.csv[^"]+)"', html)[1]
+    assert f"since={today}T00:00" in htmllib.unescape(export)
+    exported = admin.client.get(htmllib.unescape(export)).get_data(as_text=True)
+    assert len(list(csv.DictReader(io.StringIO(exported)))) == 2  # that reason on that day
+    # An older link with a bare date reads the same and shows it in the field.
+    old = admin.client.get(f"/admin/audit?since={today}").get_data(as_text=True)
+    assert f'name="since" type="datetime-local" value="{today}T00:00"' in old

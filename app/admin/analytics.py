@@ -88,7 +88,7 @@ class Window:
 
     def audit_args(self) -> dict[str, str]:
         """The window as the audit browser's since/until filters."""
-        return {"since": times.day_text(self.start), "until": times.day_text(self.end)}
+        return {"since": times.form_value(self.start), "until": times.form_value(self.end)}
 
 
 def _day_rollups(window: Window) -> Any:
@@ -360,12 +360,14 @@ def failures_chart(session: Session, window: Window, link: AuditLink) -> Chart:
             "name": reason,
             "data": data,
             "link": link(action="key.validation_failed", error=reason, **window.audit_args()),
+            "links": [
+                link(action="key.validation_failed", error=reason, **_day_args(lab))
+                for lab in labels
+            ],
         }
         for reason, data in by_reason.items()
     ]
-    links = [
-        link(action="key.validation_failed", since=lab, until=_next_day(lab)) for lab in labels
-    ]
+    links = [link(action="key.validation_failed", **_day_args(lab)) for lab in labels]
     return Chart(
         "failures",
         "Failed validations a day by reason",
@@ -377,8 +379,10 @@ def failures_chart(session: Session, window: Window, link: AuditLink) -> Chart:
     )
 
 
-def _next_day(label: str) -> str:
-    return times.day_text(times.parse_form_time(label) + timedelta(days=1))
+def _day_args(label: str) -> dict[str, str]:
+    """One UTC day as the audit browser's since/until (a chart's bar or point)."""
+    start = times.parse_form_time(label)
+    return {"since": times.form_value(start), "until": times.form_value(start + timedelta(days=1))}
 
 
 def failure_ips_chart(session: Session, window: Window, link: AuditLink) -> Chart:
@@ -418,8 +422,15 @@ def incidents_chart(session: Session, window: Window, link: AuditLink) -> Chart:
         "user.login_failed": "failed logins",
         "user.login_throttled": "throttled logins",
     }
+    labels = window.day_labels()
     series = [
-        {"name": names[a], "data": per_day[a], "link": link(action=a, **window.audit_args())}
+        {
+            "name": names[a],
+            "data": per_day[a],
+            "link": link(action=a, **window.audit_args()),
+            # A point opens its own day's events of its own kind.
+            "links": [link(action=a, **_day_args(lab)) for lab in labels],
+        }
         for a in actions
     ]
     return Chart(

@@ -138,13 +138,14 @@ def _filtered(views_default: str = "hide") -> tuple[Any, dict[str, str], dict[st
         active["owner"] = owner
         keys = select(literal("key:") + ApiKey.public_id).where(ApiKey.user_id == int(owner_id))
         query = query.where(AuditEvent.target.in_(keys))
-    since, until = _time_arg("since"), _time_arg("until")
-    if since:
-        query = query.where(AuditEvent.created_at >= since)
-    if until:
-        query = query.where(AuditEvent.created_at < until)
-    times = {k: request.args.get(k, "").strip() for k in ("since", "until")}
-    return query, active, {k: v for k, v in times.items() if v}
+    range_ = {k: _time_arg(k) for k in ("since", "until")}
+    if range_["since"]:
+        query = query.where(AuditEvent.created_at >= range_["since"])
+    if range_["until"]:
+        query = query.where(AuditEvent.created_at < range_["until"])
+    # Written back as the date-time fields show them, so the range stays visible and
+    # every next filter, page and export keeps it.
+    return query, active, {k: times.form_value(v) for k, v in range_.items() if v}
 
 
 def _int_arg(name: str) -> int | None:

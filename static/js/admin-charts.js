@@ -41,7 +41,9 @@
       first.className = "name";
       tr.appendChild(first);
       data.series.forEach((s) => {
-        const td = cell("td", Number(s.data[i]).toLocaleString());
+        // A non-zero figure of one day opens that day's events of its kind.
+        const href = s.links && Number(s.data[i]) ? s.links[i] : null;
+        const td = cell("td", Number(s.data[i]).toLocaleString(), href);
         td.className = "num";
         tr.appendChild(td);
       });
@@ -80,11 +82,19 @@
           x: { stacked, beginAtZero: true, ticks: { maxTicksLimit: horizontal ? 6 : 10, autoSkip: true } },
           y: { stacked, beginAtZero: true, ticks: horizontal ? { autoSkip: false } : { precision: 0 } },
         },
-        // A bar or point of a figure that comes from the trail opens the audit browser.
-        onClick: (_event, elements) => {
-          if (!elements.length) return;
-          const el = elements[0];
-          const href = data.links[el.index] || (data.series[el.datasetIndex] || {}).link;
+        // A bar or point of a figure that comes from the trail opens the audit browser
+        // on its own day (and kind, where the series has one link a point).
+        onClick: (event, elements, chart) => {
+          // The bar or point under the pointer: its own series and day; beside it, the
+          // day (every kind) where the chart has one link a label.
+          const hit = chart.getElementsAtEventForMode(event, "nearest", { intersect: true }, true)[0];
+          let href = null;
+          if (hit) {
+            const s = data.series[hit.datasetIndex] || {};
+            href = (s.links && s.links[hit.index]) || data.links[hit.index] || s.link;
+          } else if (elements.length) {
+            href = data.links[elements[0].index];
+          }
           if (href) window.location.assign(href);
         },
       },
