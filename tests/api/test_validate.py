@@ -202,6 +202,74 @@ def test_unknown_id_and_wrong_secret_cost_the_same_query(
         assert load_record(db.session, key.public_id).id == key.id
 
 
+def _resp_commands(payload: bytes) -> list[tuple[str, ...]]:
+    """The commands in a RESP request (one, or a pipeline's several): each one's name
+    and, for a script, its number of keys; the rest (key names, values) differs by design
+    (the presented id), not by path."""
+    commands, pos = [], 0
+    while pos < len(payload):
+        end = payload.index(b"\r\n", pos)
+        count, pos, parts = int(payload[pos + 1 : end]), end + 2, []
+        for _ in range(count):
+            end = payload.index(b"\r\n", pos)
+            size = int(payload[pos + 1 : end])
+            parts.append(payload[end + 2 : end + 2 + size])
+            pos = end + 2 + size + 2
+        name = parts[0].decode().upper()
+        commands.append((name, parts[2].decode()) if name in ("EVALSHA", "EVAL") else (name,))
+    return commands
+
+
+@contextmanager
+def redis_round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[tuple[str, ...]]]]:
+    """Every request sent to Redis meanwhile, by any connection (the limiter's pool or
+    a connection kept per thread), as the list of commands it carried: a counting
+    wrapper around redis-py's one sending method, which passes everything through."""
+    import redis.connection
+
+    trips: list[list[tuple[str, ...]]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (bytes, str)) else command
+        payload = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+        trips.append(_resp_commands(payload))
+        return send(self, command, check_health)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        yield trips
+
+
+def test_unknown_id_and_wrong_secret_make_the_same_round_trips(
+    make_app: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: an unknown id and a wrong secret for a known id make the same storage
+    round trips, Redis commands and SQL statements, cold (not cached) and warm: the
+    counts, not timings, so the test is exact on a busy machine."""
+    from app.keys import format as keyformat
+
+    variant = make_app(KEY_CACHE_TTL=0.3, KEY_CACHE_MAX_AGE=30.0)
+    client = variant.test_client()
+    key, other = keys.key(), keys.key(name="other")
+    assert client.post(URL, json={"key": other.plaintext}).status_code == 200  # connected
+    wrong_secret = keyformat.assemble("klk", key.public_id, keyformat.new_secret())
+    unknown = forged_key()
+    seen = {}
+    for phase in ("cold", "warm"):
+        if phase == "warm":
+            time.sleep(0.4)  # past KEY_CACHE_TTL: what lives how long must not differ
+        for name, presented in (("unknown", unknown), ("wrong", wrong_secret)):
+            with statements(variant) as sql, redis_round_trips(monkeypatch) as trips:
+                assert client.post(URL, json={"key": presented}).status_code == 401
+            seen[phase, name] = (sql, trips)
+    assert seen["cold", "unknown"] == seen["cold", "wrong"]
+    assert seen["warm", "unknown"] == seen["warm", "wrong"]
+    assert len(seen["cold", "unknown"][0]) == 1  # one lookup each when not cached
+    if REDIS:  # the failed-guess budget is checked and spent on Redis either way
+        assert seen["cold", "unknown"][1], seen
+
+
 @pytest.mark.skipif(not REDIS, reason="the shared key stamp lives in Redis")
 def test_unknown_id_and_wrong_secret_stay_cached_alike(make_app: Any, keys: Keys) -> None:
     """Issue 22: with Redis, a known id stayed cached for KEY_CACHE_MAX_AGE but an
