@@ -274,3 +274,28 @@ def test_a_day_of_a_security_chart_opens_its_events_with_the_range_kept(
     # An older link with a bare date reads the same and shows it in the field.
     old = admin.client.get(f"/admin/audit?since={today}").get_data(as_text=True)
     assert f'name="since" type="datetime-local" value="{today}T00:00"' in old
+
+
+def test_a_key_that_dwarfs_the_rest_starts_the_top_keys_chart_on_a_log_scale(
+    app: Flask, admin: Portal, user: Portal, other: Portal
+) -> None:
+    big, small = make_key(app, user, "big"), make_key(app, other, "small")
+    rec = recorder(app)
+    for _ in range(3):
+        rec.record(small.event(at=_day(0)))
+    for _ in range(40):
+        rec.record(big.event(at=_day(0)))
+    rec.flush()
+    top = admin.client.get("/admin/charts/top_keys.json").get_json()
+    assert top["series"][0]["data"] == [40, 3] and top["log"] is False  # 13 times: linear
+    for _ in range(30):
+        rec.record(big.event(at=_day(1)))
+    rec.flush()
+    top = admin.client.get("/admin/charts/top_keys.json").get_json()
+    assert top["series"][0]["data"] == [70, 3] and top["log"] is True  # 23 times
+    assert admin.client.get("/admin/charts/requests.json").get_json()["log"] is False
+    # The incidents chart: rate-limit refusals on an axis of their own.
+    incidents = admin.client.get("/admin/charts/incidents.json").get_json()
+    axes = {s["name"]: s.get("axis") for s in incidents["series"]}
+    assert axes.pop("rate-limit refusals (per key and minute)") == "right"
+    assert set(axes.values()) == {None}

@@ -26,6 +26,9 @@ from app.models import ApiKey, AuditEvent, UsageRollup, User
 
 WINDOWS = (7, 30, 90)
 TOP = 10
+# A bar chart whose largest bar is this many times its smallest is drawn on a log scale
+# at first (one key that dwarfs the rest would leave the others a pixel wide).
+LOG_SPREAD = 20
 # The failures chart stacks every outcome audited as key.validation_failed.
 FAILURE_REASONS = tuple(sorted(outcomes.AUDITED_FAILURES, key=list(outcomes.OUTCOMES).index))
 # Login refusals: wrong passwords, and throttled attempts where the app records them.
@@ -57,7 +60,13 @@ class Chart:
             "series": [{**outcomes.style(s["name"]), **s} for s in self.series],
             "links": self.links,
             "note": self.note,
+            "log": self.spread() >= LOG_SPREAD if self.kind == "hbar" else False,
         }
+
+    def spread(self) -> float:
+        """How many times the largest figure is the smallest non-zero one (1 if none)."""
+        values = [v for s in self.series for v in s["data"] if v and v > 0]
+        return max(values) / min(values) if values else 1.0
 
     def rows(self) -> list[list[Any]]:
         """The table (and CSV) form: a header, then one row per label."""
@@ -427,6 +436,9 @@ def incidents_chart(session: Session, window: Window, link: AuditLink) -> Chart:
         {
             "name": names[a],
             "data": per_day[a],
+            # Refusals come by the hundred, the rest by the few: their own axis keeps
+            # an unauthorized access from being drawn flat on the floor.
+            **({"axis": "right"} if a == "key.rate_limited" else {}),
             "link": link(action=a, **window.audit_args()),
             # A point opens its own day's events of its own kind.
             "links": [link(action=a, **_day_args(lab)) for lab in labels],

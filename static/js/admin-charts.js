@@ -67,7 +67,10 @@
       pointRadius: line ? 2 : 0,
       fill: false,
       stack: stacked ? "all" : undefined,
+      yAxisID: s.axis === "right" ? "y2" : "y",
     }));
+    const right = data.series.find((s) => s.axis === "right");
+    const title = (text) => ({ display: true, text });
     return {
       type: line ? "line" : "bar",
       data: { labels: data.labels, datasets },
@@ -79,8 +82,22 @@
         interaction: { mode: "index", intersect: false },
         plugins: { legend: { display: data.series.length > 1 } },
         scales: {
-          x: { stacked, beginAtZero: true, ticks: { maxTicksLimit: horizontal ? 6 : 10, autoSkip: true } },
-          y: { stacked, beginAtZero: true, ticks: horizontal ? { autoSkip: false } : { precision: 0 } },
+          x: {
+            ...(horizontal ? { type: data.log ? "logarithmic" : "linear" } : {}),
+            stacked,
+            beginAtZero: true,
+            ticks: { maxTicksLimit: horizontal ? 6 : 10, autoSkip: true },
+          },
+          y: {
+            stacked,
+            beginAtZero: true,
+            ticks: horizontal ? { autoSkip: false } : { precision: 0 },
+            title: right ? title(data.unit) : { display: false },
+          },
+          // A series of another size (rate-limit refusals) gets its own axis.
+          ...(right
+            ? { y2: { position: "right", beginAtZero: true, ticks: { precision: 0 }, grid: { drawOnChartArea: false }, title: title(right.label || right.name) } }
+            : {}),
         },
         // A bar or point of a figure that comes from the trail opens the audit browser
         // on its own day (and kind, where the series has one link a point).
@@ -134,8 +151,27 @@
       box.hidden = true;
       return;
     }
-    new window.Chart(canvas, config(data));
+    const chart = new window.Chart(canvas, config(data));
     section.dataset.drawn = "true";
+    const log = section.querySelector("[data-chart-log]");
+    if (log && data.kind === "hbar") {
+      // A log scale keeps small bars readable beside one that dwarfs them; the server
+      // starts with it where the spread is wide (Chart.to_dict), the admin can switch.
+      const said = status.textContent;
+      // The axis starts a decade below the smallest bar, so that bar has a length.
+      const least = Math.min(...data.series.flatMap((s) => s.data).filter((v) => v > 0));
+      const floor = 10 ** (Math.floor(Math.log10(least)) - 1);
+      const set = (on) => {
+        log.setAttribute("aria-pressed", String(on));
+        chart.options.scales.x.type = on ? "logarithmic" : "linear";
+        chart.options.scales.x.min = on ? floor : undefined;
+        chart.update();
+        status.textContent = on ? `${said} Log scale: small bars stay visible; the data table has the figures.` : said;
+      };
+      log.hidden = false;
+      set(Boolean(data.log));
+      log.addEventListener("click", () => set(log.getAttribute("aria-pressed") !== "true"));
+    }
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -61,6 +61,73 @@ def test_overview_draws_every_chart_with_its_data_table(visitor, seeded) -> None
     assert rows[0][:3] == ["label", "2xx", "3xx"] and len(rows) == 31
 
 
+def _bars(page, name: str) -> list[float]:
+    """The drawn length in pixels of each bar of an hbar chart."""
+    return page.evaluate(
+        """(name) => window.Chart.getChart(document.querySelector(
+             `[data-chart="${name}"] canvas`)).getDatasetMeta(0).data.map(
+             (el) => Math.abs(el.x - el.base))""",
+        name,
+    )
+
+
+def test_top_keys_switch_to_a_log_scale_where_small_keys_stay_visible(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/")
+    _charts_settle(page, 6)
+    top = page.locator('[data-chart="top_keys"]')
+    log = top.get_by_role("button", name="Log scale")
+    expect(log).to_be_visible()
+    if log.get_attribute("aria-pressed") == "true":  # a wide spread starts on log
+        log.click()
+    expect(log).to_have_attribute("aria-pressed", "false")
+    linear = _bars(page, "top_keys")
+    log.click()
+    expect(log).to_have_attribute("aria-pressed", "true")
+    expect(top.locator("[data-chart-status]")).to_contain_text("Log scale")
+    logged = _bars(page, "top_keys")
+    assert len(linear) == len(logged) > 1
+    # The smallest bar takes a larger share of the largest on the log scale.
+    assert logged[-1] / logged[0] > linear[-1] / linear[0]
+    # Download CSV is a button, not a line of text.
+    csv_link = top.get_by_role("link", name="Download CSV")
+    style = csv_link.evaluate(
+        "(a) => { const s = getComputedStyle(a); return [s.borderTopWidth, s.textDecorationLine]; }"
+    )
+    assert style == ["1px", "none"] and csv_link.bounding_box()["height"] >= 32
+    assert csv_link.locator("svg").count() == 1  # the download icon
+
+
+def test_the_incidents_chart_draws_refusals_on_their_own_axis(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/security?days=30")
+    _charts_settle(page, 4)
+    expect(page.locator('[data-chart="incidents"]')).to_have_attribute("data-drawn", "true")
+    # Each line's highest point, as a share of the plot's height, and its axis.
+    peaks = page.evaluate(
+        """() => {
+          const chart = window.Chart.getChart(document.querySelector(
+            '[data-chart="incidents"] canvas'));
+          const area = chart.chartArea;
+          return chart.data.datasets.map((ds, d) => ({
+            label: ds.label, axis: ds.yAxisID, max: Math.max(...ds.data),
+            height: Math.max(...chart.getDatasetMeta(d).data.map(
+              (el) => (area.bottom - el.y) / (area.bottom - area.top))),
+          }));
+        }"""
+    )
+    right = [p for p in peaks if p["axis"] == "y2"]
+    assert [p["label"] for p in right] == ["rate-limit refusals (per key and minute)"]
+    left = max((p for p in peaks if p["axis"] == "y"), key=lambda p: p["max"])
+    assert left["max"] > 0  # the demo has failed logins
+    assert left["height"] > 0.5  # drawn on its own scale, not flat under the refusals
+    expect(
+        page.locator('[data-chart="incidents"]').get_by_role("button", name="Log scale")
+    ).to_be_hidden()
+
+
 def test_admin_follows_a_security_figure_into_the_filtered_audit_browser(visitor, seeded) -> None:
     page = visitor.page
     visitor.login(ADMIN_EMAIL)
