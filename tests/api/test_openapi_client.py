@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from flask.testing import FlaskClient
 
 
+@pytest.mark.timeout(600)  # generates and imports a whole client package
 def test_a_python_client_generates_cleanly(client: FlaskClient, tmp_path: Path) -> None:
     spec = tmp_path / "openapi.json"
     spec.write_text(json.dumps(client.get("/api/v1/openapi.json").json))

@@ -21,8 +21,9 @@ from app.audit import service
 from app.audit.verify import verify_log
 from app.extensions import db
 
-# Starts writer processes: on the one xdist worker that runs such tests.
-pytestmark = pytest.mark.xdist_group("servers")
+# Starts writer processes: on the one xdist worker that runs such tests; each writer may
+# take 240 s on a loaded machine (pytest-timeout: pyproject).
+pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.timeout(600)]
 
 WORKER = Path(__file__).with_name("append_worker.py")
 

@@ -16,6 +16,8 @@ from audit_helpers import build_log
 
 HERE = Path(__file__).resolve().parent
 GOPATH = Path("/usr/share/gocode")
+# Builds the Go checker first (pytest-timeout: pyproject).
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from app.extensions import db
@@ -63,6 +64,11 @@ def migrate_template(tmp: Path) -> str:
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
+            # A throw-away database: a commit need not wait for its WAL to reach the disk
+            # (only a crash of the server could lose one, and the tests never stop it). On
+            # a machine whose disk is busy with other work each commit's flush waits long.
+            name = make_url(PG_URL).database
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
         engine.dispose()
         url = PG_URL
     else:
@@ -93,28 +99,58 @@ def _worker_database(verb: str) -> None:
 
 def fresh_db(template_url: str, tmp: Path) -> str:
     """An empty migrated database for one test: a copy of the SQLite template in `tmp`,
-    or the PostgreSQL database with every table truncated."""
+    or the PostgreSQL database with every table emptied (_EMPTY_PG)."""
     if not USE_PG:
         target = tmp / "keyledger.db"
         shutil.copyfile(template_url.removeprefix("sqlite:///"), target)
         return f"sqlite:///{target}"
     engine = create_engine(template_url)
-    with engine.begin() as conn:
-        tables = (
-            conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if tables:
-            names = ", ".join(f'"{t}"' for t in tables)
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(_EMPTY_PG)
+    except OperationalError as err:
+        raise RuntimeError(
+            f"could not empty the test database within {_EMPTY_WAIT}: a connection left "
+            f"open by an earlier test holds its rows:\n{_holders(engine)}"
+        ) from err
+    finally:
+        engine.dispose()
     return template_url
+
+
+# DELETE rather than TRUNCATE: TRUNCATE gives each table new files, synced to disk one by
+# one (wait event DataFileImmediateSync), and takes an ACCESS EXCLUSIVE lock that waits
+# behind any transaction a leaked connection still holds open: both grow without bound
+# on a loaded machine (docs/decisions.md). Foreign keys and the append-only triggers do
+# not fire while emptying (replica role: superuser, as in CI), so the order of the tables
+# does not matter; sequences start again at 1 as on a new database.
+_EMPTY_WAIT = "10s"
+_EMPTY_PG = f"""
+SET LOCAL lock_timeout = '{_EMPTY_WAIT}';
+SET LOCAL session_replication_role = replica;
+DO $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT tablename FROM pg_tables
+           WHERE schemaname = 'public' AND tablename <> 'alembic_version' LOOP
+    EXECUTE 'DELETE FROM public.' || quote_ident(t.tablename);
+  END LOOP;
+  PERFORM setval('public.' || quote_ident(sequencename), 1, false) FROM pg_sequences
+    WHERE schemaname = 'public' AND last_value IS NOT NULL;
+END $$;
+"""
+
+
+def _holders(engine: Any) -> str:
+    """The other sessions on this database, for the error that names the leak."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT pid, state, application_name, left(query, 120) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    return "\n".join(" | ".join(str(c) for c in row) for row in rows) or "(none seen)"
 
 
 def new_app(tmp: Path, url: str, **extra: Any) -> Flask:
