@@ -17,6 +17,7 @@ from flask import current_app, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import times
 from app.cli import CommandGroup
 from app.keys import lifecycle
 from app.keys.leaks import Leaked
@@ -117,7 +118,7 @@ def send_expiring(session: Session, warning_days: int, now: datetime | None = No
             user,
             "key_expiring",
             key=f"{key.name} ({key.public_id})",
-            expires=key.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            expires=f"{times.display(key.expires_at)} UTC",
         ):
             sent += 1
     session.commit()

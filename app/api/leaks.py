@@ -24,7 +24,6 @@ from app.web import client_ip, key_policy
 
 GITHUB_BODY_MAX = 1024 * 1024
 REPORT_BODY_MAX = 128 * 1024
-MAX_TOKEN_LEN = schemas.MAX_TOKEN_LEN  # documented by LeakReport
 REPORT_LOCATION = "a public report (POST /api/v1/keys/report-leak)"
 
 
@@ -71,29 +70,16 @@ def github_secret_scanning() -> ResponseReturnValue:
             401, "invalid_signature", "the body is not signed by a GitHub secret scanning key"
         )
         return response
-    alerts = _json(raw)
-    if not (
-        isinstance(alerts, list)
-        and len(alerts) <= leaks.MAX_REPORTED
-        and all(
-            isinstance(a, dict)
-            and isinstance(a.get("token"), str)
-            and len(a["token"]) <= MAX_TOKEN_LEN
-            and isinstance(a.get("type", ""), str)
-            and isinstance(a.get("url", ""), str)
-            and isinstance(a.get("source", ""), str)
-            for a in alerts
-        )
-    ):
+    alert = schemas.parse(schemas.GitHubAlert, _json(raw))
+    if isinstance(alert, str):
         return api_error(
             400,
             "bad_request",
             f"expected a JSON array of at most {leaks.MAX_REPORTED} objects "
-            "{token, type, url, source} with string values",
+            f"{{token, type, url, source}} with string values ({alert})",
         )
-    reports = [
-        leaks.Report(a["token"], _where(a.get("url") or "", a.get("source") or "")) for a in alerts
-    ]
+    alerts = alert.root
+    reports = [leaks.Report(a.token, _where(a.url or "", a.source or "")) for a in alerts]
     found: list[leaks.Leaked] = []
     hits = leaks.revoke_leaked(
         db.session,
@@ -107,8 +93,8 @@ def github_secret_scanning() -> ResponseReturnValue:
     return jsonify(
         [
             {
-                "token_hash": hashlib.sha256(a["token"].encode("utf-8", "replace")).hexdigest(),
-                "token_type": a.get("type") or "",
+                "token_hash": hashlib.sha256(a.token.encode("utf-8", "replace")).hexdigest(),
+                "token_type": a.type or "",
                 "label": "true_positive" if hit else "false_positive",
             }
             for a, hit in zip(alerts, hits, strict=True)
@@ -138,20 +124,15 @@ def report_leak() -> ResponseReturnValue:
         return api_error(
             413, "payload_too_large", f"the body is limited to {REPORT_BODY_MAX} bytes"
         )
-    body = _json(raw)
-    credentials = body.get("credentials") if isinstance(body, dict) else None
-    if not (
-        isinstance(credentials, list)
-        and 0 < len(credentials) <= leaks.MAX_REPORTED
-        and all(isinstance(c, str) and 0 < len(c) <= MAX_TOKEN_LEN for c in credentials)
-        and set(body) == {"credentials"}
-    ):
+    report = schemas.parse(schemas.LeakReport, _json(raw))
+    if isinstance(report, str):
         return api_error(
             400,
             "bad_request",
             f'send {{"credentials": [...]}}: 1 to {leaks.MAX_REPORTED} non-empty strings of '
-            f"at most {MAX_TOKEN_LEN} characters",
+            f"at most {schemas.MAX_TOKEN_LEN} characters ({report})",
         )
+    credentials = report.credentials
     found: list[leaks.Leaked] = []
     leaks.revoke_leaked(
         db.session,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from sqlalchemy import select
 
-from app import text
+from app import text, times
 from app.api import bp, schemas
 from app.api.auth import ApiAuth, current_auth, key_cache
 from app.api.errors import api_error
@@ -29,10 +29,6 @@ from app.keys.cache import KeyRecord
 from app.models import ApiKey, User
 from app.models._types import utcnow
 from app.web import client_ip, key_policy
-
-
-def iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def auth_error(auth: ApiAuth, *, validating: bool) -> Response:
@@ -98,7 +94,7 @@ def _valid_head(record: KeyRecord) -> str:
         "name": record.name,
         "tier": record.tier,
         "scopes": list(record.scopes),
-        "expires_at": iso(record.expires_at),
+        "expires_at": times.iso_or_none(record.expires_at),
         "meta": record.meta,
         "test": record.test,
     }
@@ -179,10 +175,10 @@ def key_json(key: ApiKey, public_ids: dict[int, str] | None = None) -> dict[str,
         "tier": key.tier,
         "scopes": list(key.scopes),
         "status": lifecycle.status(key, key_policy()),
-        "created_at": iso(key.created_at),
-        "expires_at": iso(key.expires_at),
-        "revoked_at": iso(key.revoked_at),
-        "last_used_at": iso(key.last_used_at),
+        "created_at": times.iso_or_none(key.created_at),
+        "expires_at": times.iso_or_none(key.expires_at),
+        "revoked_at": times.iso_or_none(key.revoked_at),
+        "last_used_at": times.iso_or_none(key.last_used_at),
         "rotated_from": rotated_from,
         "test": key.test,
         **policies.describe(key),
@@ -343,7 +339,8 @@ def _parse_time(text: str | None, name: str) -> datetime | Response | None:
     if text is None or text == "":
         return None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
+        # An unencoded '+' of the zone arrives as a space in a query string.
+        at = times.parse_iso(text.replace(" ", "+"))
     except ValueError:
         return api_error(400, "bad_request", f'"{name}" must be an ISO 8601 time')
     if at.tzinfo is None:
@@ -367,7 +364,7 @@ def usage(record: KeyRecord) -> ResponseReturnValue:
         if isinstance(parsed, Response):
             return parsed
     assert not isinstance(start, Response) and not isinstance(end, Response)
-    end = end or datetime.now(UTC)
+    end = end or times.now()
     start = start or end - DEFAULT_SPAN[granularity]
     key = _own_key(record, args.get("key_id") or record.public_id)
     if isinstance(key, Response):
@@ -382,8 +379,8 @@ def usage(record: KeyRecord) -> ResponseReturnValue:
         {
             "key_id": key.public_id,
             "granularity": granularity,
-            "from": iso(buckets[0].start) if buckets else iso(start),
-            "to": iso(buckets[-1].start + queries.STEP[granularity]) if buckets else iso(end),
+            "from": times.iso(buckets[0].start if buckets else start),
+            "to": times.iso(buckets[-1].start + queries.STEP[granularity] if buckets else end),
             "total": total,
             "buckets": [b.to_dict() for b in buckets],
         }

@@ -13,7 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+)
 
 from app import outcomes
 from app.config import TIERS
@@ -43,7 +50,7 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-B = TypeVar("B", bound=Body)
+B = TypeVar("B", bound=BaseModel)
 
 
 class Answer(BaseModel):
@@ -126,10 +133,20 @@ class LeakReport(Body):
 
 
 class GitHubToken(BaseModel):
-    token: str
+    """One token of GitHub's alert; fields GitHub may add later are ignored."""
+
+    model_config = ConfigDict(strict=True)
+
+    token: Annotated[str, StringConstraints(max_length=MAX_TOKEN_LEN)]
     type: str | None = None
     url: str | None = None
     source: str | None = None
+
+
+class GitHubAlert(RootModel[list[GitHubToken]]):
+    """GitHub secret scanning's alert: a JSON array of tokens."""
+
+    root: list[GitHubToken] = Field(max_length=leaks.MAX_REPORTED)
 
 
 class UsageQuery(Body):
@@ -286,8 +303,10 @@ def problem(model: type[BaseModel], exc: ValidationError) -> str:
     """The first error of a refused body in one sentence that names the field."""
     err = exc.errors(include_url=False)[0]
     loc = [p for p in err["loc"] if isinstance(p, str)]
-    field = ".".join(loc) or "body"
+    field = ".".join(loc) or (f"item {err['loc'][0]}" if err["loc"] else "body")
     kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "list_type" and not err["loc"]:
+        return "the body must be a JSON array"
     if kind in ("too_long", "too_short", "string_too_long", "string_too_short"):
         items = kind.startswith("too") and len(loc) == len(err["loc"])
         unit = "items" if items else "characters"
@@ -302,10 +321,12 @@ def problem(model: type[BaseModel], exc: ValidationError) -> str:
     if kind == "extra_forbidden":
         return f"unknown field(s): {field}"
     info = model.model_fields.get(loc[0]) if loc else None
+    if info is None and loc:  # a field of a nested model
+        return f'"{field}" is required' if kind == "missing" else f'"{field}": {err["msg"]}'
     return f'"{field}" must be {_kind(info.annotation) if info else "a JSON object"}'
 
 
-def parse(model: type[B], body: dict[str, Any]) -> B | str:
+def parse(model: type[B], body: Any) -> B | str:
     """The body as `model`, or the sentence that says what is wrong with it."""
     try:
         return model.model_validate(body)

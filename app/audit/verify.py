@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from app import dialects
 from app.audit import core
 from app.audit.anchor import read_anchor
 from app.audit.core import Damage, Report
@@ -66,7 +67,7 @@ def _time_text(dialect: str) -> Callable[[Any], str]:
 
     def aware_time(raw: Any) -> str:
         if isinstance(raw, datetime) and raw.tzinfo is not None:
-            return raw.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            return core.format_time(raw)
         return f"<{raw!r}>"
 
     return aware_time
@@ -91,7 +92,7 @@ def _event_batches(
     of the check); others a server-side cursor."""
     sql = _EVENT_SQL if span is None else _RANGE_SQL
     params = {} if span is None else {"lo": span[0], "hi": span[1]}
-    if conn.dialect.name == "sqlite":
+    if dialects.name_of(conn) == "sqlite":
         cursor = conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
         while rows := cursor.fetchmany(BATCH):
             yield rows
@@ -158,13 +159,13 @@ def _leaves_for(conn: Connection, span: tuple[int, int]) -> tuple[int, bytes, in
     sha256 = hashlib.sha256
     column_bytes = core.column_bytes
     marker = core.EVENT_ID_TEXT
-    time_text = _time_text(conn.dialect.name)
+    time_text = _time_text(dialects.name_of(conn))
     out: list[bytes] = []
     add = out.append
     start = expected = -1
     pruned = 0
     # SQLite hands back created_at as text: slice it here rather than call time_text.
-    raw_time = conn.dialect.name == "sqlite"
+    raw_time = dialects.name_of(conn) == "sqlite"
     for rows in _event_batches(conn, span):
         if start < 0:
             start = expected = rows[0][0]
@@ -248,7 +249,7 @@ class _Leaves:
 
 def _ordered_leaves(conn: Connection, counter: list[int]) -> Iterator[bytes]:
     """Every sealed event in seq order through `core.event_leaf`: names the first damage."""
-    time_text = _time_text(conn.dialect.name)
+    time_text = _time_text(dialects.name_of(conn))
     out: list[bytes] = []
     for size, row in enumerate(_stream_events(conn)):
         try:
@@ -338,7 +339,7 @@ def _verify(
     total = int(total or 0)
     if workers is None:
         workers = auto_workers(total)
-    if conn.dialect.name == "sqlite" and conn.engine.url.database in (None, "", ":memory:"):
+    if dialects.name_of(conn) == "sqlite" and conn.engine.url.database in (None, "", ":memory:"):
         workers = 0  # other processes cannot see this database
     # The ranged path only for the shape an intact log has: seqs 0..total-1. Anything
     # else is damage, which the seq-ordered check names exactly.
@@ -370,7 +371,7 @@ def _fold(
 ) -> None:
     """The one fold (core.fold_blobs) over the checked leaf hashes and the stored
     checkpoints, then the state row."""
-    time_text = _time_text(conn.dialect.name)
+    time_text = _time_text(dialects.name_of(conn))
     checkpoints = (_checkpoint_from_row(r, time_text) for r in _rows(conn, _CHECKPOINT_SQL))
     fold = core.Fold(settings.trusted, origin=None)
     left = core.fold_blobs(

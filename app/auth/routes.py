@@ -220,7 +220,7 @@ def _remember_device(user: User, response: Response) -> None:
             "new_device",
             device=label,
             ip_address=client_ip() or "unknown",
-            time=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            time=f"{times.display(times.now())} UTC",
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from app import times
 from app.audit import core
 from app.audit.core import Frontier
 from app.audit.log.reader import TreeReader, cosignatures_of, latest_checkpoint
@@ -210,7 +211,7 @@ def _restart_anchor(
     database's newest checkpoint and its cosignatures."""
     replaced = None
     if path.exists():
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = times.compact(times.now())
         replaced = path.with_name(f"{path.name}.replaced-{stamp}")
         path.rename(replaced)
     if last is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
+from app import dialects
 from app.audit import core
 from app.audit.anchor import Anchor
 from app.audit.core import Checkpoint
@@ -64,21 +65,17 @@ class SealResult:
 def lock_state(conn: Connection) -> tuple[int, bytes, str | None]:
     """Take the one lock every sealer serialises on; create the row if missing (tests
     truncate tables). Returns (size, frontier, halted)."""
-    empty = {"r": core.EMPTY_ROOT, "f": b""}
-    if conn.dialect.name == "sqlite":
+    sqlite = dialects.name_of(conn) == "sqlite"
+    if sqlite:
+        # The write lock first: two sealers that each read before writing would
+        # deadlock on SQLite's lock upgrade (PostgreSQL locks the row below).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-        conn.execute(
-            text("INSERT OR IGNORE INTO audit_state (id, size, root, frontier) VALUES (1,0,:r,:f)"),
-            empty,
-        )
-    elif conn.dialect.name == "postgresql":
-        conn.execute(
-            text(
-                "INSERT INTO audit_state (id, size, root, frontier) VALUES (1, 0, :r, :f) "
-                "ON CONFLICT (id) DO NOTHING"
-            ),
-            empty,
-        )
+    conn.execute(
+        dialects.insert(conn, state_t)
+        .values(id=1, size=0, root=core.EMPTY_ROOT, frontier=b"")
+        .on_conflict_do_nothing()
+    )
+    if not sqlite:
         conn.commit()
     row = conn.execute(
         select(state_t.c.size, state_t.c.frontier, state_t.c.halted)
