@@ -26,13 +26,14 @@ def _key_or_404(public_id: str) -> ApiKey:
 @bp.route("/keys/<public_id>/limit", methods=["GET", "POST"])
 def key_limit(public_id: str) -> ResponseReturnValue:
     key = _key_or_404(public_id)
-    error = None
+    error = typed = None
     if request.method == "POST":
+        typed = request.form.get("rate_limit", "").strip()[:20]
         try:
             changed = policies.set_rate_limit(
                 db.session,
                 key,
-                request.form.get("rate_limit", "").strip()[:20],
+                typed,
                 actor=current_user,
                 actor_ip=client_ip(),
             )
@@ -50,4 +51,5 @@ def key_limit(public_id: str) -> ResponseReturnValue:
         tier_limit=ratelimit.tier_limit(key.tier, config),
         limit=ratelimit.effective_limit(key.tier, key.rate_limit, config, key.owner_rate_limit),
         error=error,
+        typed=typed if error else None,  # a refused value stays in the field
     ), (400 if error else 200)

@@ -58,6 +58,17 @@ def test_the_owner_lowers_a_keys_limit_on_the_key_page(app: Flask, user: Portal)
         )
         assert resp.status_code == 400, bad
     assert _row(app, pid).owner_rate_limit == 3
+    # A good allowlist beside a refused limit: neither is saved, both stay typed, and
+    # only the limit is marked and focused.
+    resp = user.submit(
+        page, {"ip_allowlist": "198.51.100.7", "meta": "", "rate_limit": "600"}, f"{page}/policies"
+    )
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    field = re.search(r'<input id="rate_limit"[^>]*>', html)[0]
+    assert 'value="600"' in field and 'aria-invalid="true"' in field and "autofocus" in field
+    assert html.count(" autofocus") == 1 and "198.51.100.7</textarea>" in html
+    assert _row(app, pid).ip_allowlist is None and _row(app, pid).owner_rate_limit == 3
     # Empty: the tier's again.
     user.submit(page, {"ip_allowlist": "", "meta": "", "rate_limit": ""}, f"{page}/policies")
     assert _row(app, pid).owner_rate_limit is None

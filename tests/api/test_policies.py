@@ -288,6 +288,10 @@ def test_an_admin_gives_a_key_its_own_rate_limit(
     for bad in ("0", "-3", "1.5", "many", "99999999"):
         resp = admin.submit(page, {"rate_limit": bad})
         assert resp.status_code == 400, bad
+        # The refused value stays in the field, beside its error.
+        assert f'name="rate_limit" type="number" min="1" max="1000000" value="{bad}"' in (
+            resp.get_data(as_text=True)
+        )
     assert keys.row(key.public_id).rate_limit == 5
     admin.submit(page, {"rate_limit": ""})
     assert keys.row(key.public_id).rate_limit is None
