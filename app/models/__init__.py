@@ -19,7 +19,7 @@ from app.models.second_factor import (
     TotpSecret,
 )
 from app.models.session import UserSession
-from app.models.usage import UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
+from app.models.usage import UsageBatch, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
 from app.models.user import User
 from app.models.webhook import WebhookCursor, WebhookDelivery, WebhookEndpoint
 
@@ -40,6 +40,7 @@ __all__ = [
     "SiteSetting",
     "TierPeriod",
     "TotpSecret",
+    "UsageBatch",
     "UsageLatencyBin",
     "UsageRecord",
     "UsageRollup",

@@ -23,6 +23,17 @@ _BIGID = BigInteger().with_variant(Integer, "sqlite")
 GRANULARITIES = ("minute", "hour", "day")
 
 
+class UsageBatch(db.Model):
+    """A flushed batch's id, written in the batch's own transaction: a batch retried
+    after its commit went unanswered (the database stalled between committing and
+    saying so) finds its id and is not written twice. Pruned after a day."""
+
+    __tablename__ = "usage_batch"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class UsageRecord(db.Model):
     """One key-authenticated request, as the recorder saw it. Pruned after retention."""
 

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 import weakref
@@ -39,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, insert, or_, text, update
+from sqlalchemy import and_, delete, insert, or_, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -49,7 +50,14 @@ from app import dialects
 from app.background import Worker
 from app.billing import snapshot
 from app.extensions import db
-from app.models import ApiKey, UsageLatencyBin, UsageRecord, UsageRollup, UsageTopRollup
+from app.models import (
+    ApiKey,
+    UsageBatch,
+    UsageLatencyBin,
+    UsageRecord,
+    UsageRollup,
+    UsageTopRollup,
+)
 from app.times import floor
 from app.usage import UsageEvent
 from app.usage.histogram import bin_of
@@ -75,6 +83,8 @@ UNAVAILABLE = (OperationalError, InterfaceError, TimeoutError, PoolTimeout)
 KEY_REFUSED = frozenset({401, 403, 429})
 # last_used_at is rewritten only when it moved on by this much (or the IP changed).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# How long a written batch's id is kept for a retry to find.
+BATCH_ID_KEEP = timedelta(days=1)
 
 _LIVE: weakref.WeakSet[BatchRecorder] = weakref.WeakSet()
 
@@ -89,6 +99,10 @@ class _Audit:
 class _Batch:
     events: list[UsageEvent] = field(default_factory=list)
     audits: list[_Audit] = field(default_factory=list)
+    # Written with the batch (usage_batch), so a retry can tell whether an attempt whose
+    # commit went unanswered did commit. `tried`: such an attempt was made.
+    id: str = field(default_factory=lambda: secrets.token_hex(16))
+    tried: bool = False
 
     def __len__(self) -> int:
         return len(self.events) + len(self.audits)
@@ -150,6 +164,7 @@ class BatchRecorder:
         )
         self._last_used: dict[int, tuple[datetime, str | None]] = {}
         self._engine: Engine | None = None
+        self._next_prune = 0.0
 
     # -- the request side: append and return -------------------------------------------
 
@@ -215,6 +230,10 @@ class BatchRecorder:
 
     def _take(self) -> _Batch:
         batch, self._retry = self._retry, _Batch()
+        if batch.tried:
+            # Retried as it was: it may have been committed already (under its id), so
+            # nothing new may join it, or that would be skipped with it.
+            return batch
         while len(batch) < self.batch_max:
             try:
                 item = self._queue.popleft()
@@ -251,6 +270,7 @@ class BatchRecorder:
                     log.exception("usage batch refused; writing it item by item")
                     touched = self._write_all(engine, batch, careful=True)
         except UNAVAILABLE:
+            batch.tried = True  # its commit may have happened without an answer
             log.warning(
                 "usage flush: database unavailable, keeping %d items for the next try",
                 len(batch),
@@ -280,6 +300,12 @@ class BatchRecorder:
         self, engine: Engine, batch: _Batch, *, careful: bool
     ) -> dict[int, tuple[datetime, str | None]]:
         with Session(engine) as session, session.begin():
+            if batch.tried and session.get(UsageBatch, batch.id) is not None:
+                # The last attempt did commit; only its answer was lost.
+                log.warning("usage flush: batch %s was written already", batch.id)
+                return {}
+            session.execute(insert(UsageBatch).values(id=batch.id, written_at=datetime.now(UTC)))
+            self._prune_batch_ids(session)
             events = batch.events
             if careful:
                 events = []
@@ -300,6 +326,17 @@ class BatchRecorder:
                 touched = self._touch_keys(session, events)
             self._append_audits(session, batch.audits, careful=careful)
         return touched
+
+    def _prune_batch_ids(self, session: Session) -> None:
+        """Forget written batches' ids after BATCH_ID_KEEP, at most once an hour per
+        process: a retry comes within the outage, not a day later."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 3600
+        session.execute(
+            delete(UsageBatch).where(UsageBatch.written_at < datetime.now(UTC) - BATCH_ID_KEEP)
+        )
 
     def _touch_keys(
         self, session: Session, events: Iterable[UsageEvent]
