@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 from flask import Flask
@@ -16,6 +19,35 @@ from app.config import TIERS
 from app.extensions import db
 from app.models import User
 from app.web import passwords, session_lifetimes
+
+T = TypeVar("T")
+
+
+@contextmanager
+def progress(
+    items: Iterable[T], label: str, length: int, err: bool = False
+) -> Iterator[Iterable[T]]:
+    """A bar on a terminal; otherwise a line at every tenth (logs, CI, `| tee`), so a
+    long command is never silent. `err`: on stderr, for a command whose stdout is its
+    data (an export piped to a file)."""
+    stream = sys.stderr if err else sys.stdout
+    if stream.isatty():
+        with click.progressbar(items, label=f"{label:<8}", length=length, file=stream) as bar:
+            yield bar
+    else:
+        yield _progress_lines(items, label, length, err)
+
+
+def _progress_lines(items: Iterable[T], label: str, length: int, err: bool) -> Iterator[T]:
+    started = time.monotonic()
+    step = max(1, length // 10)
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % step == 0 or done == length:
+            took = time.monotonic() - started
+            click.echo(
+                f"{label}: {done}/{length} ({done * 100 // length} %), {took:.0f} s", err=err
+            )
 
 
 class CommandGroup(AppGroup):

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-import time
 from bisect import bisect
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import TypeVar
@@ -28,7 +25,7 @@ from sqlalchemy.orm import Session, aliased
 from app import accounts, outcomes
 from app.audit import trail
 from app.billing import snapshot
-from app.cli import CommandGroup
+from app.cli import CommandGroup, progress
 from app.config import TIERS
 from app.extensions import db
 from app.keys import lifecycle
@@ -36,7 +33,6 @@ from app.models import ApiKey, TierPeriod, User
 from app.usage import UsageEvent, recorder
 from app.web import key_policy, passwords
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., object])
 
 demo = CommandGroup("demo", help="Demo data: accounts, keys and a month of traffic.")
@@ -65,27 +61,6 @@ class _SharedHash:
 
     def hash(self, password: str) -> str:
         return self._hash
-
-
-@contextmanager
-def _progress(items: Iterable[T], label: str, length: int) -> Iterator[Iterable[T]]:
-    """A bar on a terminal; otherwise a line at every tenth (logs, CI, `| tee`), so a
-    long seed is never silent."""
-    if sys.stdout.isatty():
-        with click.progressbar(items, label=f"{label:<8}", length=length) as bar:
-            yield bar
-    else:
-        yield _progress_lines(items, label, length)
-
-
-def _progress_lines(items: Iterable[T], label: str, length: int) -> Iterator[T]:
-    started = time.monotonic()
-    step = max(1, length // 10)
-    for done, item in enumerate(items, 1):
-        yield item
-        if done % step == 0 or done == length:
-            took = time.monotonic() - started
-            click.echo(f"{label}: {done}/{length} ({done * 100 // length} %), {took:.0f} s")
 
 
 def _hour_weights(start: datetime, hours: int) -> list[float]:
@@ -146,7 +121,7 @@ def seed(
 
     shared = _SharedHash(passwords())
     users: list[User] = []
-    with _progress(range(n_users), "Accounts", n_users) as bar:
+    with progress(range(n_users), "Accounts", n_users) as bar:
         for i in bar:
             email = f"demo-{i + 1}@example.com"
             user = accounts.find_user(session, email)
@@ -158,7 +133,7 @@ def seed(
             users.append(user)
 
     keys: list[ApiKey] = []
-    with _progress(range(n_keys), "Keys", n_keys) as bar:
+    with progress(range(n_keys), "Keys", n_keys) as bar:
         for i in bar:
             owner = users[i % n_users] if i < n_users else rng.choice(users)
             cap = policy.max_lifetime(owner.tier)
@@ -227,7 +202,7 @@ def seed(
     rec = recorder()
     batch = int(current_app.config.get("USAGE_BATCH_MAX", 5000))
     rate_limited_seen: set[tuple[int, int]] = set()
-    with _progress(plan, "Requests", n_events) as bar:
+    with progress(plan, "Requests", n_events) as bar:
         for i, (at, k) in enumerate(bar):
             if i == change_at:
                 for user in changers:  # upgrades and downgrades mid-month

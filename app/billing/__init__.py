@@ -270,6 +270,27 @@ EVENT_TYPE = "com.keyledger.api.requests"
 EVENT_SOURCE = "keyledger/usage"
 
 
+def _exported_hours(start: datetime, end: datetime) -> tuple[Any, ...]:
+    """The hour roll-ups a CloudEvents export of [start, end) sends, one event each."""
+    return (
+        ApiKey.test.is_(False),  # a meter bills what it is sent: test keys are not
+        UsageRollup.granularity == "hour",
+        UsageRollup.bucket >= start,
+        UsageRollup.bucket < end,
+    )
+
+
+def cloudevents_count(session: Session, start: datetime, end: datetime) -> int:
+    """How many events cloudevents() yields for [start, end): an export's progress."""
+    query = (
+        select(func.count())
+        .select_from(UsageRollup)
+        .join(ApiKey, ApiKey.id == UsageRollup.key_id)
+        .where(*_exported_hours(start, end))
+    )
+    return int(session.scalar(query) or 0)
+
+
 def cloudevents(session: Session, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
     """CloudEvents 1.0, one per key and hour of [start, end), oldest first.
 
@@ -293,12 +314,7 @@ def cloudevents(session: Session, start: datetime, end: datetime) -> Iterator[di
         )
         .join(ApiKey, ApiKey.id == UsageRollup.key_id)
         .join(User, User.id == UsageRollup.owner_id)
-        .where(
-            ApiKey.test.is_(False),  # a meter bills what it is sent: test keys are not
-            UsageRollup.granularity == "hour",
-            UsageRollup.bucket >= start,
-            UsageRollup.bucket < end,
-        )
+        .where(*_exported_hours(start, end))
         .order_by(UsageRollup.bucket, ApiKey.public_id)
         .execution_options(yield_per=5000)
     )

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import click
 
-from app.billing import plans, snapshot
+from app.billing import cloudevents_count, plans, snapshot
 from app.billing.export import FORMATS, render
-from app.cli import CommandGroup
+from app.cli import CommandGroup, progress
 from app.extensions import db
 from app.times import month_range
 from app.usage import recorder
@@ -28,8 +28,17 @@ def export(month: str, fmt: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from exc
     recorder().flush()
-    for chunk in render(fmt, db.session, plans(), month, start, end):
-        click.echo(chunk, nl=False)
+    chunks = render(fmt, db.session, plans(), month, start, end)
+    if fmt != "cloudevents":
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
+    # One line an event, and a month of them takes a while: progress on stderr, so a
+    # redirected stdout stays the events alone.
+    total = cloudevents_count(db.session, start, end)
+    with progress(chunks, "Events", total, err=True) as lines:
+        for line in lines:
+            click.echo(line, nl=False)
 
 
 @billing.command("close")

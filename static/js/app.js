@@ -67,3 +67,53 @@ async function refreshLog() {
   refreshLog();
 }
 document.addEventListener("DOMContentLoaded", refreshLog);
+
+// A long export (<a data-export-progress>): fetched here, so the page can say it is
+// working and how far it is (lines read of the X-Export-Events the server counted),
+// then handed to the browser as a download. Without this script the link downloads.
+document.addEventListener("click", async (event) => {
+  const link = event.target.closest("a[data-export-progress]");
+  if (!link || link.dataset.busy) return;
+  event.preventDefault();
+  const box = document.getElementById(link.dataset.exportProgress);
+  const bar = box.querySelector("progress");
+  const said = box.querySelector("[data-export-status]");
+  link.dataset.busy = "true";
+  link.setAttribute("aria-disabled", "true");
+  box.hidden = false;
+  said.textContent = "Exporting…";
+  try {
+    const resp = await fetch(link.href, { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const total = Number(resp.headers.get("X-Export-Events") || 0);
+    bar.max = Math.max(total, 1);
+    const reader = resp.body.getReader();
+    const parts = [];
+    let lines = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      for (const byte of value) if (byte === 10) lines += 1;
+      bar.value = Math.min(lines, bar.max);
+      const share = total ? ` (${Math.floor((100 * lines) / total)} %)` : "";
+      said.textContent = `Exporting… ${lines.toLocaleString()} of ${total.toLocaleString()} events${share}`;
+    }
+    const name = (resp.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+    const url = URL.createObjectURL(new Blob(parts, { type: resp.headers.get("Content-Type") || "" }));
+    const save = document.createElement("a");
+    save.href = url;
+    save.download = name ? name[1] : "export.jsonl";
+    document.body.appendChild(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    bar.value = bar.max;
+    said.textContent = `Done: ${lines.toLocaleString()} events exported.`;
+  } catch (err) {
+    said.textContent = `The export failed (${err.message}); nothing was downloaded. Try again.`;
+  } finally {
+    delete link.dataset.busy;
+    link.removeAttribute("aria-disabled");
+  }
+});

@@ -74,7 +74,7 @@ def two_accounts(app: Flask, user: Portal, other: Portal) -> list[Key]:
 def _cli(app: Flask, *args: str) -> str:
     result = app.test_cli_runner().invoke(args=["billing", "export", *args])
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # the export alone: progress goes to stderr
 
 
 def test_export_totals_equal_the_raw_events(app: Flask, two_accounts: list[Key]) -> None:
@@ -126,6 +126,12 @@ def test_cloudevents_are_one_per_key_and_hour_with_stable_ids(
             {"lo": NOV, "hi": datetime(2026, 12, 1, tzinfo=UTC)},
         ).scalar_one()
     assert len(events) == hours
+    # Progress on stderr (a line at every tenth without a terminal), never in the data.
+    result = app.test_cli_runner().invoke(
+        args=["billing", "export", "--month", "2026-11", "--format", "cloudevents"]
+    )
+    assert result.stdout == first
+    assert f"Events: {hours}/{hours} (100 %)" in result.stderr
     e = events[0]
     assert {"specversion", "type", "source", "subject", "id", "time", "data"} <= set(e)
     assert e["specversion"] == "1.0"
@@ -277,6 +283,8 @@ def test_admin_billing_page_and_downloads(
         # The CLI's stdout is text mode: compare with the line ends normalised.
         same = _cli(app, "--month", "2026-11", "--format", fmt).replace("\r\n", "\n")
         assert resp.get_data(as_text=True).replace("\r\n", "\n") == same
+        if fmt == "cloudevents":  # what the page's progress counts the lines against
+            assert resp.headers["X-Export-Events"] == str(len(same.splitlines())) != "0"
     exported = audit_events(app, "billing.exported")
     assert len(exported) == 3
     assert admin.client.get("/admin/billing?month=2026-13").status_code == 400

@@ -257,3 +257,21 @@ def test_the_audit_table_fits_a_1280px_window(visitor, seeded) -> None:
     )
     assert overflow <= 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_the_cloudevents_export_shows_its_progress_then_downloads(visitor, seeded) -> None:
+    page = visitor.page
+    visitor.login(ADMIN_EMAIL)
+    page.goto("/admin/billing")
+    box = page.locator("#export-progress")
+    expect(box).to_be_hidden()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CloudEvents (JSON lines)").click()
+        expect(box).to_be_visible()  # shown from the click on, while the export streams
+    month = page.get_by_label("Month", exact=True).input_value()
+    assert download.value.suggested_filename == f"keyledger-billing-{month}.jsonl"
+    lines = Path(download.value.path()).read_text("utf-8").splitlines()
+    status = page.get_by_role("status").filter(has_text="events exported")
+    expect(status).to_have_text(f"Done: {len(lines):,} events exported.")
+    bar = box.locator("progress")
+    assert bar.evaluate("(p) => [p.value, p.max]") == [max(len(lines), 1)] * 2
