@@ -115,6 +115,7 @@ def register_services(app: Flask) -> None:
     from app.accounts import Passwords
     from app.audit import service as audit_service
     from app.keys import cache as key_cache
+    from app.keys import unshown as unshown_keys
     from app.keys.lifecycle import KeyPolicy
     from app.sessions import Lifetimes
     from app.webhooks import service as webhooks
@@ -123,6 +124,7 @@ def register_services(app: Flask) -> None:
     app.extensions["keyledger.key_policy"] = KeyPolicy.from_config(app.config)
     app.extensions["keyledger.session_lifetimes"] = Lifetimes.from_config(app.config)
     key_cache.init_app(app)  # with the session hooks that keep it current
+    unshown_keys.init_app(app)  # keys whose creation went unconfirmed, revoked later
     usage.init_app(app)  # the batched recorder, and the process's at-fork/at-exit hooks
     billing.init_app(app)  # BILLING_PLANS, checked once
     audit_service.init_app(app)  # the log's signing key and anchor; its sealer

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app import text
 from app.audit import trail
@@ -241,6 +241,28 @@ def _mint(
     return NewKey(key, keyformat.assemble(prefix, public_id, secret))
 
 
+def _commit_new_key(session: Session, key: ApiKey) -> None:
+    """Commit a new key without expiring what the session holds: the page (or answer)
+    that shows its secret, the only showing, then renders from memory, with no query
+    that a database stalling right after the commit could turn into an error page
+    hiding a live key's secret (issue 22)."""
+    from app.errors import UNAVAILABLE
+    from app.keys import unshown
+
+    own = object_session(key) or session  # the Session itself, not a scoped proxy
+    keep = own.expire_on_commit
+    own.expire_on_commit = False
+    public_id = key.public_id
+    try:
+        own.commit()
+    except UNAVAILABLE:
+        # Unanswered: it may have committed, and its secret will not be shown.
+        unshown.remember(public_id)
+        raise
+    finally:
+        own.expire_on_commit = keep
+
+
 def check_lifetime(policy: KeyPolicy, tier: str, lifetime_days: int) -> None:
     """A new key lives 1 day to the tier's longest lifetime (KeyRequestError if not)."""
     cap = policy.max_lifetime(tier)
@@ -285,7 +307,7 @@ def create_key(
             **({"test": True} if test else {}),
         },
     )
-    session.commit()
+    _commit_new_key(session, new.key)
     return new
 
 
@@ -321,6 +343,12 @@ def revoke_key(
     _mark_revoked(session, key, utcnow(), actor=_actor(actor), actor_ip=actor_ip, **extra)
     session.commit()
     return True
+
+
+def revoke_unshown(session: Session, key: ApiKey, reason: str) -> None:
+    """Revoke a key whose secret was never shown (app/keys/unshown.py): by the system,
+    in the caller's transaction."""
+    _mark_revoked(session, key, utcnow(), actor="system", actor_ip=None, reason=reason)
 
 
 def _mark_revoked(
@@ -448,7 +476,7 @@ def rotate_key(
             "owner": _actor(key.owner),
         },
     )
-    session.commit()
+    _commit_new_key(session, new.key)
     return new
 
 

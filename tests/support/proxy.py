@@ -8,6 +8,8 @@ Modes:
   when a server or a firewall stops answering without closing anything. The proxy's
   kernel still acknowledges the client's packets, so only a client-side deadline ends
   the wait (TCP keepalives and tcp_user_timeout do not fire): the hardest case.
+- mute: what the client sends still reaches the server, and the server's answers are
+  dropped: a COMMIT that the server carries out and the client never hears of.
 
 Back in forward mode, connections that lost bytes are closed (their protocol state is
 garbage), connections that did not keep working.
@@ -26,6 +28,7 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.tainted = upstream is None  # accepted in blackhole mode: never connected
+        self.tainted_up = False  # bytes from the client were dropped (not in mute mode)
         self.closed = False
 
     def close(self) -> None:
@@ -65,12 +68,20 @@ class Proxy:
         if self._listener is None:
             self._listen()
 
+    def mute(self) -> None:
+        with self._lock:
+            self.mode = "mute"
+
     def refuse(self) -> None:
         with self._lock:
             self.mode = "refuse"
             listener, self._listener = self._listener, None
             links, self._links = self._links, []
         if listener is not None:
+            # shutdown wakes the thread blocked in accept(); close alone would leave the
+            # socket listening (that thread holds it) until the next client came.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for link in links:
             link.close()
@@ -132,8 +143,12 @@ class Proxy:
             if not data:
                 link.close()
                 return
-            if self.mode != "forward" or link.tainted:
+            passes = self.mode == "forward" and not link.tainted
+            if self.mode == "mute" and from_client and not link.tainted_up:
+                passes = True  # the server still hears the client
+            if not passes:
                 link.tainted = True
+                link.tainted_up = link.tainted_up or from_client
                 continue
             dst = link.upstream if from_client else link.client
             try:
