@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from support import fuzz
-from support.db import WORKER, base_config, drop_template, fresh_db, migrate_template
+from support.db import USE_PG, WORKER, base_config, drop_template, fresh_db, migrate_template
+from support.templates import share_compiled_templates
 from support.web import OTHER_PASSWORD, PASSWORD, Portal
 
 from app import create_app
@@ -51,6 +52,10 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group("servers"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    share_compiled_templates()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if getattr(config.option, "loadgroup", False) and any(
@@ -61,6 +66,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("--dist loadgroup does not group with this pytest/xdist pair")
     wanted = config.getoption("markexpr") or ""
     left_out = [m for m in OWN_STEP_MARKERS if m not in wanted]
+    if USE_PG:
+        # Ran on the SQLite run already and would do exactly the same work again here.
+        left_out.append("any_database")
     if not left_out:
         return
     kept, dropped = [], []

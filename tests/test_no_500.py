@@ -107,9 +107,13 @@ def test_every_form_field_takes_huge_numbers_and_crlf_cleanly(app: Flask, admin_
     assert any(f.action == "/account/sessions/end" for f in forms)
     for spec in forms:
         names = [n for n in spec.fields if n not in KEEP]
+        # The page is fetched again before each post only for a single-use form_token;
+        # a CSRF token stays good for the session.
+        page = portal.client.get(spec.page)
         for name in names:
             for bad in (*BAD_INTS, CRLF):
-                page = portal.client.get(spec.page)
+                if "form_token" in spec.fields:
+                    page = portal.client.get(spec.page)
                 data: dict[str, Any] = {
                     n: (spec.fields[n][0] if spec.fields[n] else "1") for n in names
                 }

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+# A fresh interpreter on a SQLite file of its own: nothing here reads the run's database.
+pytestmark = pytest.mark.any_database
 
 PROBE = """
 import importlib, json, pkgutil, sys

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 
 @pytest.mark.timeout(600)  # generates and imports a whole client package
+@pytest.mark.any_database  # the document comes from the models and settings alone
 def test_a_python_client_generates_cleanly(client: FlaskClient, tmp_path: Path) -> None:
     spec = tmp_path / "openapi.json"
     spec.write_text(json.dumps(client.get("/api/v1/openapi.json").json))

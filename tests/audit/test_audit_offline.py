@@ -497,6 +497,9 @@ def test_malformed_proofs_fail_cleanly(app, name, mutate):
 
 @pytest.mark.xdist_group("servers")  # builds a virtualenv: pip in a process of its own
 @pytest.mark.timeout(600)  # makes a virtualenv and installs into it
+# The build and the clean virtualenv are the point; exports from PostgreSQL are the
+# other tests' business.
+@pytest.mark.any_database
 def test_the_verifier_built_from_the_package_runs_in_a_clean_virtualenv(app, tmp_path):
     """`flask audit verifier` builds a zipapp of app/audit/core, byte for byte the
     same each time; it runs in a fresh virtualenv that holds only `cryptography`."""
