@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
 from app.extensions import csrf, db, limiter, login_manager, migrate
+from app.flask_app import Keyledger, browser_only
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ def _make_app(config: dict[str, Any] | None) -> Flask:
     settings.ensure_secrets(conf)
     settings.production_defaults(conf)  # Secure __Host- cookies and HSTS in production
 
-    app = Flask(
+    app = Keyledger(
         __name__,
         instance_path=str(Path(conf["INSTANCE_PATH"]).resolve()),
         template_folder=str(ROOT / "templates"),
@@ -87,14 +88,14 @@ def register_database(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """CSRF, limits and logins (app/extensions.py holds the unbound objects)."""
+    """CSRF, limits and logins (app/extensions.py holds the unbound objects). Their
+    app-wide hooks serve browsers: the API skips them (app/flask_app.py)."""
     from app import models
-    from app.ratelimit import spare_the_api
 
-    csrf.init_app(app)
-    limiter.init_app(app)
-    spare_the_api(app)
-    login_manager.init_app(app)
+    with browser_only(app):
+        csrf.init_app(app)
+        limiter.init_app(app)
+        login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
 
@@ -141,9 +142,10 @@ def register_blueprints(app: Flask) -> None:
     from app.portal import bp as portal_bp
     from app.transparency.routes import bp as transparency_bp
 
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(portal_bp)
-    app.register_blueprint(admin_bp, url_prefix="/admin")
+    with browser_only(app):  # their app-wide hooks (the two-factor gate) serve pages
+        app.register_blueprint(auth_bp)
+        app.register_blueprint(portal_bp)
+        app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     init_api(app)  # its per-app state and its Flask-Limiter filter
     app.register_blueprint(transparency_bp, url_prefix="/audit")

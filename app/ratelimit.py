@@ -42,20 +42,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial, wraps
+from functools import lru_cache
 from typing import Any
 
 import redis.exceptions
-from flask import Flask, current_app, request
+from flask import current_app
 from limits import RateLimitItem, parse
 from limits.storage import RedisClusterStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from app.extensions import limiter
 from app.keys.cache import KeyRecord
-from app.web import API_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -645,33 +643,6 @@ def spend_failure(ip: str | None) -> bool:
     the storage's error when it is unreachable (the caller answers 503).
     """
     return _spend(*_failure_args(ip or "unknown"))
-
-
-def spare_the_api(app: Flask) -> None:
-    """Run Flask-Limiter's app-wide hooks outside the API only.
-
-    Why: they find no limit to apply on the API (its request filter, app/api, exempts
-    it: `charge` counts API requests) yet run before, after and at teardown of each one,
-    a share of a validation worth saving (docs/performance.md, "Flask-Limiter's hooks
-    skip the API"). The filter stays as the
-    documented safety net should a Flask-Limiter release register other hooks.
-    """
-
-    def outside_api(hook: Callable[..., Any]) -> Callable[..., Any]:
-        @wraps(hook)
-        def run(*args: Any) -> Any:
-            if request.path.startswith(API_PREFIX):
-                return args[0] if args else None  # after_request hooks hand back the response
-            return hook(*args)
-
-        return run
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        funcs = hooks.get(None, [])
-        for i, hook in enumerate(funcs):
-            bound_to = hook.args[0] if isinstance(hook, partial) and hook.args else None
-            if getattr(hook, "__self__", bound_to) is limiter:
-                funcs[i] = outside_api(hook)
 
 
 def unshared_limits_problem(storage_uri: str | None, workers: int) -> str | None:

@@ -1,0 +1,126 @@
+"""The Flask class of Keyledger: Flask, with the API's requests spared what serves pages.
+
+Every API request used to run each app-wide hook: CSRF protection, Flask-Login's
+remember cookie, the admins' two-factor gate, Flask-Limiter's before, after and
+teardown hooks. None of them does anything for a key-authenticated JSON call (the API
+blueprint is CSRF-exempt, never reads the portal session and counts its own limits),
+yet together with Flask's coroutine check of each hook they were a tenth of a
+validation's CPU (docs/performance.md, "Browser-only hooks skip the API"). So the
+extensions and blueprints that serve browsers are installed inside `browser_only(app)`,
+which marks the app-wide hooks they add; a request to the `api` blueprint runs the
+other app-wide hooks (security headers, the background threads' start) and its own.
+
+Flask's own `preprocess_request`, `process_response` and `do_teardown_request` serve
+every other request unchanged; the API's versions below follow them step for step,
+with the marked hooks left out of the lists.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import chain
+from typing import Any
+
+from flask import Flask, request
+from flask.globals import request_ctx
+from flask.signals import request_tearing_down
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+
+API_BLUEPRINT = "api"
+_HOOK_DICTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+_sentinel = object()
+
+
+class ApiHooks:
+    """The hooks an API request runs, in Flask's order: app-wide then blueprint before
+    the view; blueprint then app-wide (each newest first) after it and at teardown."""
+
+    def __init__(self, app: Keyledger) -> None:
+        skip = app.browser_only_hooks
+
+        def kept(funcs: dict[str | None, list[Any]], name: str | None) -> list[Any]:
+            return [app.ensure_sync(f) for f in funcs.get(name, ()) if f not in skip]
+
+        self.url_values = [
+            *app.url_value_preprocessors.get(None, ()),
+            *app.url_value_preprocessors.get(API_BLUEPRINT, ()),
+        ]
+        self.before = [
+            *kept(app.before_request_funcs, None),
+            *kept(app.before_request_funcs, API_BLUEPRINT),
+        ]
+        self.after = [
+            *reversed(kept(app.after_request_funcs, API_BLUEPRINT)),
+            *reversed(kept(app.after_request_funcs, None)),
+        ]
+        self.teardown = [
+            *reversed(kept(app.teardown_request_funcs, API_BLUEPRINT)),
+            *reversed(kept(app.teardown_request_funcs, None)),
+        ]
+
+
+class Keyledger(Flask):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.browser_only_hooks: set[Callable[..., Any]] = set()
+        self._api_hooks: ApiHooks | None = None
+
+    def api_hooks(self) -> ApiHooks:
+        """Built at the first API request: Flask refuses new hooks once one was served."""
+        hooks = self._api_hooks
+        if hooks is None:
+            hooks = self._api_hooks = ApiHooks(self)
+        return hooks
+
+    def preprocess_request(self) -> ResponseReturnValue | None:
+        if request.blueprint != API_BLUEPRINT:
+            return super().preprocess_request()
+        hooks = self.api_hooks()
+        if hooks.url_values:
+            for url_func in hooks.url_values:
+                url_func(request.endpoint, request.view_args)
+        for before_func in hooks.before:
+            rv = before_func()
+            if rv is not None:
+                return rv  # type: ignore[no-any-return]
+        return None
+
+    def process_response(self, response: Response) -> Response:
+        if request.blueprint != API_BLUEPRINT:
+            return super().process_response(response)
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        for func in ctx._after_request_functions:
+            response = self.ensure_sync(func)(response)
+        for func in self.api_hooks().after:
+            response = func(response)
+        if not self.session_interface.is_null_session(ctx._session):
+            self.session_interface.save_session(self, ctx._session, response)
+        return response
+
+    def do_teardown_request(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
+        if exc is _sentinel:
+            exc = sys.exc_info()[1]
+        if request.blueprint != API_BLUEPRINT:
+            return super().do_teardown_request(exc)
+        for func in self.api_hooks().teardown:
+            func(exc)
+        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
+        return None
+
+
+@contextmanager
+def browser_only(app: Flask) -> Iterator[None]:
+    """Mark the app-wide request hooks added inside the block as serving browsers only:
+    API requests skip them (on a plain Flask app nothing is marked)."""
+    before = {name: list(chain.from_iterable(getattr(app, name).values())) for name in _HOOK_DICTS}
+    yield
+    marked = getattr(app, "browser_only_hooks", None)
+    if marked is None:
+        return
+    for name in _HOOK_DICTS:
+        for func in getattr(app, name).get(None, ()):
+            if func not in before[name]:
+                marked.add(func)
