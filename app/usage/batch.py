@@ -225,8 +225,8 @@ class BatchRecorder:
                 if not self._write(batch):
                     self._retry = batch
                     return
-                if len(batch) < self.batch_max:
-                    return
+                if len(batch) < self.batch_max and not batch.tried:
+                    return  # else: a retried batch took nothing new; the queue's turn
 
     def _take(self) -> _Batch:
         batch, self._retry = self._retry, _Batch()
