@@ -20,9 +20,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-serve: $(VENV)/.installed  ## migrate and serve the portal on http://127.0.0.1:5000 (gunicorn)
+serve: $(VENV)/.installed  ## migrate and serve the portal on http://127.0.0.1:5000 (Granian, app/serve.py)
 	$(BIN)/flask db upgrade
-	exec $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'app:create_app()'
+	exec $(BIN)/python -m app.serve --host $(HOST) --port $(PORT)
 
 dev: $(VENV)/.installed  ## the same with Flask's reloading development server
 	$(BIN)/flask db upgrade

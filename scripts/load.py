@@ -1,4 +1,4 @@
-"""Mixed load against a real gunicorn, then an audit of what it left behind.
+"""Mixed load against the README's server (app/serve.py), then an audit of what it left behind.
 
     .venv/bin/python scripts/load.py [--workers 4] [--clients 16] [--duration 60]
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/kl_load]
@@ -6,14 +6,14 @@
 
 Not a timed test: a script whose figures go to docs/reliability.md. It migrates a
 fresh database (SQLite in a temporary folder unless --database-url), makes keys
-through the app, starts gunicorn with gunicorn.conf.py (`--workers`, Redis limits) and
+through the app, starts `python -m app.serve` (`--workers`, Redis limits) and
 runs `--clients` threads for `--duration` seconds:
 
 - most clients validate: live enterprise keys (never limited), two basic-tier "hot"
   keys pushed far past their 60/minute, unknown keys, and keys revoked meanwhile;
 - some create keys with the management API, others revoke what was created.
 
-Then it stops gunicorn with SIGTERM (which flushes every worker's queue) and checks:
+Then it stops the server with SIGTERM (which flushes every worker's queue) and checks:
 zero 5xx; one usage event per answer about an identified key; one audit event per
 creation, revocation and failed validation; each hot key answered 200 exactly
 min(limit, tries) times; `flask audit verify` passes. It prints p50/p95/p99 per kind
@@ -264,11 +264,10 @@ def main() -> None:
         }
 
         port = free_port()
-        log = tmp / "gunicorn.log"
+        log = tmp / "server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}",
-                 "app:create_app()"],
+                [sys.executable, "-m", "app.serve", "--port", str(port)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
@@ -279,7 +278,7 @@ def main() -> None:
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"gunicorn did not start:\n{log.read_text()}") from None
+                        raise SystemExit(f"the server did not start:\n{log.read_text()}") from None
                     time.sleep(0.2)
             load_before = os.getloadavg()
             res = Results()

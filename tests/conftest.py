@@ -29,7 +29,7 @@ OWN_STEP_MARKERS = ("faults", "slow", "fuzz")
 # `pytest.mark.xdist_group("servers")`.
 PROCESS_FIXTURES = frozenset(
     {
-        "gunicorn",
+        "served",
         "private_redis",
         "pg_proxy",
         "proxied_app",

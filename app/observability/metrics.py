@@ -1,7 +1,7 @@
 """/metrics in the Prometheus text format (prometheus-client).
 
 Under gunicorn each worker writes its counters to mmap files in
-PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one per server when unset, wipes it
+PROMETHEUS_MULTIPROC_DIR (app/serve.py makes one per server when unset, wipes it
 at start and marks dead workers); a scrape of any worker aggregates them all. Without
 it (flask run, tests) the app's own registry is served. The figures that are one per
 deployment (audit sealing lag, checkpoint age) are read from the database at scrape

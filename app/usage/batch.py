@@ -7,7 +7,7 @@ and writes everything queued in one transaction: raw events, roll-up upserts, th
 keys' last use, and the queued audit events.
 
 Durability bound: a graceful stop (SIGTERM under gunicorn, normal interpreter exit)
-flushes through the worker_exit hook in gunicorn.conf.py and atexit. A crash (SIGKILL,
+flushes through the worker exit finalizer in app/serve.py and atexit. A crash (SIGKILL,
 OOM, power loss) loses what was queued since the last flush: at most one interval
 (default 1 s) of usage and validation audit events, per worker. While the database
 is unreachable the batch is kept and retried, up to USAGE_QUEUE_MAX events; beyond
@@ -402,7 +402,7 @@ class BatchRecorder:
     # -- shutdown ----------------------------------------------------------------------
 
     def shutdown(self, *, flush: bool = True, timeout: float = 10.0) -> None:
-        """Stop the thread and write what is left (gunicorn worker_exit, atexit)."""
+        """Stop the thread and write what is left (app/serve.py's worker exit, atexit)."""
         if self._pid != os.getpid():
             return
         self._closed = True

@@ -1,7 +1,7 @@
 """Wire webhooks into an app: settings, and a dispatcher thread per process.
 
-The dispatcher starts in each gunicorn worker after the fork (post_worker_init in
-gunicorn.conf.py), or lazily on the first portal request a process serves (flask
+The dispatcher starts in each server worker after the fork (load_app in
+app/serve.py), or lazily on the first portal request a process serves (flask
 run); it scans the feeds and sends what is due every WEBHOOK_INTERVAL seconds.
 Running it in every worker is safe (deterministic message ids, leased attempts).
 `flask webhooks run` runs the same loop as a process of its own.
@@ -70,7 +70,7 @@ def init_app(app: Flask) -> None:
 
 
 def start_in_worker(wsgi: object) -> None:
-    """gunicorn's post_worker_init: start the dispatcher without waiting for a portal
+    """app/serve.py's load_app, in each worker: start the dispatcher without waiting for a portal
     request (a worker may serve only the API)."""
     extensions = getattr(wsgi, "extensions", None)
     if extensions and EXTENSION in extensions:

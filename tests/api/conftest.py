@@ -1,5 +1,5 @@
 """Fixtures for the API tests: users and keys made with the domain services, and a
-real gunicorn serving the same database for the multi-worker tests."""
+the README's server serving the same database for the multi-worker tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from support.keys import Keys
-from support.servers import Gunicorn, PrivateRedis
+from support.servers import AppServer, PrivateRedis
 
 from app import create_app
 from app.extensions import db
@@ -69,12 +69,12 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def gunicorn(app: Flask, tmp_path: Path) -> Iterator[Any]:
-    """Start servers with gunicorn(workers=N, **env); all are stopped after the test."""
-    started: list[Gunicorn] = []
+def served(app: Flask, tmp_path: Path) -> Iterator[Any]:
+    """Start servers with served(workers=N, **env); all are stopped after the test."""
+    started: list[AppServer] = []
 
-    def start(workers: int = 2, **env: str | None) -> Gunicorn:
-        server = Gunicorn(app, tmp_path, workers, **env).__enter__()
+    def start(workers: int = 2, **env: str | None) -> AppServer:
+        server = AppServer(app, tmp_path, workers, **env).__enter__()
         started.append(server)
         return server
 

@@ -135,18 +135,18 @@ def _get(url: str, headers: dict[str, str] | None = None) -> str:
         return resp.read().decode()
 
 
-def test_gunicorn_workers_metrics_add_up_and_logs_are_json_without_secrets(
-    gunicorn: Any, keys: Keys, tmp_path: Any
+def test_server_workers_metrics_add_up_and_logs_are_json_without_secrets(
+    served: Any, keys: Keys, tmp_path: Any
 ) -> None:
     key = keys.key(tier="enterprise")
     wrong_secret = (
         key.plaintext[:-10] + ("A" if key.plaintext[-10] != "A" else "B") + key.plaintext[-9:]
     )
-    server = gunicorn(
+    server = served(
         workers=3,
         LOG_FORMAT="json",
-        GUNICORN_CMD_ARGS="--access-logfile -",
-        PROMETHEUS_MULTIPROC_DIR=None,  # as under `make serve`: gunicorn.conf.py makes one
+        ACCESS_LOG="true",
+        PROMETHEUS_MULTIPROC_DIR=None,  # as under `make serve`: app/serve.py makes one
     )
     body = json.dumps({"key": key.plaintext}).encode()
     for i in range(30):
@@ -185,7 +185,7 @@ def test_gunicorn_workers_metrics_add_up_and_logs_are_json_without_secrets(
         if line.startswith("keyledger: generated"):  # the dev-mode secrets notice
             continue
         records.append(json.loads(line))  # every line is one JSON object
-    access = [r for r in records if r["logger"] == "gunicorn.access"]
+    access = [r for r in records if r["logger"] == "granian.access"]
     assert any("request_id=load-7" in r["msg"] for r in access)
     assert any("[redacted]" in r["msg"] for r in access)  # the key in the path
     assert {r["level"] for r in records} <= {"debug", "info", "warning", "error", "critical"}

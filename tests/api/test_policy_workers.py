@@ -1,4 +1,4 @@
-"""The per-key limit override and the monthly quota, exact across 4 gunicorn workers on
+"""The per-key limit override and the monthly quota, exact across 4 workers on
 Redis (counted in the charge script's one round trip)."""
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def _hammer_full(server, body: bytes, n: int) -> list[tuple[int, str | None]]:
 
 
 @needs_redis
-def test_four_workers_grant_exactly_a_keys_own_limit(app: Flask, keys: Keys, gunicorn) -> None:
+def test_four_workers_grant_exactly_a_keys_own_limit(app: Flask, keys: Keys, served) -> None:
     small = keys.key(name="small")  # basic: 60 a minute, but 25 of its own
     big = keys.key(name="big")  # ... and 90 of its own
     _set_limit(app, small.id, 25)
     _set_limit(app, big.id, 90)
-    server = gunicorn(workers=4)
+    server = served(workers=4)
     codes = _hammer(server, json.dumps({"key": small.plaintext}).encode(), 60)
     assert codes.count(200) == 25, codes
     assert codes.count(429) == 35
@@ -51,9 +51,9 @@ def test_four_workers_grant_exactly_a_keys_own_limit(app: Flask, keys: Keys, gun
 
 
 @needs_redis
-def test_four_workers_grant_exactly_the_monthly_quota(keys: Keys, gunicorn) -> None:
+def test_four_workers_grant_exactly_the_monthly_quota(keys: Keys, served) -> None:
     key = keys.key()  # basic: 60 a minute, 30 a month here
-    server = gunicorn(workers=4, MONTHLY_QUOTAS="basic=30")
+    server = served(workers=4, MONTHLY_QUOTAS="basic=30")
     answers = Counter(_hammer_full(server, json.dumps({"key": key.plaintext}).encode(), 50))
     assert answers == {(200, None): 30, (429, "quota_exceeded"): 20}, answers
     status, _, raw = server.post(URL, json.dumps({"key": key.plaintext}).encode())

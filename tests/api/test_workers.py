@@ -1,4 +1,4 @@
-"""Several gunicorn workers: shared limits on Redis, revocation seen by every worker,
+"""Several workers of the README's server: shared limits on Redis, revocation seen by every worker,
 and the start-up warning for per-process (memory://) counters."""
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def _hammer(server: Any, body: bytes, n: int, threads: int = 16) -> list[int]:
 
 
 @needs_redis
-def test_four_workers_together_grant_exactly_the_tier_limit(keys: Keys, gunicorn: Any) -> None:
+def test_four_workers_together_grant_exactly_the_tier_limit(keys: Keys, served: Any) -> None:
     key = keys.key()  # basic: 60 a minute
-    server = gunicorn(workers=4)
+    server = served(workers=4)
     codes = _hammer(server, json.dumps({"key": key.plaintext}).encode(), 100)
     assert codes.count(200) == 60, codes
     assert codes.count(429) == 40
@@ -40,10 +40,10 @@ def test_four_workers_together_grant_exactly_the_tier_limit(keys: Keys, gunicorn
 
 
 @needs_redis
-def test_failed_guesses_are_counted_across_workers(keys: Keys, gunicorn: Any) -> None:
+def test_failed_guesses_are_counted_across_workers(keys: Keys, served: Any) -> None:
     from support.keys import forged_key
 
-    server = gunicorn(workers=4, FAILED_VALIDATION_LIMIT="20/minute")
+    server = served(workers=4, FAILED_VALIDATION_LIMIT="20/minute")
     with ThreadPoolExecutor(16) as pool:
         codes = list(
             pool.map(
@@ -56,24 +56,24 @@ def test_failed_guesses_are_counted_across_workers(keys: Keys, gunicorn: Any) ->
 
 
 def test_memory_storage_with_several_workers_refuses_to_start(
-    app: Flask, keys: Keys, gunicorn: Any
+    app: Flask, keys: Keys, served: Any
 ) -> None:
     """Issue 22: per-process counters under four workers granted four times every limit
     with only a warning; now the server does not start, and says why."""
     with pytest.raises(RuntimeError) as err:
-        gunicorn(workers=4, RATELIMIT_STORAGE_URI="memory://", RATELIMIT_ALLOW_PER_WORKER=None)
+        served(workers=4, RATELIMIT_STORAGE_URI="memory://", RATELIMIT_ALLOW_PER_WORKER=None)
     assert "RATELIMIT_STORAGE_URI is memory:// with 4 workers" in str(err.value)
     assert "WEB_CONCURRENCY=1" in str(err.value)
-    single = gunicorn(workers=1, RATELIMIT_STORAGE_URI="memory://")
+    single = served(workers=1, RATELIMIT_STORAGE_URI="memory://")
     key = keys.key()
     assert single.post(URL, json.dumps({"key": key.plaintext}).encode())[0] == 200
     assert "RATELIMIT_STORAGE_URI is memory://" not in single.output()
 
 
-def test_revocation_reaches_every_worker_within_a_second(keys: Keys, gunicorn: Any) -> None:
+def test_revocation_reaches_every_worker_within_a_second(keys: Keys, served: Any) -> None:
     key = keys.key(email="ent@example.com", tier="enterprise")
     body = json.dumps({"key": key.plaintext}).encode()
-    server = gunicorn(workers=2)
+    server = served(workers=2)
     assert set(_hammer(server, body, 40, threads=8)) == {200}  # both workers have it cached
     keys.revoke(key)  # from this process: no worker hears of it directly
     revoked_at = time.monotonic()

@@ -1,4 +1,4 @@
-"""Browser fixtures: one live gunicorn server and one Debian chromium per session, a
+"""Browser fixtures: one live server (app/serve.py) and one Debian chromium per session, a
 fresh browser context per test that fails the test on any console error or CSP
 violation."""
 

@@ -1,4 +1,5 @@
-"""A real Keyledger under gunicorn on 127.0.0.1, on its own SQLite file, for browsers.
+"""A real Keyledger under the README's server (app/serve.py) on 127.0.0.1, on its own
+SQLite file, for browsers.
 
 Shared by the e2e tests and scripts/screenshots.py, so both drive the same stack a
 person would: migrations applied by the CLI, an admin made by `flask users create`.
@@ -36,7 +37,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """Migrate a fresh database, create an admin, serve with gunicorn; stop on exit.
+    """Migrate a fresh database, create an admin, serve as `make serve` does; stop on exit.
 
     The server always uses its own SQLite file and memory:// limits, even when the
     suite runs on PostgreSQL (DATABASE_URL): it must not share or truncate the
@@ -107,7 +108,7 @@ class LiveServer:
     def start(self) -> LiveServer:
         self.migrate()
         # The first admin comes from the real CLI, as the README tells an operator;
-        # it runs while gunicorn boots.
+        # it runs while the server boots.
         admin = subprocess.Popen(
             [
                 str(BIN / "flask"),
@@ -138,18 +139,15 @@ class LiveServer:
         log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
             [
-                str(BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
+                str(BIN / "python"),
+                "-m",
+                "app.serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
                 "--workers",
                 "1",
-                "--threads",
-                "4",
-                "--graceful-timeout",
-                "3",
-                "--access-logfile",
-                "-",
-                "app:create_app()",
             ],
             cwd=ROOT,
             env=self.env,
@@ -159,7 +157,7 @@ class LiveServer:
         deadline = time.monotonic() + BOOT_SECONDS
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log()}")
+                raise RuntimeError(f"the server exited:\n{self.log()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/login", timeout=1) as resp:
                     if resp.status == 200:
@@ -167,14 +165,14 @@ class LiveServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gunicorn did not answer within {BOOT_SECONDS} s:\n{self.log()}")
+        raise RuntimeError(f"the server did not answer within {BOOT_SECONDS} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            # SIGINT: gunicorn's quick shutdown (its worker_exit hook still flushes).
+            # SIGINT: as Ctrl-C (each worker still writes its queues as it exits).
             self._proc.send_signal(signal.SIGINT)
             try:
                 self._proc.wait(timeout=10)

@@ -1,5 +1,5 @@
 """Fault tests (marker `faults`): the app behind a TCP proxy the test owns, a Redis of
-its own, a SQLite file locked by another process, real gunicorn servers killed.
+its own, a SQLite file locked by another process, real servers' workers killed.
 
 They only run when selected (`-m faults`, their own CI step; tests/conftest.py's
 OWN_STEP_MARKERS leaves them out otherwise): each stages outages of a

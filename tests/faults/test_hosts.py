@@ -1,5 +1,5 @@
-"""Real gunicorn on PostgreSQL: a worker SIGKILLed in the middle of a burst of key
-creations and validations, and two app hosts (two gunicorn instances with their own
+"""The README's server on PostgreSQL: a worker SIGKILLed in the middle of a burst of key
+creations and validations, and two app hosts (two server instances with their own
 ports and instance folders, one PostgreSQL, one Redis)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from support.db import USE_PG
 from support.faults import ANSWER_WITHIN, through
 from support.keys import ALL_SCOPES, Keys
 from support.rows import audit_events
-from support.servers import ROOT, Gunicorn, wait_until
+from support.servers import ROOT, AppServer, wait_until
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
@@ -43,7 +43,7 @@ def _workers(master: int) -> list[int]:
     return [int(pid) for pid in children]
 
 
-def _call(server: Gunicorn, path: str, body: dict[str, Any], key: str | None = None) -> Any:
+def _call(server: AppServer, path: str, body: dict[str, Any], key: str | None = None) -> Any:
     """(status, json) or ("dropped", None) when the connection died with its worker."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
@@ -71,7 +71,7 @@ def test_sigkill_of_a_worker_mid_burst(app: Flask, tmp_path: Path) -> None:
     SIGKILLed there: its transaction must vanish whole."""
     keys = Keys(app)
     admin = keys.key(tier="enterprise", scopes=ALL_SCOPES, name="burst")
-    server = Gunicorn(
+    server = AppServer(
         app, tmp_path, 2, TIER_RATE_LIMITS=UNLIMITED, USAGE_FLUSH_INTERVAL="0.2"
     ).__enter__()
     killed: list[int] = []
@@ -108,7 +108,7 @@ def test_sigkill_of_a_worker_mid_burst(app: Flask, tmp_path: Path) -> None:
             outcomes = list(pool.map(one, range(240)))
         killer.join()
         assert len(killed) == 1
-        assert killed[0] not in _workers(server.proc.pid)  # gunicorn replaced it
+        assert killed[0] not in _workers(server.proc.pid)  # the server replaced it
     finally:
         server.__exit__(None, None, None)
 
@@ -147,7 +147,7 @@ def test_two_app_hosts_share_limits_revocations_and_one_audit_log(
     try:
         for name in ("a", "b"):
             instance = tmp_path / f"host-{name}"
-            host = Gunicorn(app, tmp_path, 2, KEYLEDGER_INSTANCE=str(instance), **shared)
+            host = AppServer(app, tmp_path, 2, KEYLEDGER_INSTANCE=str(instance), **shared)
             flask = str(Path(sys.executable).parent / "flask")
             started = subprocess.run(
                 [flask, "--app", "app", "audit", "recover", "--new-anchor"],
@@ -198,14 +198,14 @@ def test_two_app_hosts_share_limits_revocations_and_one_audit_log(
         assert report.ok, (anchor, report.damage)
 
 
-def test_gunicorn_with_the_database_black_holed(app: Flask, tmp_path: Path, pg_proxy: Any) -> None:
-    """The issue's report, end to end: gunicorn's workers on a database that stops
+def test_server_with_the_database_black_holed(app: Flask, tmp_path: Path, pg_proxy: Any) -> None:
+    """The issue's report, end to end: the workers on a database that stops
     answering answer 503 within 2 s (not a 30 s hang and a killed worker), their flush
     threads keep what they queued, and after recovery and a stop every answered
     validation is in usage."""
     keys = Keys(app)
     key = keys.key(tier="enterprise", name="blackhole")
-    server = Gunicorn(
+    server = AppServer(
         app,
         tmp_path,
         2,
@@ -242,7 +242,7 @@ def test_gunicorn_with_the_database_black_holed(app: Flask, tmp_path: Path, pg_p
         time.sleep(2.0)  # the flush threads' next tick writes what waited
     finally:
         server.__exit__(None, None, None)
-    print(f"\n[gunicorn blackhole] slowest 503 {slowest:.2f} s, recovery {recovery:.2f} s")
+    print(f"\n[server blackhole] slowest 503 {slowest:.2f} s, recovery {recovery:.2f} s")
     log = server.output()
     assert "WORKER TIMEOUT" not in log
     assert "database unavailable, keeping" in log  # the flush threads met the outage

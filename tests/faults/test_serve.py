@@ -1,23 +1,20 @@
-"""`make serve` is gunicorn (with gunicorn.conf.py) on the embedded defaults, and two
-instances on one machine, each with its own port and instance folder, run side by side
-with a control socket each."""
+"""`make serve` (the README's server: Granian through app/serve.py) on the embedded
+defaults: two instances on one machine, each with its own port and instance folder, run
+side by side; and 60 slow clients trickling their requests hold no worker (issue 21)."""
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
-import socket
-import stat
 import subprocess
-import tempfile
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from support import trickle
 from support.servers import PATIENCE, free_port
 
 # Starts processes of its own: on the one xdist worker that runs such tests.
@@ -25,83 +22,110 @@ pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("servers")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _serve(instance: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _env(instance: Path) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RATELIMIT_STORAGE_URI")
     }
     env.update(KEYLEDGER_INSTANCE=str(instance), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _serve(instance: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         # -o: the venv is the test's own; make must not reinstall it.
         return subprocess.Popen(
             ["make", "-o", ".venv/.installed", "serve", f"PORT={port}"],
             cwd=ROOT,
-            env=env,
+            env=_env(instance),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal's job would be
         )
 
 
-def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, str]:
+def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return dict(resp.headers)
+            urllib.request.urlopen(url, timeout=2).close()
+            return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
     raise AssertionError(f"make serve did not answer:\n{log.read_text()}")
 
 
-def _control_socket(log: Path) -> Path:
-    deadline = time.monotonic() + PATIENCE  # the master opens it in a thread of its own
-    while time.monotonic() < deadline:
-        m = re.search(r"Control socket listening at ([^\s\"]+)", log.read_text())
-        if m:
-            return Path(m.group(1))
-        time.sleep(0.1)
-    raise AssertionError(log.read_text())
-
-
-def test_make_serve_is_gunicorn_and_two_instances_do_not_collide(tmp_path: Path) -> None:
-    # Instance a has a short path: its socket goes in its folder. Instance b's path is
-    # too long for a Unix socket there, so its socket gets a short name of its own.
-    short = Path(tempfile.mkdtemp(prefix="kl-"))
-    instances = {"a": short / "instance-a", "b": tmp_path / ("long-" * 12) / "instance-b"}
-    servers = []
-    sockets: list[Path] = []
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)  # SIGINT: Ctrl-C in the terminal
     try:
-        for name, instance in instances.items():
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_make_serve_runs_two_instances_side_by_side(tmp_path: Path) -> None:
+    servers = []
+    try:
+        for name in ("a", "b"):
             port = free_port()
             log = tmp_path / f"serve-{name}.log"
-            proc = _serve(instance, port, log)
-            servers.append((proc, instance, port, log))
-        for proc, instance, port, log in servers:
-            headers = _wait_for(f"http://127.0.0.1:{port}/login", proc, log)
-            assert "gunicorn" in headers.get("Server", "").lower(), headers
-            ctl = _control_socket(log)
-            if instance.parent == short:
-                assert ctl == instance / f"gunicorn-127.0.0.1_{port}.ctl"
-            assert stat.S_ISSOCK(ctl.stat().st_mode), log.read_text()
-            sockets.append(ctl)
-            with socket.socket(socket.AF_UNIX) as s:  # it answers: it is this instance's
-                s.connect(str(ctl))
-        assert len(set(sockets)) == 2
+            servers.append((_serve(tmp_path / f"instance-{name}", port, log), port, log))
+        for proc, port, log in servers:
+            _wait_for(f"http://127.0.0.1:{port}/login", proc, log)
     finally:
-        for proc, _, _, _ in servers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
-        for proc, _, _, _ in servers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    for _, instance, _, log in servers:
+        for proc, _, _ in servers:
+            _stop(proc)
+    for name, (_, _, log) in zip("ab", servers, strict=True):
         output = log.read_text()
-        assert "Starting gunicorn" in output
-        assert "Shutting down: Master" in output
-        assert (instance / "keyledger.db").exists()  # the embedded SQLite default
-    assert not any(ctl.exists() for ctl in sockets)  # gunicorn removed its own
-    shutil.rmtree(short)
+        assert "Starting granian" in output
+        assert "Granian shutdown completed" in output
+        assert (tmp_path / f"instance-{name}" / "keyledger.db").exists()  # embedded SQLite
+
+
+def _make_key(instance: Path) -> str:
+    """A live key in the served instance's database, made through the app."""
+    code = (
+        "from app import create_app, accounts\n"
+        "from app.extensions import db\n"
+        "from app.keys import lifecycle\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    u = accounts.create_user(db.session, app.extensions['keyledger.passwords'],\n"
+        "        email='slow@example.com', password='slow clients 1234', tier='basic')\n"
+        "    k = lifecycle.create_key(db.session, app.extensions['keyledger.key_policy'],\n"
+        "        u, name='slow', scopes=[], lifetime_days=30)\n"
+        "    print(k.plaintext)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_env(instance),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_sixty_slow_clients_hold_no_worker(tmp_path: Path) -> None:
+    """Half the connections send `Content-Length: 100` and trickle the body, half trickle
+    their headers, a byte every 0.2 s; meanwhile /healthz and a validation answer within
+    1 s. Under gunicorn's sync worker the first slow body held the one worker for 30 s."""
+    instance, port, log = tmp_path / "instance", free_port(), tmp_path / "serve.log"
+    proc = _serve(instance, port, log)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", proc, log)
+        key = _make_key(instance)
+        with trickle.Trickle("127.0.0.1", port, n=60, every=0.2) as slow:
+            time.sleep(1.0)  # every slow request has reached the server
+            health = trickle.timed_request("127.0.0.1", port, trickle.healthz("t"), 30)
+            valid = trickle.timed_request("127.0.0.1", port, trickle.validate("t", key), 30)
+            assert slow.closed == 0  # still trickling: the server did not just drop them
+        assert health[0] == 200 and health[1] < 1.0, (health, log.read_text())
+        assert valid[0] == 200 and valid[1] < 1.0, (valid, log.read_text())
+    finally:
+        _stop(proc, signal.SIGTERM)
+    assert "Granian shutdown completed" in log.read_text()

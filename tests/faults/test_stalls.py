@@ -1,4 +1,4 @@
-"""PostgreSQL stalls under load (issue 22), against a real gunicorn whose every database
+"""PostgreSQL stalls under load (issue 22), against the README's server whose every database
 connection goes through the test's own proxy: three stalls of 3 s while clients
 validate without pause. Every validation answered 200 is in usage and its roll-ups
 after the flush, exactly (no more, no fewer), and answers during a stall (validation,
@@ -21,7 +21,7 @@ from support.db import USE_PG
 from support.faults import ANSWER_WITHIN
 from support.keys import Keys
 from support.proxy import Proxy
-from support.servers import Gunicorn
+from support.servers import AppServer
 
 from app.extensions import db
 from app.models import UsageRecord, UsageRollup
@@ -40,7 +40,7 @@ class _Load:
     """Client threads validating one key without pause, each answer's status and time
     noted, and whether a stall was on when it was asked."""
 
-    def __init__(self, server: Gunicorn, key: str, threads: int) -> None:
+    def __init__(self, server: AppServer, key: str, threads: int) -> None:
         self.server, self.key = server, key
         self.stalled = threading.Event()
         self.stop = threading.Event()
@@ -97,7 +97,7 @@ def test_three_stalls_under_load_bill_every_200_exactly(
     key = Keys(app).key(tier="enterprise", name="stalled")
     storage = os.environ["RATELIMIT_STORAGE_URI"] if REDIS else "memory://"
     workers = 2 if REDIS else 1
-    server = Gunicorn(
+    server = AppServer(
         app,
         tmp_path,
         workers,
@@ -114,7 +114,7 @@ def test_three_stalls_under_load_bill_every_200_exactly(
             load.stalled.clear()
             pg_proxy.forward()
         time.sleep(BETWEEN)
-    # gunicorn has stopped (SIGTERM): each worker flushed what it held on its way out.
+    # the server has stopped (SIGTERM): each worker flushed what it held on its way out.
     answers = load.answers
     statuses = [a[0] for a in answers]
     ok = statuses.count(200)

@@ -6,5 +6,5 @@ these; a test never imports from a conftest.
 - web: a person in a browser (Portal), CSRF tokens, the shared password
 - rows: what the database holds (row counts, audit events, keys), read directly
 - keys: users and keys made with the domain services (the API tests' Keys)
-- servers: free ports, gunicorn, a private redis-server, waiting for a condition
+- servers: free ports, the README's server, a private redis-server, waiting for a condition
 """

@@ -50,7 +50,7 @@ def base_config(tmp: Path, url: str) -> dict[str, Any]:
         # xdist workers sharing one Redis database never spend each other's budget.
         "RATELIMIT_KEY_PREFIX": f"test-{WORKER or 'main'}-{uuid.uuid4().hex}",
         # Direct database edits in tests must show at once; the key cache's own tests
-        # (tests/api) and the gunicorn tests run with the real default (0.5 s).
+        # (tests/api) and the served tests run with the real default (0.5 s).
         "KEY_CACHE_TTL": 0,
     }
 

@@ -1,4 +1,4 @@
-"""Processes and ports of a test's own: gunicorn on the test's database, a private
+"""Processes and ports of a test's own: the README's server on the test's database, a private
 redis-server, free loopback ports, and waiting for a condition without sleeping blind."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flask import Flask
 ROOT = Path(__file__).resolve().parents[2]
 # How long a test waits for a process to start, or for background work to finish, before
 # calling it a hang: a bound, not a speed check (on a loaded machine, with parallel test
-# workers beside it, a gunicorn takes many seconds to import and boot its workers).
+# workers beside it, a server takes many seconds to import and boot its workers).
 PATIENCE = 120.0
 
 
@@ -102,13 +102,14 @@ class PrivateRedis:
             self.proc = None
 
 
-class Gunicorn:
-    """`gunicorn app:create_app()` on 127.0.0.1 against the test's own database."""
+class AppServer:
+    """The README's server (`python -m app.serve`, what `make serve` runs) on 127.0.0.1,
+    against the test's own database."""
 
     def __init__(self, app: Flask, tmp: Path, workers: int, **env: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"gunicorn-{self.port}.log"
+        self.log = tmp / f"server-{self.port}.log"
         conf = app.config
         self.env = {
             **os.environ,
@@ -119,7 +120,7 @@ class Gunicorn:
             "KEY_PEPPER": conf["KEY_PEPPER"],
             "AUDIT_SIGNING_KEY": conf["AUDIT_SIGNING_KEY"],
             "RATELIMIT_STORAGE_URI": conf["RATELIMIT_STORAGE_URI"],
-            "RATELIMIT_KEY_PREFIX": f"gunicorn-{secrets.token_hex(8)}",
+            "RATELIMIT_KEY_PREFIX": f"server-{secrets.token_hex(8)}",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
@@ -130,23 +131,20 @@ class Gunicorn:
         # None: the variable is not set at all (an empty value is not the same thing to
         # every library: prometheus-client switches modes on the name alone).
         self.env = {k: v for k, v in self.env.items() if v is not None}
-        # The README's server: `make serve` names the config file (-c), which gunicorn
-        # then reads at another moment than its implicit ./gunicorn.conf.py.
         self.cmd = [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{self.port}",
+            sys.executable,
+            "-m",
+            "app.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--workers",
             str(workers),
-            "--log-level",
-            "info",
-            "app:create_app()",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Gunicorn:
+    def __enter__(self) -> AppServer:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -154,14 +152,14 @@ class Gunicorn:
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log.read_text()}")
+                raise RuntimeError(f"the server exited:\n{self.log.read_text()}")
             try:
                 urllib.request.urlopen(self.url + "/api/v1/openapi.json", timeout=1).close()
                 return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"gunicorn did not start:\n{self.log.read_text()}")
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text()}")
 
     def __exit__(self, *exc: Any) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -176,7 +174,8 @@ class Gunicorn:
         return self.log.read_text(errors="replace")
 
     def post(self, path: str, body: bytes, headers: dict[str, str] | None = None):
-        """(status, headers, body) without raising on 4xx/5xx."""
+        """(status, headers, body) without raising on 4xx/5xx. The headers are looked up
+        without regard to case, as HTTP says (the server sends them in lower case)."""
         req = urllib.request.Request(
             self.url + path,
             data=body,
@@ -185,6 +184,6 @@ class Gunicorn:
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
+                return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+            return err.code, err.headers, err.read()

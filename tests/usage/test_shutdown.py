@@ -1,143 +1,158 @@
-"""A real gunicorn gets requests, then SIGTERM: every request is in the database after.
+"""The README's server under load gets SIGTERM, or a reload (SIGHUP): every validation
+answered 200 is in the usage roll-ups after, and no connection that reached the server
+was reset (issue 21). Connections refused once the server has stopped listening are the
+client's to retry; a reset one may have lost a request the client cannot tell about.
 
 The flush interval is set to an hour, so nothing is written by the timer: what reaches
-the database got there through the shutdown path (gunicorn.conf.py's worker_exit hook
-and atexit). The server uses the test's own database (SQLite file or PostgreSQL).
+the database got there through the workers' exit path (app/serve.py). The server uses
+the test's own database (SQLite file or PostgreSQL).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import signal
-import subprocess
-import sys
+import threading
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from support.rows import audit_events, count_rows
-from support.servers import PATIENCE, free_port
+from support.servers import AppServer, wait_until
 from support.usage import Key
 
 from app.extensions import db
 from app.keys import format as keyformat
 from app.models import ApiKey, UsageRollup
 
-# Starts gunicorn: on the one xdist worker that runs such tests.
+# Starts a server: on the one xdist worker that runs such tests.
 pytestmark = pytest.mark.xdist_group("servers")
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def start_gunicorn(
-    app: Flask, tmp: Path, workers: int, threads: int
-) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    conf = app.config
-    env = {
-        **os.environ,
-        "KEYLEDGER_ENV": "development",
-        "KEYLEDGER_INSTANCE": conf["INSTANCE_PATH"],
-        "DATABASE_URL": conf["SQLALCHEMY_DATABASE_URI"],
-        "SECRET_KEY": conf["SECRET_KEY"],
-        "KEY_PEPPER": conf["KEY_PEPPER"],
-        "AUDIT_SIGNING_KEY": conf["AUDIT_SIGNING_KEY"],
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "RATELIMIT_ALLOW_PER_WORKER": "1",  # limits are not what this test is about
-        "TIER_RATE_LIMITS": "basic=100000,premium=100000,enterprise=100000",
-        "USAGE_FLUSH_INTERVAL": "3600",
-        "USAGE_MODE": "thread",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tmp / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--graceful-timeout",
-                "20",
-                "app:create_app()",
-            ],
-            cwd=ROOT,  # gunicorn reads ./gunicorn.conf.py from here
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log.read_text()}")
-        try:
-            urllib.request.urlopen(url + "/login", timeout=1).close()
-            return proc, url, log
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"gunicorn did not start:\n{log.read_text()}")
-
-
-def post_validate(url: str, key: str) -> int:
-    req = urllib.request.Request(
-        url + "/api/v1/keys/validate",
-        data=json.dumps(
-            {"key": key, "request": {"method": "GET", "path": "/v1/shutdown"}}
-        ).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+def post_validate(port: int, key: str) -> int | str:
+    """The status, or how the connection failed: "refused" (nothing listening: the
+    client knows the request was not taken) or "reset" (taken, then dropped)."""
+    body = json.dumps({"key": key, "request": {"method": "GET", "path": "/v1/shutdown"}})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
-def test_sigterm_flushes_every_request_of_every_worker(
-    app: Flask, key: Key, tmp_path: Path
-) -> None:
-    proc, url, log = start_gunicorn(app, tmp_path, workers=2, threads=4)
-    try:
-        n, bad = 120, 10
-        forged = keyformat.assemble("klk", keyformat.new_public_id(), keyformat.new_secret())
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: post_validate(url, key.plaintext), range(n)))
-            failed = list(pool.map(lambda _: post_validate(url, forged), range(bad)))
-        assert statuses == [200] * n, log.read_text()
-        assert failed == [401] * bad, log.read_text()
-        # Nothing flushed yet: the interval is an hour (so the test proves the shutdown path).
-        assert count_rows(app, "usage_event") == 0
-
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
+        conn.request("POST", "/api/v1/keys/validate", body, {"Content-Type": "application/json"})
+        return conn.getresponse().status
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as err:
+        return f"reset ({type(err).__name__})"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        conn.close()
 
-    output = log.read_text()
-    assert count_rows(app, "usage_event") == n, output
+
+class Load:
+    """`threads` clients validating in a loop, a new connection per request, until stop()."""
+
+    def __init__(self, port: int, key: str, threads: int = 8) -> None:
+        self.port, self.key = port, key
+        self.results: list[int | str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            outcome = post_validate(self.port, self.key)
+            with self._lock:
+                self.results.append(outcome)
+
+    def ok(self) -> int:
+        with self._lock:
+            return self.results.count(200)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> Counter:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+        return Counter(self.results)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _counted(app: Flask, key: Key) -> int:
     with app.app_context():
-        counted = db.session.scalar(
-            select(func.sum(UsageRollup.count)).where(
+        return db.session.scalar(
+            select(func.coalesce(func.sum(UsageRollup.count), 0)).where(
                 UsageRollup.key_id == key.id, UsageRollup.granularity == "minute"
             )
         )
-        assert counted == n
+
+
+def _server(app: Flask, tmp_path: Path) -> AppServer:
+    return AppServer(
+        app,
+        tmp_path,
+        2,
+        RATELIMIT_STORAGE_URI="memory://",  # limits are not what this test is about
+        TIER_RATE_LIMITS="basic=100000,premium=100000,enterprise=100000",
+        USAGE_FLUSH_INTERVAL="3600",
+        USAGE_MODE="thread",
+    )
+
+
+def test_sigterm_under_load_answers_or_refuses_and_writes_every_request(
+    app: Flask, key: Key, tmp_path: Path
+) -> None:
+    server = _server(app, tmp_path).__enter__()
+    try:
+        forged = keyformat.assemble("klk", keyformat.new_public_id(), keyformat.new_secret())
+        bad = [post_validate(server.port, forged) for _ in range(10)]
+        assert bad == [401] * 10, server.output()
+        with Load(server.port, key.plaintext) as load:
+            wait_until(lambda: load.ok() >= 100, within=60)
+            assert count_rows(app, "usage_event") == 0  # nothing flushed by the timer
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=60) == 0, server.output()
+            time.sleep(0.5)  # the clients now meet a closed port
+            outcomes = load.stop()
+    finally:
+        server.__exit__(None, None, None)
+
+    output = server.output()
+    assert set(outcomes) <= {200, "refused"}, (outcomes, output)
+    assert outcomes["refused"] >= 1  # the load went on past the stop
+    assert count_rows(app, "usage_event") == outcomes[200], output
+    assert _counted(app, key) == outcomes[200]
+    with app.app_context():
         assert db.session.get(ApiKey, key.id).last_used_at is not None
     # Every failure is audited; successes once per key, client IP and minute per worker.
-    assert len(audit_events(app, "key.validation_failed")) == bad
-    assert 1 <= len(audit_events(app, "key.validated", target=f"key:{key.public_id}")) <= 4
+    assert len(audit_events(app, "key.validation_failed")) == 10
+    assert 1 <= len(audit_events(app, "key.validated", target=f"key:{key.public_id}")) <= 8
+    assert "could not be written" not in output
+
+
+def test_reload_under_load_drops_nothing(app: Flask, key: Key, tmp_path: Path) -> None:
+    server = _server(app, tmp_path).__enter__()
+    try:
+        with Load(server.port, key.plaintext) as load:
+            wait_until(lambda: load.ok() >= 50, within=60)
+            server.proc.send_signal(signal.SIGHUP)
+            # Both workers replaced, one after the other, while the load goes on.
+            wait_until(lambda: server.output().count("Stopped old worker") == 2, within=120)
+            before = load.ok()
+            wait_until(lambda: load.ok() >= before + 50, within=60)  # the new workers serve
+            outcomes = load.stop()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0, server.output()
+    finally:
+        server.__exit__(None, None, None)
+
+    output = server.output()
+    assert set(outcomes) == {200}, (outcomes, output)
+    assert _counted(app, key) == outcomes[200], output
     assert "could not be written" not in output

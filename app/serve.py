@@ -1,0 +1,292 @@
+"""`make serve`: Keyledger under Granian (a Rust HTTP server; WSGI), with the settings
+and hooks a deployment needs. Why Granian and not gunicorn: docs/decisions.md (slow
+clients held gunicorn's workers; measured in docs/performance.md).
+
+    python -m app.serve [--host 127.0.0.1] [--port 5000] [--workers N] [--check]
+
+- Workers: WEB_CONCURRENCY or --workers, else as many as the limit storage can share:
+  one per core with Redis (each worker runs requests in threads, so a validation waiting
+  on Redis leaves the core to another request), one with memory:// (its counters live
+  in each process, so more workers would grant more than the limits: refused, unless
+  RATELIMIT_ALLOW_PER_WORKER=true, for a test or benchmark that knows it).
+- Logs: Granian's own lines in the app's JSON format (LOG_FORMAT=text for text); an
+  access log only with ACCESS_LOG=true (a line per request costs the hot path), its
+  lines carrying the request id and redacted like every other line.
+- /metrics across workers: prometheus-client's multi-process mode, a directory per
+  server (PROMETHEUS_MULTIPROC_DIR, else a fresh one), emptied at start, removed at exit.
+- A graceful stop (SIGTERM, SIGINT to the server process): new connections are no
+  longer taken off the network, the workers serve every connection already queued and
+  in flight, then each worker writes its queued usage and audit events as it exits.
+- A reload (SIGHUP): one worker at a time is replaced, the new one started before the
+  old one stops; the listening socket is the server's own, so nothing queued is lost.
+  SIGKILL and a killed worker run nothing: that is the crash bound of docs/usage.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Seconds a graceful stop waits for the workers to take every queued connection, and
+# then for each worker to finish what it serves and write its queues.
+DRAIN_SECONDS = 10.0
+STOP_SECONDS = 30
+ACCESS_LOG_FORMAT = (
+    '%(addr)s "%(method)s %(path)s" %(status)d %(dt_ms).1fms request_id=%(header{x-request-id})s'
+)
+
+
+def default_workers(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """WEB_CONCURRENCY if set, else as many workers as the limit storage can share."""
+    from app.config import is_redis
+
+    if env.get("WEB_CONCURRENCY"):
+        return int(env["WEB_CONCURRENCY"])
+    return (os.cpu_count() or 1) if is_redis(env.get("RATELIMIT_STORAGE_URI")) else 1
+
+
+def load_app() -> Any:
+    """In each worker: the app, its webhook dispatcher started at once (a worker that
+    serves only the API would otherwise never start it), and the exit hook."""
+    import multiprocessing.util
+
+    from app import create_app
+    from app.webhooks.service import start_in_worker
+
+    app = create_app()
+    start_in_worker(app)
+    # multiprocessing runs its finalizers when the worker's target returns, that is after
+    # Granian has served the last request; atexit does not run in a forked worker.
+    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=100)
+    return app
+
+
+def _worker_exit() -> None:
+    """Write every queued usage and audit event; this worker's live gauges (queue depths,
+    pool use) leave the /metrics sums, its counters stay, as Prometheus expects."""
+    from prometheus_client import multiprocess
+
+    from app.usage.batch import shutdown_all
+
+    shutdown_all()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def _log_config() -> dict[str, Any]:
+    """Granian's loggers through the app's formatter (app/observability/logs.py)."""
+    text = os.environ.get("LOG_FORMAT", "json").lower() == "text"
+    name = "TextFormatter" if text else "JsonFormatter"
+    return {
+        "formatters": {"app": {"()": f"app.observability.logs.{name}"}},
+        "handlers": {
+            "console": {
+                "formatter": "app",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "formatter": "app",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+        },
+    }
+
+
+def _listen_queue(sock: socket.socket) -> int:
+    """Connections waiting in a listening socket's accept queue (Linux: tcpi_unacked of a
+    listener is its accept backlog)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, 24)[0])
+
+
+class _DropAll(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    )
+
+
+_DROP = (_DropAll * 1)(_DropAll(0x06, 0, 0, 0))  # BPF "ret #0": accept no packet
+SO_ATTACH_FILTER = 26
+
+
+SO_DETACH_FILTER = 27
+# After the queue is empty: time for the workers to read the requests of connections
+# they have just accepted (a worker told to stop closes a connection it has not read).
+SETTLE_SECONDS = 0.3
+
+
+def _hold_connections(sock: socket.socket) -> bool:
+    """New connection attempts are dropped (the client's retry, a second later, finds the
+    port open again or closed: never reset) while the workers accept every connection
+    already queued; closing the socket instead would reset those. False if the queue did
+    not empty within DRAIN_SECONDS."""
+    prog = struct.pack("HL", 1, ctypes.addressof(_DROP))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while _listen_queue(sock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    time.sleep(SETTLE_SECONDS)
+    return True
+
+
+def _release_connections(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+
+
+class _Replaced:
+    """A worker being replaced (reload, or a crashed worker's respawn): before it is told
+    to stop, the socket holds new connections and the queue is emptied; once it has
+    stopped, connections are taken again (by the worker already started in its place)."""
+
+    def __init__(self, worker: Any, sock: socket.socket) -> None:
+        self._worker, self._sock = worker, sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._worker, name)
+
+    def terminate(self) -> None:
+        _hold_connections(self._sock)
+        self._worker.terminate()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._worker.join(timeout)
+        finally:
+            _release_connections(self._sock)
+
+
+def _server_class() -> type:
+    from granian.log import logger
+    from granian.net import SocketSpec
+    from granian.server import Server
+
+    class KeyledgerServer(Server):  # type: ignore[misc, valid-type]
+        """Granian's server with one listening socket owned by the server process and
+        shared by the workers (on Linux Granian would give each worker its own
+        SO_REUSEPORT socket, whose queue is reset when that worker stops or reloads)."""
+
+        def _init_shared_socket(self) -> None:
+            if self.bind_uds:
+                return super()._init_shared_socket()
+            self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
+            self._sfd = self._shd.get_fd()
+            self._ssp = None
+            self._sso = socket.socket(fileno=self._sfd)
+            self._sso.set_inheritable(True)
+
+        def _tcp(self) -> socket.socket | None:
+            sock = getattr(self, "_sso", None)
+            return sock if sock is not None and sock.family != socket.AF_UNIX else None
+
+        def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> Any:
+            sock = self._tcp()
+            if sock is not None:
+                for idx in workers:
+                    self.wrks[idx] = _Replaced(self.wrks[idx], sock)
+            return super()._respawn_workers(workers, *args, **kwargs)
+
+        def shutdown(self, exit_code: int = 0) -> None:
+            sock = self._tcp()
+            if sock is not None:
+                try:
+                    if not _hold_connections(sock):
+                        logger.warning("stopping with connections still queued")
+                except OSError as err:
+                    logger.warning("could not drain the listen queue: %s", err)
+            super().shutdown(exit_code)
+
+    return KeyledgerServer
+
+
+def _metrics_dir() -> list[str]:
+    """PROMETHEUS_MULTIPROC_DIR as given (emptied of last run's files, which would be
+    summed with this run's), else a directory of this server's own."""
+    own: list[str] = []
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own.append(tempfile.mkdtemp(prefix="keyledger-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own[0]
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return own
+
+
+def settings(argv: list[str] | None = None) -> dict[str, Any]:
+    """The server's settings from the command line and the environment; SystemExit with
+    the reason when they are refused."""
+    parser = argparse.ArgumentParser(prog="python -m app.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--check", action="store_true", help="print the settings as JSON and exit")
+    args = parser.parse_args(argv)
+    from app.ratelimit import unshared_limits_problem
+
+    workers = args.workers or default_workers()
+    problem = unshared_limits_problem(os.environ.get("RATELIMIT_STORAGE_URI"), workers)
+    allowed = os.environ.get("RATELIMIT_ALLOW_PER_WORKER", "").lower() in ("1", "true")
+    if problem and not allowed:
+        raise SystemExit(f"Error: {problem}")
+    return {
+        "host": args.host,
+        "port": args.port,
+        "workers": workers,
+        "log_level": args.log_level,
+        "check": args.check,
+        "warning": problem,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    # First: prometheus-client reads the variable once, when it is first imported (the
+    # settings' checks import it), and the workers inherit that choice.
+    own = _metrics_dir()
+    try:
+        conf = settings(argv)
+        if conf.pop("check"):
+            print(json.dumps(conf))
+            return
+        from granian.constants import Interfaces
+        from granian.log import logger
+
+        server = _server_class()(
+            "app.serve:load_app",
+            address=conf["host"],
+            port=conf["port"],
+            interface=Interfaces.WSGI,
+            workers=conf["workers"],
+            factory=True,
+            log_level=conf["log_level"],
+            log_dictconfig=_log_config(),
+            log_access=os.environ.get("ACCESS_LOG", "").lower() in ("1", "true"),
+            log_access_format=ACCESS_LOG_FORMAT,
+            respawn_failed_workers=True,
+            workers_kill_timeout=STOP_SECONDS,
+        )
+        if conf["warning"]:
+            logger.warning("%s Started anyway: RATELIMIT_ALLOW_PER_WORKER is set.", conf["warning"])
+        server.serve()
+    finally:
+        for path in own:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
