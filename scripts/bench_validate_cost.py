@@ -114,6 +114,18 @@ def bare_app() -> Any:
     return bare
 
 
+def migrate_only() -> None:
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+
+    setup = create_app({"AUDIT_SEALER": False, "USAGE_MODE": "sync"})
+    with setup.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+
+
 def make_keys(env: dict[str, str], n: int) -> list[str]:
     """Migrate the database and make `n` enterprise keys through the app."""
     from flask_migrate import upgrade
@@ -193,6 +205,7 @@ def main() -> None:
     if args.state and saved.exists():
         keys = json.loads(saved.read_text())
         os.environ.update(env)
+        migrate_only()  # the kept database, brought to this tree's schema
     else:
         keys = make_keys(env, args.keys)
         saved.write_text(json.dumps(keys))
