@@ -96,7 +96,7 @@ def test_three_stalls_under_load_bill_every_200_exactly(
     app = proxied_app
     key = Keys(app).key(tier="enterprise", name="stalled")
     storage = os.environ["RATELIMIT_STORAGE_URI"] if REDIS else "memory://"
-    workers = 2 if REDIS else 1
+    workers = 2
     server = AppServer(
         app,
         tmp_path,
@@ -105,7 +105,7 @@ def test_three_stalls_under_load_bill_every_200_exactly(
         TIER_RATE_LIMITS=UNLIMITED,
         USAGE_FLUSH_INTERVAL="0.2",
     )
-    with server, _Load(server, key.plaintext, workers) as load:
+    with server, _Load(server, key.plaintext, 2) as load:
         for _ in range(STALLS):
             time.sleep(BETWEEN)
             pg_proxy.blackhole()
