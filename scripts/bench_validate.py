@@ -516,6 +516,11 @@ def main() -> None:
         help="every key with an IP allowlist, metadata, its own limit and a monthly quota",
     )
     parser.add_argument(
+        "--table",
+        action="store_true",
+        help="issue 21's side-by-side table: ours, a bare no-op, the peer; servers compared",
+    )
+    parser.add_argument(
         "--limit-probe",
         action="store_true",
         help="only the per-key limit, Flask-Limiter's decorator vs charge (Redis)",
@@ -541,6 +546,11 @@ def main() -> None:
             "TIER_RATE_LIMITS": "basic=60,premium=300,enterprise=1200",
             "RATELIMIT_KEY_PREFIX": f"bench-{os.getpid()}",
         }
+        if args.table:  # SQLite, and PostgreSQL when --database-url names it
+            import bench_sides
+
+            bench_sides.table(args, env, tmp)
+            return
         if args.database_url.startswith("postgresql"):
             from sqlalchemy import create_engine, text
 
