@@ -21,7 +21,7 @@ def test_login_and_logout_round_trip(app, user, client):
     resp = user.login("alice@example.com")
     assert resp.status_code == 302 and resp.headers["Location"] == "/dashboard"
     page = client.get("/keys").get_data(as_text=True)
-    assert "Signed in as <strong>alice@example.com</strong>" in page
+    assert "Signed in as </span><strong>alice@example.com</strong>" in page
 
 
 def test_wrong_password_and_unknown_email_look_the_same(app, user):

@@ -91,7 +91,11 @@
           y: {
             stacked,
             beginAtZero: true,
-            ticks: horizontal ? { autoSkip: false } : { precision: 0 },
+            // A long label (an email, a key name) is shortened on a phone; the tooltip
+            // and the data table keep it whole.
+            ticks: horizontal
+              ? { autoSkip: false, callback(v, i) { const s = String(data.labels[i] || ""); const n = this.chart.width < 480 ? 18 : 40; return s.length > n ? `${s.slice(0, n - 1)}…` : s; } }
+              : { precision: 0 },
             title: right ? title(data.unit) : { display: false },
           },
           // A series of another size (rate-limit refusals) gets its own axis.

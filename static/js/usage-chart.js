@@ -122,7 +122,8 @@
         indexAxis: "y",
         scales: {
           x: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
-          y: { stacked: true, ticks: { autoSkip: false, callback: (v, i) => truncate(labels[i], 28) } },
+          // Shorter on a phone, where a long name would be cut at the canvas edge.
+          y: { stacked: true, ticks: { autoSkip: false, callback(v, i) { return truncate(labels[i], this.chart.width < 480 ? 16 : 28); } } },
         },
       },
     };

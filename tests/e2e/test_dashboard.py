@@ -107,8 +107,12 @@ def test_dashboard_draws_the_seeded_traffic_and_the_range_picker_changes_it(pers
     figure = page.locator("[data-chart=series]")
     figure.get_by_text("Data table").click()
     assert figure.locator("tbody tr").count() == len(drawn["labels"])
-    href = figure.get_by_role("link", name="Download CSV").get_attribute("href")
+    download = figure.get_by_role("link", name="Download CSV")
+    href = download.get_attribute("href")
     assert "range=custom" in href
+    # A button with a border and an icon, not a line of text beside the table.
+    border = download.evaluate("(a) => getComputedStyle(a).borderTopColor")
+    assert border != "rgba(0, 0, 0, 0)" and download.locator("svg").count() == 1
     body = page.request.get(href).text()
     rows = list(csv.DictReader(io.StringIO(body)))
     assert len(rows) == len(drawn["labels"]) and sum(int(r["requests"]) for r in rows) == 7
