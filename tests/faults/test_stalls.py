@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from support.db import USE_PG
-from support.faults import ANSWER_WITHIN
+from support.faults import ANSWER_WITHIN, validate
 from support.keys import Keys
 from support.proxy import Proxy
-from support.servers import AppServer
+from support.servers import AppServer, wait_until
 
 from app.extensions import db
 from app.models import UsageRecord, UsageRollup
+from app.usage import recorder
 
 pytestmark = [
     pytest.mark.faults,
@@ -145,3 +146,47 @@ def test_three_stalls_under_load_bill_every_200_exactly(
     assert set(statuses) <= {200, 503}, statuses  # no 500, no dropped connection
     assert slowest < ANSWER_WITHIN, slowest
     assert load.ready and slowest_ready < ANSWER_WITHIN, load.ready
+
+
+def test_a_flush_whose_commit_went_unanswered_is_written_once(
+    proxied_app: Flask, pg_proxy: Proxy
+) -> None:
+    """The stalls' double billing, staged exactly: the flush's COMMIT reaches PostgreSQL,
+    which carries it out, and its answer is lost (the proxy's mute mode). The batch is
+    kept and retried; the retry must find it written, not write it again."""
+    app = proxied_app
+    key = Keys(app).key(name="muted")
+    client = app.test_client()
+    answers = [validate(client, key.plaintext).status_code for _ in range(3)]
+    assert answers == [200] * 3
+    rec = recorder(app)
+    with app.app_context():
+        engine = db.engine
+    fired: list[bool] = []
+
+    def mute(*args: object) -> None:
+        if not fired:
+            fired.append(True)
+            pg_proxy.mute()
+
+    event.listen(engine, "commit", mute)
+    try:
+        rec.flush()  # committed by the server, unanswered: kept for a retry
+    finally:
+        event.remove(engine, "commit", mute)
+    assert fired and rec.pending() > 0
+    pg_proxy.forward()
+    validate(client, key.plaintext)  # one more, queued behind the retried batch
+    wait_until(lambda: (rec.flush(), rec.pending() == 0)[1], within=10)
+    with app.app_context():
+        billed = db.session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.key_id == key.id, UsageRecord.status == 200)
+        )
+        rolled = db.session.scalar(
+            select(func.coalesce(func.sum(UsageRollup.status_2xx), 0)).where(
+                UsageRollup.key_id == key.id, UsageRollup.granularity == "minute"
+            )
+        )
+    assert (billed, rolled) == (4, 4)
