@@ -159,17 +159,31 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             return
         live: sessions.Live | None = getattr(session, "live", None)
         user_id = session.get("_user_id")
+        reachable = True
         if live is not None or user_id is not None:
             # The record is written on a connection of its own. Whatever the view left
             # uncommitted would be rolled back at teardown anyway; doing it now frees
             # the locks it holds (SQLite's write lock), which that write would wait on.
-            db.session.rollback()
+            try:
+                db.session.rollback()
+            except (SQLAlchemyError, *UNAVAILABLE):
+                # The database stalled after the view's last statement (issue 22: this
+                # raised, a 500): no session write is tried into the same silence.
+                log.warning("rollback before the session write failed", exc_info=True)
+                reachable = False
         if live is not None and (user_id is None or str(user_id) != str(live.user_id)):
             # Logged out (or, defensively, someone else logged in): the record ends
-            # now, and what is left (a flash) goes back into a plain cookie.
-            with Session(db.engine) as store:
-                sessions.end(store, live.id)
-                store.commit()
+            # now, and what is left (a flash) goes back into a plain cookie. Unless the
+            # record cannot be ended: then the logout did not happen, and says so.
+            try:
+                if not reachable:
+                    raise ConnectionError("the database did not answer")
+                with Session(db.engine) as store:
+                    sessions.end(store, live.id)
+                    store.commit()
+            except (SQLAlchemyError, *UNAVAILABLE) as exc:
+                _unavailable_instead(response, exc)
+                return
             session = self.session_class(dict(session))
             session.modified = True
             live = None
@@ -179,20 +193,29 @@ class PortalSessionInterface(SecureCookieSessionInterface):
         ip = request.remote_addr
         if live is None:
             # A login: a new record under a new random token, never one the browser
-            # brought (no session fixation).
-            with Session(db.engine) as store:
-                token, _ = sessions.start(
-                    store,
-                    int(user_id),
-                    data=self.serializer.dumps(dict(session)),
-                    ip=ip,
-                    user_agent=request.headers.get("User-Agent"),
-                    lifetimes=session_lifetimes(app),
-                )
+            # brought (no session fixation). Without the record there is no login: a
+            # 503, not a redirect into pages that would ask to log in again.
+            try:
+                if not reachable:
+                    raise ConnectionError("the database did not answer")
+                with Session(db.engine) as store:
+                    token, _ = sessions.start(
+                        store,
+                        int(user_id),
+                        data=self.serializer.dumps(dict(session)),
+                        ip=ip,
+                        user_agent=request.headers.get("User-Agent"),
+                        lifetimes=session_lifetimes(app),
+                    )
+            except (SQLAlchemyError, *UNAVAILABLE) as exc:
+                _unavailable_instead(response, exc)
+                return
             self._set_cookie(app, session, response, token)
             return
         touch = sessions.needs_touch(live)
-        if session.modified or touch:
+        if not reachable:
+            log.warning("session write skipped: the database did not answer")
+        elif session.modified or touch:
             try:
                 with Session(db.engine) as store:
                     sessions.save(
@@ -225,6 +248,28 @@ class PortalSessionInterface(SecureCookieSessionInterface):
             samesite=self.get_cookie_samesite(app),
         )
         response.vary.add("Cookie")
+
+
+def _unavailable_instead(response: Response, exc: Exception) -> None:
+    """Turn the response being saved into the 503 page: the session record, which the
+    answer depends on (a login's, a logout's), could not be written. Headers already set
+    (security headers) stay; a redirect's Location and any cookie set go."""
+    from app.errors import unavailable_page
+
+    log.error("session record not written, answering 503: %s: %s", type(exc).__name__, exc)
+    page = current_app.make_response(
+        unavailable_page(
+            "Keyledger cannot reach one of its services right now, so you were not signed "
+            "in or out. Try again in a moment."
+        )
+    )
+    response.status_code = 503
+    response.set_data(page.get_data())
+    response.headers.pop("Location", None)
+    response.headers.pop("Set-Cookie", None)
+    for name in ("Content-Type", "Retry-After"):
+        response.headers[name] = page.headers[name]
+    response.headers["Cache-Control"] = "no-store"
 
 
 def session_lifetimes(app: Flask | None = None) -> sessions.Lifetimes:

@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy import event, select
 from support.proxy import Proxy
 from support.servers import timed, wait_until
-from support.web import Portal, csrf_token, hidden
+from support.web import PASSWORD, Portal, csrf_token, hidden
 
 from app.extensions import db
 from app.models import ApiKey
@@ -137,3 +137,73 @@ def test_a_key_whose_commit_went_unanswered_does_not_stay_live(
     made = set(_keys(proxied_app)) - set(before)
     assert made, "the proxy let the COMMIT through: the key exists"
     wait_until(lambda: not any(_keys(proxied_app)[k] for k in made), within=10)
+
+
+def _statements(engine: Any, call: Callable[[], Any]) -> int:
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(engine, "after_cursor_execute", count)
+    try:
+        call()
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+    return len(seen)
+
+
+def test_a_stall_after_the_views_last_statement_answers_503(
+    proxied_app: Flask, pg_proxy: Proxy, portal: Portal
+) -> None:
+    """The view has read all it needs with its transaction still open, then the database
+    stalls: the rollback that save_session does before writing the session meets it
+    (issue 22: `rollback()` raised there, a 500). The page was built: it is served, or a
+    503; never a 500."""
+    engine = _engine(proxied_app)
+    portal.client.get("/keys")  # the session's "last seen" is written: not again soon
+    n = _statements(engine, lambda: portal.client.get("/keys"))  # the view's, all of them
+    assert n >= 2
+    fired: list[int] = []
+
+    def at_last(*args: Any) -> None:
+        fired.append(1)
+        if len(fired) == n:
+            pg_proxy.blackhole()
+
+    event.listen(engine, "after_cursor_execute", at_last)
+    try:
+        resp, seconds = timed(lambda: portal.client.get("/keys"))
+    finally:
+        event.remove(engine, "after_cursor_execute", at_last)
+    print(f"  blackhole after the view's last statement: {resp.status_code} in {seconds:.2f} s")
+    assert len(fired) >= n
+    assert resp.status_code in (200, 503), resp.get_data(as_text=True)[:300]
+    _recover(portal, pg_proxy)
+
+
+def test_a_login_whose_session_record_meets_a_stall_answers_503(
+    proxied_app: Flask, pg_proxy: Proxy, portal: Portal
+) -> None:
+    """The password was right, and the stall comes as the session record is written:
+    no record, no login; a 503 page, not a 500 nor a redirect into a logged-out portal."""
+    client = proxied_app.test_client()
+    html = client.get("/login").get_data(as_text=True)
+    data = {"email": "inflight@example.com", "password": PASSWORD, "csrf_token": csrf_token(html)}
+
+    def stall_the_session_record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO USER_SESSION"):
+            pg_proxy.blackhole()
+
+    engine = _engine(proxied_app)
+    event.listen(engine, "before_cursor_execute", stall_the_session_record)
+    try:
+        resp, seconds = timed(lambda: client.post("/login", data=data))
+    finally:
+        event.remove(engine, "before_cursor_execute", stall_the_session_record)
+    page = resp.get_data(as_text=True)
+    print(f"  blackhole at the login's session record: {resp.status_code} in {seconds:.2f} s")
+    assert resp.status_code == 503, page[:300]
+    assert "Temporarily unavailable" in page and "Location" not in resp.headers
+    _recover(portal, pg_proxy)
+    assert client.get("/keys").status_code == 302  # not signed in
