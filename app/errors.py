@@ -180,7 +180,5 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> ResponseReturnValue:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        from app.extensions import db
-
-        db.session.rollback()
+        _rollback_quietly()  # a dead connection must not turn this page into another error
         return _render(500, "Something went wrong", SERVER_FAULT)
