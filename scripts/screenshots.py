@@ -1,6 +1,8 @@
-"""Regenerate the README screenshots from a live local server with demo data.
+"""Regenerate docs/img from a live local server with demo data.
 
-    .venv/bin/python scripts/screenshots.py            # docs/img/: the README's pictures
+    .venv/bin/python scripts/screenshots.py            # docs/img/: the README's pictures,
+                                                       # and every page at 1280 and 390 px
+                                                       # in docs/img/pages/
     .venv/bin/python scripts/screenshots.py --all DIR  # every page: desktop, 390px mobile, dark
 
 Needs Debian's chromium (`apt-get install chromium`); the server runs on a throw-away
@@ -183,10 +185,16 @@ def readme_shots(server: LiveServer, page: Page, out: Path) -> None:
     page.screenshot(path=str(out / "dashboard.png"), full_page=True)
     page.goto(f"{base}/keys/{ids['billing']}")
     page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
+    unstick(page)
     page.locator("#usage").screenshot(path=str(out / "key-usage.png"))
     account_shot(page, base, out / "account.png")
     admin_user_shot(page, base, out / "admin-user.png")
     admin_shots(server, page, out)
+
+
+def unstick(page: Page) -> None:
+    """A picture of one section: the sticky header would be drawn across it."""
+    page.evaluate("document.querySelector('.topbar').style.position = 'static'")
 
 
 PHONE_UA = (
@@ -238,6 +246,9 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     base = server.url
 
     def shot(name: str) -> None:
+        # From the top: a focused field scrolls the page, and the sticky header would
+        # then be drawn in the middle of a full-page picture.
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(out / f"{tag}-{name}.png"), full_page=True)
 
     page.goto(f"{base}/login")
@@ -268,27 +279,90 @@ def all_shots(server: LiveServer, page: Page, out: Path, tag: str) -> None:
     page.goto(f"{base}/keys/{ids['billing']}")
     page.wait_for_function("() => document.querySelector('[data-usage]').dataset.state === 'ready'")
     shot("key-active")
+    unstick(page)
     page.locator("#usage").screenshot(path=str(out / f"{tag}-key-usage.png"))
+    # A refused policy: every error beside its field, what was typed kept.
+    page.fill("#ip_allowlist", "203.0.113.0/24\n10.0.0.0/99")
+    page.fill("#meta", '{"customer": "c-7",}')
+    page.fill("#rate_limit", "9999")
+    page.click("#policies [type=submit]")
+    page.wait_for_load_state()
+    shot("key-policy-errors")
     page.goto(f"{base}/keys/{ids['laptop']}")
     shot("key-revoked")
+    page.goto(f"{base}/keys?q=ci")
+    shot("keys-search")
+    page.goto(f"{base}/billing")
+    shot("billing")
     page.goto(f"{base}/account")
     shot("account")
+    page.goto(f"{base}/account/webhooks")
+    page.get_by_label("URL").fill("https://127.0.0.1:8443/keyledger/receiver?tenant=acme")
+    page.locator("input[name=events]").first.check()
+    page.get_by_role("button", name="Add endpoint").click()
+    page.wait_for_load_state()
+    shot("webhook-created")
+    page.goto(f"{base}/account/webhooks")
+    shot("webhooks")
+    hook = page.locator("main a[href*='/account/webhooks/']").first
+    if hook.count():
+        hook.click()
+        page.wait_for_load_state()
+        shot("webhook")
+    page.goto(f"{base}/account/two-factor")
+    shot("two-factor")
     page.goto(f"{base}/keys/doesnotexist")
     shot("404")
     page.context.clear_cookies()
+    page.goto(f"{base}/login")
+    page.fill("#email", email)
+    page.fill("#password", "not the password")
+    page.locator("main").get_by_role("button", name="Log in", exact=True).click()
+    page.wait_for_load_state()
+    shot("login-refused")
     login(page, base, ADMIN_EMAIL)
+    for path, name in (("/admin/", "admin-overview"), ("/admin/security", "admin-security")):
+        page.goto(f"{base}{path}")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-chart]')].every("
+            "(s) => s.dataset.drawn === 'true' || s.querySelector('[data-chart-box]').hidden)"
+        )
+        shot(name)
+    page.goto(f"{base}/admin/billing")
+    shot("admin-billing")
     page.goto(f"{base}/admin/users")
     shot("admin-users")
     page.goto(f"{base}/admin/keys")
     shot("admin-keys")
+    page.goto(f"{base}/admin/keys/{ids['billing']}/limit")
+    shot("admin-key-limit")
+    page.goto(f"{base}/admin/users")
     page.click(f"text={email}")
     shot("admin-user")
+    page.goto(f"{base}/admin/two-factor")
+    shot("admin-two-factor")
     page.goto(f"{base}/admin/audit")
     shot("admin-audit")
+    page.goto(f"{base}/admin/audit?action=key.validation_failed&since={today()}")
+    shot("admin-audit-filtered")
+    page.goto(f"{base}/admin/audit")
+    event = page.locator("table.audit a[href*='/admin/audit/']").first
+    if event.count():
+        event.click()
+        page.wait_for_load_state()
+        shot("admin-audit-event")
+    page.goto(f"{base}/admin/audit")
     verify = page.get_by_role("button", name="Verify now")
     if verify.count():
         verify.first.click()
+        page.wait_for_load_state()
         shot("admin-verify")
+
+
+def today() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def main() -> None:
@@ -298,7 +372,8 @@ def main() -> None:
     chromium = shutil.which("chromium")
     if not chromium:
         sys.exit("chromium is not installed: apt-get install chromium")
-    with LiveServer() as server, sync_playwright() as p:
+    # A webhook endpoint on loopback: the pictures show an endpoint without DNS.
+    with LiveServer({"WEBHOOK_ALLOW_PRIVATE": "true"}) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             if args.all:
@@ -322,7 +397,18 @@ def main() -> None:
                 )
                 readme_shots(server, context.new_page(), out)
                 context.close()
-                print(f"wrote the README's screenshots in {out}")
+                # Every page at both widths the issue checks layouts at (issue 18).
+                pages = out / "pages"
+                pages.mkdir(exist_ok=True)
+                for old in pages.glob("*.png"):
+                    old.unlink()
+                for width, height in ((1280, 800), (390, 844)):
+                    context = browser.new_context(
+                        viewport={"width": width, "height": height}, color_scheme="light"
+                    )
+                    all_shots(server, context.new_page(), pages, str(width))
+                    context.close()
+                print(f"wrote the README's screenshots in {out}, every page in {pages}")
         finally:
             browser.close()
 
