@@ -41,6 +41,8 @@ from typing import Any
 # then for each worker to finish what it serves and write its queues.
 DRAIN_SECONDS = 10.0
 STOP_SECONDS = 30
+# Python threads per worker (Granian's default is 512): see docs/performance.md.
+THREADS = 512
 ACCESS_LOG_FORMAT = (
     '%(addr)s "%(method)s %(path)s" %(status)d %(dt_ms).1fms request_id=%(header{x-request-id})s'
 )
@@ -234,6 +236,12 @@ def settings(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help="Python threads per worker (a slow client's body holds one while it trickles)",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--check", action="store_true", help="print the settings as JSON and exit")
     args = parser.parse_args(argv)
@@ -248,6 +256,7 @@ def settings(argv: list[str] | None = None) -> dict[str, Any]:
         "host": args.host,
         "port": args.port,
         "workers": workers,
+        "threads": args.threads,
         "log_level": args.log_level,
         "check": args.check,
         "warning": problem,
@@ -272,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
             port=conf["port"],
             interface=Interfaces.WSGI,
             workers=conf["workers"],
+            blocking_threads=conf["threads"],
+            backpressure=conf["threads"],
             factory=True,
             log_level=conf["log_level"],
             log_dictconfig=_log_config(),
