@@ -395,3 +395,17 @@ def test_resubmitted_rotation_mints_no_second_key(app, user, client):
     assert second.status_code == 302
     assert count_rows(app, "api_key") == rows == 2
     assert len(audit_events(app, "key.rotated")) == 1
+
+
+def test_a_bad_custom_scope_is_told_beside_a_bad_lifetime(app, user):
+    """Every problem at once, each beside its field (issue 18): a bad scope was told
+    only after the lifetime was right."""
+    before = count_rows(app, "api_key")
+    resp, plaintext = user.create_key(custom="Bad Scope!", days=9999)
+    assert resp.status_code == 400 and plaintext is None
+    page = resp.get_data(as_text=True)
+    assert "Choose between 1 and 90 days." in page
+    scopes = re.search(r'id="custom_scopes-error">(.*?)</p>', page, re.S)
+    assert scopes and "is not a valid scope" in scopes.group(1)
+    assert 'value="Bad Scope!"' in page  # what was typed stays
+    assert count_rows(app, "api_key") == before

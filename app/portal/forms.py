@@ -1,3 +1,4 @@
+import re
 import secrets
 from datetime import date, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.config import KNOWN_SCOPES
 from app.forms import Form, Integer
+from app.keys import lifecycle
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -42,6 +44,9 @@ def _within_float(message: str) -> Any:
             raise StopValidation(message)
 
     return check
+
+
+_SPLIT = re.compile(r"[\s,]+")
 
 
 class NewKeyForm(Form):
@@ -62,6 +67,19 @@ class NewKeyForm(Form):
         validators=[Length(max=2000)],
         description="Optional, separated by spaces or commas, e.g. orders:read reports.export",
     )
+
+    def custom_list(self) -> list[str]:
+        """The custom scopes typed, one per word (spaces or commas between them)."""
+        return [s for s in _SPLIT.split(self.custom_scopes.data or "") if s]
+
+    def validate_custom_scopes(self, field: StringField) -> None:
+        """Checked with the other fields, by the domain's rule, so a bad scope is told
+        beside a bad lifetime rather than only once the lifetime is right."""
+        try:
+            lifecycle.clean_scopes([*(self.scopes.data or []), *self.custom_list()])
+        except lifecycle.KeyRequestError as exc:
+            raise ValidationError(f"{exc}.") from None
+
     # Presets as Stripe and GitHub offer them, or a number of days, or a date. A request
     # without `expires` (scripts, older pages) is read as a number of days.
     expires = RadioField("Expires", choices=[], validate_choice=False)

@@ -1,4 +1,3 @@
-import re
 from typing import Any
 
 from flask import (
@@ -25,7 +24,6 @@ from app.portal import bp, usage_views
 from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
 from app.web import client_ip, key_policy, page_of
 
-_SPLIT = re.compile(r"[\s,]+")
 _SEEN = "minted_forms"
 
 
@@ -104,8 +102,8 @@ def new_key() -> ResponseReturnValue:
     if form.is_submitted() and (seen := _already_minted(form.form_token.data)):
         return seen
     if form.validate_on_submit():
-        custom = _SPLIT.split(form.custom_scopes.data or "")
-        if not [*(form.scopes.data or []), *filter(None, custom)] and not form.no_scope_ok.data:
+        custom = form.custom_list()
+        if not [*(form.scopes.data or []), *custom] and not form.no_scope_ok.data:
             form.scopes.errors = [
                 "A key with no scope can be validated but allows nothing. "
                 "Pick a scope, or tick the box below to create it anyway."
