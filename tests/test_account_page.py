@@ -41,6 +41,8 @@ def test_the_account_page_lists_sessions_with_device_ip_and_this_one(app, user, 
     assert "Mobile Safari on iOS" in html
     assert html.count('badge status-active">this one') == 1
     assert html.count(">End<") == 1  # only the other session can be ended here
+    # This session's action cell is empty, so a phone's stacked row shows no bare label.
+    assert html.count('<td data-label="Action"></td>') == 1
     assert "127.0.0.1" in html
 
 
