@@ -62,6 +62,7 @@ def load_app() -> Any:
     serves only the API would otherwise never start it), and the exit hook."""
     import multiprocessing.util
 
+    _die_with_the_server()
     from app import create_app
     from app.webhooks.service import start_in_worker
 
@@ -71,6 +72,19 @@ def load_app() -> Any:
     # Granian has served the last request; atexit does not run in a forked worker.
     multiprocessing.util.Finalize(None, _worker_exit, exitpriority=100)
     return app
+
+
+def _die_with_the_server() -> None:
+    """A worker gets SIGTERM (a graceful stop) when the server process dies, however it
+    dies: Granian's workers do not watch their parent, and a killed server (SIGKILL, an
+    out-of-memory kill) left them serving on, holding the port and their queues."""
+    import signal
+
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the server died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _worker_exit() -> None:
