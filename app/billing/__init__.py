@@ -9,7 +9,7 @@ The one place that turns usage into money (docs/usage.md, "Billing"):
   not 429 (rate-limit refusals and our own 5xx failures are not charged), and never a
   test key's (ApiKey.test: its use is recorded and shown, not billed);
 - a tier is the account's subscription: app/billing/statement.py charges the base price
-  once per account and month, prorated by the days at each tier, and prices the overage
+  once per account and month, prorated by the time at each tier, and prices the overage
   on the pool of the account's keys; here, each key's use per recorded tier (`lines`),
   the breakdown that pool is summed from.
 

@@ -1,12 +1,14 @@
-"""An account's month as a bill: the plan charged once per account, prorated by the days
+"""An account's month as a bill: the plan charged once per account, prorated by the time
 at each tier; its included requests pooled over the account's keys; the overage priced
 on that pool. Per-key lines (app.billing.lines) remain as the breakdown.
 
 `/billing`, `/admin/billing` and every export read `bill()`, so they agree to the cent.
 
-Days: each UTC day of the month from the account's creation day through the day it was
-closed or disabled counts once, at the tier the account held at the day's end (for the
-rest of the current month, its current tier: the month's plan is due in full).
+Time: the account is billed from the start of its creation day through the end of the
+day it was closed or disabled, and within that span each tier for exactly the time it
+held (the creation day's first hours at the tier it was created with; the rest of the
+current month at its current tier: the month's plan is due in full). A tier changed at
+10:00 has 10 hours, not 0 days (docs/decisions.md, "Proration by exact time").
 Use: hours are priced at the tier recorded with them, and the account's use at one tier
 is one pool against that tier's share of the allowance. A month at one tier (nearly
 every month) is one charge; a tier change splits it into a charge per tier.
@@ -14,11 +16,10 @@ every month) is one charge; a tier change splits it into a charge per tier.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -33,29 +34,40 @@ from app.times import month_of, month_range
 
 @dataclass(frozen=True)
 class Charge:
-    """One account's month at one tier: its days' share of the plan, and the pool of its
+    """One account's month at one tier: its time's share of the plan, and the pool of its
     keys' use at that tier priced against it."""
 
     owner_id: int
     email: str
     tier: str
-    days: int  # days of the month at this tier
-    month_days: int
+    time: timedelta  # the time of the month at this tier
+    month: timedelta
     requests: int  # pooled over the account's keys
     billable: int
-    allowance: int  # the plan's included requests for those days
+    allowance: int  # the plan's included requests for that time
     overage: int
-    base: Decimal  # the plan's base price for those days
+    base: Decimal  # the plan's base price for that time
     overage_amount: Decimal
     amount: Decimal  # base + overage_amount, each rounded to the cent
     currency: str
+
+    @property
+    def days(self) -> Decimal:
+        """The time at this tier in days, to the hundredth, rounded up: a tier that held
+        for any time never shows 0 (30 for a whole 30-day month)."""
+        days = (Decimal(_us(self.time)) / _US_A_DAY).quantize(Decimal("0.01"), ROUND_UP)
+        return days.quantize(Decimal(1)) if days == days.to_integral_value() else days
+
+    @property
+    def month_days(self) -> int:
+        return self.month // DAY
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.owner_id,
             "email": self.email,
             "tier": self.tier,
-            "days": self.days,
+            "days": str(self.days),
             "month_days": self.month_days,
             "requests": self.requests,
             "billable": self.billable,
@@ -68,29 +80,39 @@ class Charge:
         }
 
 
+_US_A_DAY = DAY // timedelta(microseconds=1)
+
+
+def _us(t: timedelta) -> int:
+    return t // timedelta(microseconds=1)
+
+
 def charge(
     plan: Plan,
     *,
     owner_id: int,
     email: str,
-    days: int,
-    month_days: int,
+    time: timedelta,
+    month: timedelta,
     requests: int,
     billable: int,
     currency: str,
 ) -> Charge:
-    """`plan` for `days` of a `month_days` month, and a pool of use at its tier."""
-    share = Decimal(days) / Decimal(month_days)
-    allowance = int((plan.included * share).to_integral_value(ROUND_HALF_UP))
+    """`plan` for `time` of a `month`, and a pool of use at its tier.
+
+    The allowance is rounded up to a whole request, in the customer's favour: a tier in
+    force for any time includes at least one request."""
+    held, whole = _us(time), _us(month)
+    allowance = -(-plan.included * held // whole)
     overage = max(0, billable - allowance)
-    base = (plan.base * share).quantize(CENT, ROUND_HALF_UP)
+    base = (plan.base * held / whole).quantize(CENT, ROUND_HALF_UP)
     over = (plan.per_1000 * overage / 1000).quantize(CENT, ROUND_HALF_UP)
     return Charge(
         owner_id,
         email,
         plan.tier,
-        days,
-        month_days,
+        time,
+        month,
         requests,
         billable,
         allowance,
@@ -152,26 +174,39 @@ class Bill:
         return list(out.values())
 
 
-def tier_days(
+def tier_time(
     periods: list[tuple[datetime, str]],
     current: str,
     created: datetime,
     ended: datetime | None,
     start: datetime,
     end: datetime,
-) -> dict[str, int]:
-    """Days of [start, end) per tier for an account created at `created` and closed or
-    disabled at `ended`; `periods` its (since, tier) rows, oldest first."""
-    since = [at for at, _ in periods]
-    out: dict[str, int] = {}
-    day = max(start, day_of(created))
-    last = day_of(ended) if ended is not None else None
-    while day < end and (last is None or day <= last):
-        i = bisect_left(since, day + DAY)  # periods begun before the day's end
-        tier = periods[i - 1][1] if i else (periods[0][1] if periods else current)
-        out[tier] = out.get(tier, 0) + 1
-        day += DAY
-    return out
+) -> dict[str, timedelta]:
+    """The time of [start, end) per tier, exactly, for an account created at `created`
+    and closed or disabled at `ended`; `periods` its (since, tier) rows, oldest first.
+
+    Billed from the start of the creation day through the end of the closing day; the
+    hours of the creation day before the account existed count at the tier it had at
+    creation (the last of the rows written at that instant)."""
+    lo = max(start, day_of(created))
+    hi = min(end, day_of(ended) + DAY) if ended is not None else end
+    out: dict[str, timedelta] = defaultdict(timedelta)
+    if lo >= hi:
+        return {}
+    tier = current
+    if periods:
+        first = periods[0][0]
+        tier = [t for at, t in periods if at == first][-1]
+    at = lo
+    for since, new in periods:
+        if since >= hi:
+            break
+        if since > at:
+            out[tier] += since - at
+            at = since
+        tier = new
+    out[tier] += hi - at
+    return {t: d for t, d in out.items() if d}
 
 
 def _ended(user: Any) -> datetime | None:
@@ -211,25 +246,26 @@ def bill(
     pq = select(TierPeriod.user_id, TierPeriod.since, TierPeriod.tier).where(TierPeriod.since < end)
     if owner_id is not None:
         pq = pq.where(TierPeriod.user_id == owner_id)
-    for uid, since, tier in session.execute(pq.order_by(TierPeriod.user_id, TierPeriod.since)):
+    pq = pq.order_by(TierPeriod.user_id, TierPeriod.since, TierPeriod.id)
+    for uid, since, tier in session.execute(pq):
         periods[uid].append((since, tier))
     pools: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
     for x in key_lines:
         pool = pools[(x.owner_id, x.tier)]
         pool[0] += x.requests
         pool[1] += x.billable
-    month_days = (end - start) // DAY
+    month = end - start
     charges: list[Charge] = []
     for u in sorted(users, key=lambda u: u.email):
-        days = tier_days(periods[u.id], u.tier, u.created_at, _ended(u), start, end)
-        tiers = set(days) | {t for (o, t) in pools if o == u.id}
+        held = tier_time(periods[u.id], u.tier, u.created_at, _ended(u), start, end)
+        tiers = set(held) | {t for (o, t) in pools if o == u.id}
         mine = [
             charge(
                 plan_set[t],
                 owner_id=u.id,
                 email=u.email,
-                days=days.get(t, 0),
-                month_days=month_days,
+                time=held.get(t, timedelta(0)),
+                month=month,
                 requests=pools[(u.id, t)][0] if (u.id, t) in pools else 0,
                 billable=pools[(u.id, t)][1] if (u.id, t) in pools else 0,
                 currency=plan_set.currency,
@@ -288,8 +324,8 @@ def project(
                 plan_set[c.tier],
                 owner_id=c.owner_id,
                 email=c.email,
-                days=c.days,
-                month_days=c.month_days,
+                time=c.time,
+                month=c.month,
                 requests=c.requests + extra,
                 billable=c.billable + extra,
                 currency=c.currency,

@@ -45,7 +45,7 @@ class TierPeriod(db.Model):
     """From `since` until the account's next row, the account was at `tier`.
 
     The account's plan history: billing prorates a month's base price and allowance by
-    the days at each tier (docs/usage.md, "Billing"). Written with the account and with
+    the time at each tier (docs/usage.md, "Billing"). Written with the account and with
     each tier change (app.accounts), never changed afterwards.
     """
 

@@ -38,7 +38,7 @@ def _account(app: Flask, email: str, tier: str = "premium", at: datetime = OCT) 
     if tier != "basic":
         with app.app_context():
             user = db.session.scalar(select(User).where(User.email == email))
-            accounts.set_tier(db.session, user, tier, actor="cli", at=at + timedelta(minutes=1))
+            accounts.set_tier(db.session, user, tier, actor="cli", at=at)
     return portal
 
 
@@ -190,3 +190,47 @@ def test_the_page_the_csv_the_admin_page_and_the_exports_agree(priced_app: Flask
     assert f"data-billing-total>{body['totals']['amount']} EUR<" in admin_page
     download = admin.client.get(f"/admin/billing/export.json?month={month}").get_data(as_text=True)
     assert json.loads(download)["totals"] == body["totals"]
+
+
+def test_a_tier_changed_mid_day_bills_the_mornings_use_against_the_old_tiers_hours(
+    app: Flask,
+) -> None:
+    """Basic since October, upgraded at 10:00 on 1 November: the morning's requests were
+    made at basic, so basic's ten hours include some (default plans: 100,000 a month),
+    and none of them is overage. Before, basic held no day's end that month: 0 days,
+    nothing included, all 300 over."""
+    alice = _account(app, "alice@example.com", tier="basic")
+    key = make_key(app, alice)
+    _use(app, key, 300, NOV + timedelta(hours=8), tier="basic")
+    change = NOV + timedelta(hours=10)
+    with app.app_context():
+        owner = db.session.scalar(select(User).where(User.email == "alice@example.com"))
+        accounts.set_tier(db.session, owner, "premium", actor="cli", at=change)
+    _use(app, key, 500, change + timedelta(hours=2))
+
+    own = csv.DictReader(
+        io.StringIO(alice.client.get("/billing/export.csv?month=2026-11").get_data(as_text=True))
+    )
+    plan = {r["tier"]: r for r in own if r["line"] == "plan"}
+    # Basic: 10 of 720 hours -> 0.42 days, 1,389 included (rounded up), 300 billable.
+    basic = plan["basic"]
+    assert (basic["days"], basic["allowance"], basic["billable"]) == ("0.42", "1389", "300")
+    assert (basic["overage"], basic["amount"]) == ("0", "0.00")
+    # Premium: the other 710 hours -> 29.59 days, 48.32 of 49.00, 986,112 included.
+    premium = plan["premium"]
+    assert (premium["days"], premium["base"], premium["allowance"]) == ("29.59", "48.32", "986112")
+    assert (premium["billable"], premium["overage"], premium["amount"]) == ("500", "0", "48.32")
+
+    # The past month on the owner's page, the admin page and the export: the same 48.32.
+    page = alice.client.get("/billing").get_data(as_text=True)
+    assert re.search(r'<td class="name">2026-11</td>.*?48\.32 USD', page, re.S)
+    admin = _admin(app).client.get("/admin/billing?month=2026-11").get_data(as_text=True)
+    assert "data-billing-total>48.32 USD<" in admin
+    assert re.search(r"alice@example\.com.*?basic.*?0\.42 / 30.*?1,389", admin, re.S)
+    body = json.loads(_export(app, "2026-11", "json"))
+    (mine,) = [a for a in body["accounts"] if a["email"] == "alice@example.com"]
+    assert mine["amount"] == "48.32"
+    assert [(c["tier"], c["days"], c["overage"]) for c in mine["charges"]] == [
+        ("basic", "0.42", 0),
+        ("premium", "29.59", 0),
+    ]

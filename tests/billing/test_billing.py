@@ -140,7 +140,7 @@ def test_cloudevents_are_one_per_key_and_hour_with_stable_ids(
     assert e["id"] == f"{e['data']['key_id']}-{e['time'][:13].replace('-', '').replace(':', '')}"
 
 
-def test_a_tier_change_mid_month_prorates_the_plan_by_days_and_prices_use_at_its_tier(
+def test_a_tier_change_mid_month_prorates_the_plan_by_time_and_prices_use_at_its_tier(
     priced_app: Flask,
 ) -> None:
     app = priced_app
@@ -157,8 +157,7 @@ def test_a_tier_change_mid_month_prorates_the_plan_by_days_and_prices_use_at_its
         rec.record(
             dataclasses.replace(key.event(at=NOV + timedelta(hours=h), status=503), tier="basic")
         )
-    # Upgraded on 21 November at 15:00: 20 days at basic, 10 at premium (a day counts at
-    # the tier it ends at).
+    # Upgraded on 21 November at 15:00: 20 days 15 hours at basic, the rest at premium.
     change = NOV + timedelta(days=20, hours=15)
     with app.app_context():
         owner = db.session.scalar(select(User).where(User.email == "alice@example.com"))
@@ -173,16 +172,17 @@ def test_a_tier_change_mid_month_prorates_the_plan_by_days_and_prices_use_at_its
     plan = {r["tier"]: r for r in rows if r["line"] == "plan"}
     assert set(plan) == {"basic", "premium"}
     basic, premium = plan["basic"], plan["premium"]
-    # Basic: 20 of 30 days -> base 0.67, allowance 7 (of 10); 30 billable, 23 over at
-    # 2.00 per 1,000 -> 0.05; 0.72.
-    assert (basic["days"], basic["base"], basic["allowance"]) == ("20", "0.67", "7")
+    # Basic: 20.625 of 30 days -> base 0.69, allowance 7 (6.875 of 10, rounded up); 30
+    # billable, 23 over at 2.00 per 1,000 -> 0.05; 0.74.
+    assert (basic["days"], basic["base"], basic["allowance"]) == ("20.63", "0.69", "7")
     assert (basic["requests"], basic["billable"], basic["overage"]) == ("36", "30", "23")
-    assert basic["amount"] == "0.72" and basic["currency"] == "EUR"
-    # Premium: 10 days -> base 3.33, allowance 33; 400 billable, 367 over at 1.00 -> 0.37.
-    assert (premium["days"], premium["base"], premium["allowance"]) == ("10", "3.33", "33")
-    assert (premium["billable"], premium["overage"], premium["amount"]) == ("400", "367", "3.70")
+    assert basic["amount"] == "0.74" and basic["currency"] == "EUR"
+    # Premium: 9.375 days -> base 3.13, allowance 32 (31.25); 400 billable, 368 over at
+    # 1.00 -> 0.37.
+    assert (premium["days"], premium["base"], premium["allowance"]) == ("9.38", "3.13", "32")
+    assert (premium["billable"], premium["overage"], premium["amount"]) == ("400", "368", "3.50")
     total = json.loads(_cli(app, "--month", "2026-11", "--format", "json"))["totals"]
-    assert total["amount"] == "4.42"
+    assert total["amount"] == "4.24"
     # October: basic all month, no use: its base only.
     october = json.loads(_cli(app, "--month", "2026-10", "--format", "json"))["totals"]
     assert october["amount"] == "1.00"
