@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -53,9 +53,12 @@ class Charge:
 
     @property
     def days(self) -> Decimal:
-        """The time at this tier in days, to the hundredth, rounded up: a tier that held
-        for any time never shows 0 (30 for a whole 30-day month)."""
-        days = (Decimal(_us(self.time)) / _US_A_DAY).quantize(Decimal("0.01"), ROUND_UP)
+        """The time at this tier in days, to the hundredth (half up, so a month's charges
+        add up to its days), and never 0 for a tier that held for any time; 30 for a
+        whole 30-day month."""
+        days = (Decimal(_us(self.time)) / _US_A_DAY).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        if not days and self.time:
+            days = Decimal("0.01")
         return days.quantize(Decimal(1)) if days == days.to_integral_value() else days
 
     @property

@@ -216,9 +216,9 @@ def test_a_tier_changed_mid_day_bills_the_mornings_use_against_the_old_tiers_hou
     basic = plan["basic"]
     assert (basic["days"], basic["allowance"], basic["billable"]) == ("0.42", "1389", "300")
     assert (basic["overage"], basic["amount"]) == ("0", "0.00")
-    # Premium: the other 710 hours -> 29.59 days, 48.32 of 49.00, 986,112 included.
+    # Premium: the other 710 hours -> 29.58 days, 48.32 of 49.00, 986,112 included.
     premium = plan["premium"]
-    assert (premium["days"], premium["base"], premium["allowance"]) == ("29.59", "48.32", "986112")
+    assert (premium["days"], premium["base"], premium["allowance"]) == ("29.58", "48.32", "986112")
     assert (premium["billable"], premium["overage"], premium["amount"]) == ("500", "0", "48.32")
 
     # The past month on the owner's page, the admin page and the export: the same 48.32.
@@ -232,5 +232,5 @@ def test_a_tier_changed_mid_day_bills_the_mornings_use_against_the_old_tiers_hou
     assert mine["amount"] == "48.32"
     assert [(c["tier"], c["days"], c["overage"]) for c in mine["charges"]] == [
         ("basic", "0.42", 0),
-        ("premium", "29.59", 0),
+        ("premium", "29.58", 0),
     ]
