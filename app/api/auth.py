@@ -106,6 +106,7 @@ def _resolve() -> ApiAuth:
     if retry is not None:
         return _blocked(auth, retry)
     cache = key_cache()
+    seen = cache.stamp  # what this key's record is read under (see cache.observe)
     result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
     if _refused_ip(auth, result):
         # Not charged: someone holding a leaked key outside the allowlist cannot spend
@@ -126,7 +127,7 @@ def _resolve() -> ApiAuth:
         charged = ratelimit.charge(ip, result.key)
         if charged.ip_retry is not None:
             return _blocked(auth, charged.ip_retry)  # the same answer as for a wrong guess
-        if cache.observe(charged.stamp):
+        if cache.observe(charged.stamp, seen):
             # Keys changed somewhere since this worker last looked (app/keys/cache.py):
             # look again in a fresh transaction, as a SQLite snapshot may predate it.
             db.session.rollback()

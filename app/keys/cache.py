@@ -194,20 +194,22 @@ class KeyCache:
                 self._entries[public_id] = (now, stamp, record)
         return record
 
-    def observe(self, stamp: object) -> bool:
-        """Note the key stamp read with a charge; True when it is new: keys changed
-        somewhere since this process last looked, every entry is dropped, and the
-        caller must look its key up again (in a fresh transaction)."""
+    def observe(self, stamp: object, seen: object) -> bool:
+        """Note the key stamp read with a charge. True when the caller must look its key
+        up again (in a fresh transaction): keys changed somewhere since `seen`, the stamp
+        this process knew when the caller read its key. A new stamp also drops every
+        entry. Comparing with `seen`, not only with the last stamp noted, matters with
+        threads: two requests read the cached key, a revocation is announced, both
+        charges read the new stamp; the second to note it must look again too."""
         if stamp is None:
             if self.stamp is not None:  # no shared stamp any more: the short TTL rules
                 self.stamp = None
                 self.clear()
             return False
-        if stamp == self.stamp:
-            return False
-        self.stamp = stamp
-        self.clear()
-        return True
+        if stamp != self.stamp:
+            self.stamp = stamp
+            self.clear()
+        return stamp != seen
 
     def lose_stamp(self) -> None:
         """The stamp's storage did not answer: changes may be announced meanwhile (or
