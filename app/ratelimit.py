@@ -325,8 +325,8 @@ def _generic(
         return False, False, 0.0, 0, None, 0, True, 0
     storage = limiter.storage
     expiry = max(1, quotas.month_end - int(time.time()) + 3600)
-    taken = [(q, c) for q, c in ((quotas.key, quotas.key_counter),) if q]
-    taken += [(q, c) for q, c in ((quotas.account, quotas.account_counter),) if q]
+    both = ((quotas.key, quotas.key_counter), (quotas.account, quotas.account_counter))
+    taken = [(q, c) for q, c in both if q]
     counts = {c: storage.incr(c, expiry) for _, c in taken}
     over = any(counts[c] > q for q, c in taken)
     allowed = not over and strategy.hit(key_item, *key_ids)
