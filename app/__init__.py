@@ -13,7 +13,7 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
-from app.extensions import csrf, db, limiter, login_manager, migrate
+from app.extensions import csrf, db, login_manager, migrate
 from app.flask_app import Keyledger, browser_only
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,13 +88,14 @@ def register_database(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """CSRF, limits and logins (app/extensions.py holds the unbound objects). Their
-    app-wide hooks serve browsers: the API skips them (app/flask_app.py)."""
-    from app import models
+    """CSRF, limits and logins (app/extensions.py holds the unbound objects; the app's
+    own Limiter is made here, app/limiter.py). Their app-wide hooks serve browsers: the
+    API skips them (app/flask_app.py)."""
+    from app import limiter, models
 
+    limiter.init_app(app)
     with browser_only(app):
         csrf.init_app(app)
-        limiter.init_app(app)
         login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
@@ -135,6 +136,7 @@ def register_services(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The web layer: portal, admin, auth, the transparency pages and the JSON API."""
+    from app import limiter
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
     from app.api import init_app as init_api
@@ -150,6 +152,7 @@ def register_blueprints(app: Flask) -> None:
     init_api(app)  # its per-app state and its Flask-Limiter filter
     app.register_blueprint(transparency_bp, url_prefix="/audit")
     csrf.exempt(api_bp)
+    limiter.bind_views(app)  # the views' declared limits, on this app's own Limiter
 
 
 def register_errorhandlers(app: Flask) -> None:

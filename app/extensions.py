@@ -1,7 +1,5 @@
 """Extension objects, created unbound here and bound to an app in create_app."""
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -27,5 +25,4 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-# Storage and strategy come from RATELIMIT_* config at init_app time.
-limiter = Limiter(key_func=get_remote_address)
+# Flask-Limiter's Limiter is not here: each app makes its own (app/limiter.py).

@@ -1,7 +1,8 @@
 """Rate limits of the key-authenticated API, on Flask-Limiter's storage and strategy.
 
 Flask-Limiter owns the configuration (RATELIMIT_STORAGE_URI, RATELIMIT_STRATEGY,
-RATELIMIT_KEY_PREFIX, RATELIMIT_ENABLED) and the storage connection; the API's two
+RATELIMIT_KEY_PREFIX, RATELIMIT_ENABLED) and the storage connection, one Limiter per
+app (app/limiter.py, read once per call from app.extensions); the API's two
 limits are counted through its `limits` strategy and storage, so every worker and
 host shares them:
 
@@ -47,13 +48,14 @@ from functools import lru_cache
 from typing import Any
 
 import redis.exceptions
-from flask import current_app
+from flask import Flask, current_app
+from flask_limiter import Limiter
 from limits import RateLimitItem, parse
 from limits.storage import RedisClusterStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from app.extensions import limiter
 from app.keys.cache import KeyRecord
+from app.limiter import EXTENSION as LIMITER
 
 log = logging.getLogger(__name__)
 
@@ -273,13 +275,14 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     """
     key_item, key_ids = _key_args(record)
     now = time.time()
+    limiter: Limiter = current_app.extensions[LIMITER]
     if not limiter.enabled:
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
     quotas = _quotas(record, now)
-    results = _scripted(ip_item, ip_ids, key_item, key_ids, now, quotas)
+    results = _scripted(limiter, ip_item, ip_ids, key_item, key_ids, now, quotas)
     if results is None:
-        results = _generic(ip_item, ip_ids, key_item, key_ids, quotas)
+        results = _generic(limiter, ip_item, ip_ids, key_item, key_ids, quotas)
     ip_ok, allowed, reset, remaining, stamp, used, quota_ok, account_used = results
     ip_retry = None
     if not ip_ok:
@@ -310,6 +313,7 @@ _Counted = tuple[bool, bool, float, int, bytes | None, int, bool, int]
 
 
 def _generic(
+    limiter: Limiter,
     ip_item: RateLimitItem,
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
@@ -417,7 +421,7 @@ return {1, acquired, oldest or ARGV[1], count}
 """
 
 
-def _scripted_storage() -> RedisStorage | None:
+def _scripted_storage(limiter: Limiter) -> RedisStorage | None:
     """The limiter's Redis storage where CHARGE_LUA (and the key stamp) applies: Redis
     with the moving window; None elsewhere (the generic path, no shared stamp)."""
     storage = limiter.storage
@@ -427,6 +431,7 @@ def _scripted_storage() -> RedisStorage | None:
 
 
 def _scripted(
+    limiter: Limiter,
     ip_item: RateLimitItem,
     ip_ids: tuple[str, ...],
     key_item: RateLimitItem,
@@ -436,14 +441,14 @@ def _scripted(
 ) -> _Counted | None:
     """Both limits and the quotas in one EVALSHA, or None where that does not apply
     (other storage or strategy: the generic path)."""
-    storage = _scripted_storage()
+    storage = _scripted_storage(limiter)
     if storage is None:
         return None
     key_exp = key_item.get_expiry()
     if isinstance(storage, RedisClusterStorage):
         if quotas.key or quotas.account:
             return None  # the quotas' counters are in other slots: the generic path
-        return _scripted_cluster(storage, now, ip_item, ip_ids, key_item, key_ids)
+        return _scripted_cluster(limiter, storage, now, ip_item, ip_ids, key_item, key_ids)
     window_key = storage.prefixed_key(key_item.key_for(*key_ids))
     ip_ok, acquired, oldest, count, *rest = _evalsha(
         storage,
@@ -479,6 +484,7 @@ def _scripted(
 
 
 def _scripted_cluster(
+    limiter: Limiter,
     storage: RedisClusterStorage,
     now: float,
     ip_item: RateLimitItem,
@@ -574,11 +580,12 @@ def _stamp_key(storage: RedisStorage) -> str:
     return storage.prefixed_key(STAMP_KEY)
 
 
-def announce_key_change() -> bool:
-    """A key or owner changed (committed): a new key stamp, so every worker's key cache
-    (app/keys/cache.py) drops its entries on its next charge. False when Redis did not
-    take it (logged; the cache retries): the change is committed already."""
-    storage = _scripted_storage()
+def announce_key_change(app: Flask) -> bool:
+    """A key or owner changed (committed): a new key stamp, so every worker of `app`
+    (its key cache, app/keys/cache.py) drops its entries on its next charge. False when
+    Redis did not take it (logged; the cache retries, from a thread of its own: hence
+    the app as an argument). The change is committed already."""
+    storage = _scripted_storage(app.extensions[LIMITER])
     if storage is None:
         return True
     try:
@@ -600,6 +607,7 @@ def _budget_ids(*parts: str) -> tuple[str, ...]:
 
 
 def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
+    limiter: Limiter = current_app.extensions[LIMITER]
     if not limiter.enabled:
         return None
     strategy = limiter.limiter
@@ -610,6 +618,7 @@ def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
 
 
 def _spend(item: RateLimitItem, ids: tuple[str, ...]) -> bool:
+    limiter: Limiter = current_app.extensions[LIMITER]
     return limiter.limiter.hit(item, *ids) if limiter.enabled else True
 
 
@@ -663,6 +672,7 @@ def spend_ip_budget(ip: str | None, limit: str, scope: str) -> int | None:
     `scope`, atomically in the limiter's storage; seconds to wait when it is spent, else
     None. For unauthenticated endpoints (report-leak). Raises the storage's error when
     it is unreachable (the API answers 503)."""
+    limiter: Limiter = current_app.extensions[LIMITER]
     if not limiter.enabled:
         return None
     item = _item(limit)

@@ -59,10 +59,12 @@ def bench_app() -> Any:
     from flask import current_app, jsonify, request
 
     from app import create_app, ratelimit
-    from app.extensions import csrf, limiter
+    from app.extensions import csrf
     from app.keys.cache import KeyRecord
+    from app.limiter import limiter_of
 
     app = create_app()
+    limiter = limiter_of(app)
 
     @csrf.exempt
     def noop() -> Any:

@@ -109,15 +109,6 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     drop_template()
 
 
-@pytest.fixture(autouse=True)
-def _limiter_prefix_per_app() -> None:
-    """Flask-Limiter's shared `limiter` keeps the first app's RATELIMIT_KEY_PREFIX for
-    good, so on Redis every test would spend one budget; forget it before each test."""
-    from app.extensions import limiter
-
-    limiter._key_prefix = ""
-
-
 @pytest.fixture
 def app(migrated_db: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flask]:
     config = base_config(tmp_path, fresh_db(migrated_db, tmp_path))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.any_database
 
 PROBE = """
-import importlib, json, pkgutil, sys
+import gc, importlib, json, pkgutil, sys
 import app
 for info in pkgutil.walk_packages(app.__path__, "app."):
     if not info.name.endswith(".__main__"):  # a script's entry point runs on import
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from app import _sqlite_pragmas
 from app.keys import cache
 from app.usage import batch, recorder
+from flask_limiter import Limiter
 
 def session_hooks():
     return [event.contains(Session, name, hook) for name, hook in cache._SESSION_HOOKS]
@@ -37,6 +38,7 @@ seen = {"imported": {
     "engine_pragmas": event.contains(Engine, "connect", _sqlite_pragmas),
     "process_hooks": batch._hooks_installed,
     "recorder_is_the_accessor": callable(recorder) and recorder.__module__ == "app.usage",
+    "limiters": sum(isinstance(o, Limiter) for o in gc.get_objects()),
 }}
 built = app.create_app({
     "TESTING": True,
@@ -88,13 +90,14 @@ def test_import_binds_nothing_and_create_app_binds_each_hook_once(tmp_path: Path
         "engine_pragmas": False,
         "process_hooks": False,
         "recorder_is_the_accessor": True,
+        "limiters": 0,  # each app makes its own (app/limiter.py)
     }
     created = seen["created"]
     assert created["session_hooks"] == [True, True, True]
     assert created["engine_pragmas"] is True
     assert created["foreign_keys"] == 1
     assert created["process_hooks"] is True
-    for service in ("key_cache", "usage", "webhooks", "passwords", "metrics"):
+    for service in ("key_cache", "usage", "webhooks", "passwords", "metrics", "limiter"):
         assert f"keyledger.{service}" in created["services"]
     # A second app in the same process adds no second copy of the session hooks.
     assert seen["twice"] == [1, 1, 1]

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Flask, request
 
-from app.extensions import limiter
+from app.limiter import limiter_of
 
 bp = Blueprint("api", __name__, template_folder=None)
 
@@ -13,9 +13,7 @@ def init_app(app: Flask) -> None:
     from app.api.state import EXTENSION, ApiState
 
     app.extensions[EXTENSION] = ApiState()
-    # One Limiter object serves every app: add the filter once, not once per app.
-    if _counted_by_charge not in limiter._request_filters:
-        limiter.request_filter(_counted_by_charge)
+    limiter_of(app).request_filter(_counted_by_charge)
 
 
 def _counted_by_charge() -> bool:

@@ -17,13 +17,13 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from sqlalchemy import select
 
-from app import text, times
+from app import limiter, text, times
 from app.api import bp, schemas
 from app.api.auth import ApiAuth, current_auth, key_cache
 from app.api.errors import api_error
 from app.api.state import MAX_HEADS, api_state
 from app.audit import service as audit_service
-from app.extensions import db, limiter
+from app.extensions import db
 from app.keys import delegation, lifecycle, policies
 from app.keys.cache import KeyRecord
 from app.models import ApiKey, User

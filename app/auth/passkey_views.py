@@ -12,7 +12,7 @@ from flask import current_app, flash, jsonify, redirect, request, session, url_f
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
-from app import accounts, notices, passkeys, ratelimit
+from app import accounts, limiter, notices, passkeys, ratelimit
 from app.auth import bp
 from app.auth.routes import (
     _account_limit,
@@ -22,7 +22,7 @@ from app.auth.routes import (
     finish_login,
     pending_user,
 )
-from app.extensions import db, limiter
+from app.extensions import db
 from app.web import client_ip, key_policy, passwords
 
 CHALLENGE_SECONDS = 300

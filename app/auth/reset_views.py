@@ -7,10 +7,10 @@ from flask import current_app, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from app import accounts, notices, password_reset, ratelimit
+from app import accounts, limiter, notices, password_reset, ratelimit
 from app.auth import bp
 from app.auth.forms import ForgotForm, ResetForm
-from app.extensions import db, limiter
+from app.extensions import db
 from app.mail import Mail, mailer
 from app.web import client_ip, key_policy, passwords
 

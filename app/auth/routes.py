@@ -16,11 +16,22 @@ from flask.wrappers import Response
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app import accounts, devices, errors, notices, ratelimit, sessions, text, times, twofactor
+from app import (
+    accounts,
+    devices,
+    errors,
+    limiter,
+    notices,
+    ratelimit,
+    sessions,
+    text,
+    times,
+    twofactor,
+)
 from app.audit import trail
 from app.auth import bp
 from app.auth.forms import CodeForm, LoginForm, LogoutForm, RegisterForm
-from app.extensions import db, limiter
+from app.extensions import db
 from app.models import User
 from app.web import client_ip, key_policy, passwords
 

@@ -25,6 +25,7 @@ worker that made a change sees it at once.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -324,7 +325,7 @@ def init_app(app: Flask) -> None:
     app.extensions["keyledger.key_cache"] = KeyCache(
         ttl=float(app.config["KEY_CACHE_TTL"]),
         max_age=float(app.config["KEY_CACHE_MAX_AGE"]),
-        announce=announce_key_change,
+        announce=functools.partial(announce_key_change, app),
     )
     for name, hook in _SESSION_HOOKS:
         if not event.contains(Session, name, hook):

@@ -109,9 +109,9 @@ def check_database() -> str:
 
 
 def check_limit_storage() -> str:
-    from app.extensions import limiter
+    from app.limiter import limiter_of
 
-    storage = limiter.storage
+    storage = limiter_of().storage
     if not storage.check():
         raise NotReady(f"{type(storage).__name__} does not answer")
     return type(storage).__name__

@@ -39,11 +39,8 @@ _SHARED = (
 
 @pytest.fixture
 def make_app(app: Flask) -> Iterator[Any]:
-    """make_app(**overrides): another app on the test's database with other settings.
-
-    Flask-Limiter's Limiter is one object per process and takes the storage of the app
-    it was last bound to, so make the variant after any setup done through `app`.
-    """
+    """make_app(**overrides): another app on the test's database with other settings
+    (its own Limiter, app/limiter.py: its limit storage is its own)."""
     made: list[Flask] = []
 
     def make(**overrides: Any) -> Flask:

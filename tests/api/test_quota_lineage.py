@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from support.keys import Key, Keys
 
 from app import ratelimit
-from app.extensions import limiter
+from app.limiter import limiter_of
 
 KEYS = "/api/v1/keys"
 VALIDATE = "/api/v1/keys/validate"
@@ -93,7 +93,8 @@ def test_the_quota_with_less_left_binds_and_is_shown(
     # The refusals spent nothing: the counters hold exactly what was answered 200.
     month, _ = ratelimit.quota_period(time.time())
     head = f"LIMITER/{app.config['RATELIMIT_KEY_PREFIX']}"
+    storage = limiter_of(app).storage
     with app.app_context():
-        assert limiter.storage.get(f"{head}/{one.public_id}/monthly-quota/{month}") == 3
-        assert limiter.storage.get(f"{head}/{two.public_id}/monthly-quota/{month}") == 2
-        assert limiter.storage.get(f"{head}/account-{one.owner_id}/monthly-quota/{month}") == 5
+        assert storage.get(f"{head}/{one.public_id}/monthly-quota/{month}") == 3
+        assert storage.get(f"{head}/{two.public_id}/monthly-quota/{month}") == 2
+        assert storage.get(f"{head}/account-{one.owner_id}/monthly-quota/{month}") == 5
