@@ -8,14 +8,16 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-from flask import Flask, abort, current_app, request, session
+from flask import Flask, abort, current_app, render_template, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
 from flask_login import current_user
 from itsdangerous import BadSignature
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from werkzeug.routing import IntegerConverter
+from wtforms import Field
 
 from app import pager, sessions
 from app.accounts import Passwords
@@ -327,6 +329,19 @@ def register(app: Flask) -> None:
     @app.context_processor
     def inject() -> dict[str, object]:
         return {"registration_open": app.config["REGISTRATION_OPEN"]}
+
+
+def refused(field: Field, reason: object) -> None:
+    """A change the domain refused, told under the form field it is about: the session's
+    failed transaction rolled back, the reason beside the field's own messages."""
+    db.session.rollback()
+    field.errors = [*field.errors, str(reason)]
+
+
+def forms_page(template: str, forms: dict[str, Any], **context: Any) -> ResponseReturnValue:
+    """A page of several forms: 400 when one of them comes back refused, else 200."""
+    failed = any(getattr(f, "errors", None) for f in forms.values())
+    return render_template(template, **context, **forms), (400 if failed else 200)
 
 
 def page_of(query: Any, **kwargs: Any) -> pager.Page:

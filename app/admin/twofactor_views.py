@@ -16,7 +16,7 @@ from app.admin import bp
 from app.extensions import db
 from app.forms import Form
 from app.models import User
-from app.web import client_ip
+from app.web import client_ip, refused
 
 POLICY_LABELS = {
     "none": "Nobody: each person chooses",
@@ -61,8 +61,7 @@ def two_factor_policy() -> ResponseReturnValue:
                 db.session, form.policy.data, actor=f"user:{current_user.id}", actor_ip=client_ip()
             )
         except accounts.AccountError as exc:
-            db.session.rollback()
-            form.policy.errors = [*form.policy.errors, str(exc)]
+            refused(form.policy, exc)
         else:
             flash("Saved." if changed else "Nothing to change.", "success" if changed else "info")
             return redirect(url_for("admin.two_factor_policy"))

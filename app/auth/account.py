@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required, logout_user
 from wtforms.fields.choices import SelectChoice
@@ -17,7 +17,14 @@ from app.auth.forms import (
     PasswordChangeForm,
 )
 from app.extensions import db
-from app.web import client_ip, current_session_id, passwords, session_lifetimes
+from app.web import (
+    client_ip,
+    current_session_id,
+    forms_page,
+    passwords,
+    refused,
+    session_lifetimes,
+)
 
 
 def _notices_form(formdata: object = None) -> NoticesForm:
@@ -37,17 +44,15 @@ def _page(**forms: object) -> ResponseReturnValue:
         "close_form": CloseAccountForm(formdata=None),
         **forms,
     }
-    rows = sessions.active(db.session, current_user.id, session_lifetimes())
-    failed = any(getattr(f, "errors", None) for f in forms.values())
-    return render_template(
+    return forms_page(
         "auth/account.html",
-        sessions=rows,
+        forms,
+        sessions=sessions.active(db.session, current_user.id, session_lifetimes()),
         this_session=current_session_id(),
         device=sessions.device,
         security_notices=[v.label for v in notices.KINDS.values() if v.security],
         end_form=EndSessionForm(formdata=None),
-        **forms,
-    ), (400 if failed else 200)
+    )
 
 
 @bp.route("/account")
@@ -86,8 +91,7 @@ def change_password() -> ResponseReturnValue:
                 actor_ip=client_ip(),
             )
         except accounts.AccountError as exc:
-            db.session.rollback()
-            form.current.errors = [*form.current.errors, str(exc)]
+            refused(form.current, exc)
         else:
             notices.send(
                 current_user,
@@ -147,8 +151,7 @@ def close_account() -> ResponseReturnValue:
                 actor_ip=client_ip(),
             )
         except accounts.AccountError as exc:
-            db.session.rollback()
-            form.password.errors = [*form.password.errors, str(exc)]
+            refused(form.password, exc)
         else:
             logout_user()
             flash(

@@ -32,40 +32,55 @@ _email = [
 ]
 
 
-class RegisterForm(Form):
-    email = EmailField(
-        "Email",
-        validators=[*_email, _valid_email],
-        filters=[_strip],
+def _password(label: str = "Your password") -> PasswordField:
+    """The account's password, asked again before a change that needs it."""
+    return PasswordField(
+        label,
+        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
     )
-    password = PasswordField(
-        "Password",
+
+
+def _new_password(label: str, ask: str, then: str) -> PasswordField:
+    """A password being chosen: the length rule, said in the description with `then`."""
+    return PasswordField(
+        label,
         validators=[
-            DataRequired(message="Choose a password."),
+            DataRequired(message=ask),
             Length(
                 min=MIN_PASSWORD,
                 max=MAX_PASSWORD,
                 message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
             ),
         ],
-        description=f"At least {MIN_PASSWORD} characters. A passphrase works well.",
+        description=f"At least {MIN_PASSWORD} characters. {then}",
     )
-    confirm = PasswordField(
-        "Repeat password",
+
+
+def _repeated(label: str, ask: str) -> PasswordField:
+    """The chosen password again (the field beside it is named `password`)."""
+    return PasswordField(
+        label,
         validators=[
-            DataRequired(message="Repeat the password."),
+            DataRequired(message=ask),
             EqualTo("password", message="The two passwords differ."),
         ],
     )
+
+
+class RegisterForm(Form):
+    email = EmailField(
+        "Email",
+        validators=[*_email, _valid_email],
+        filters=[_strip],
+    )
+    password = _new_password("Password", "Choose a password.", "A passphrase works well.")
+    confirm = _repeated("Repeat password", "Repeat the password.")
     submit = SubmitField("Create account")
 
 
 class LoginForm(Form):
     email = EmailField("Email", validators=_email, filters=[_strip])
-    password = PasswordField(
-        "Password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password("Password")
     submit = SubmitField("Log in")
 
 
@@ -78,25 +93,10 @@ class PasswordChangeForm(Form):
         "Current password",
         validators=[DataRequired(message="Enter your current password."), Length(max=MAX_PASSWORD)],
     )
-    password = PasswordField(
-        "New password",
-        validators=[
-            DataRequired(message="Choose a new password."),
-            Length(
-                min=MIN_PASSWORD,
-                max=MAX_PASSWORD,
-                message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
-            ),
-        ],
-        description=f"At least {MIN_PASSWORD} characters. Your other sessions will end.",
+    password = _new_password(
+        "New password", "Choose a new password.", "Your other sessions will end."
     )
-    confirm = PasswordField(
-        "Repeat new password",
-        validators=[
-            DataRequired(message="Repeat the new password."),
-            EqualTo("password", message="The two passwords differ."),
-        ],
-    )
+    confirm = _repeated("Repeat new password", "Repeat the new password.")
     submit = SubmitField("Change password")
 
 
@@ -112,10 +112,7 @@ class EndOthersForm(Form):
 
 
 class CloseAccountForm(Form):
-    password = PasswordField(
-        "Password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password("Password")
     confirm = BooleanField(
         "I understand: every key stops working and I cannot log in again",
         validators=[DataRequired(message="Tick the box to confirm.")],
@@ -143,10 +140,7 @@ class TotpStartForm(Form):
 
 
 class TotpConfirmForm(Form):
-    password = PasswordField(
-        "Your password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password()
     code = StringField(
         "Code from the app",
         validators=[
@@ -158,19 +152,13 @@ class TotpConfirmForm(Form):
 
 
 class TotpDisableForm(Form):
-    password = PasswordField(
-        "Your password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password()
     code = StringField("Code from the app, or a recovery code", validators=_code)
     submit = SubmitField("Turn off the authenticator app")
 
 
 class RecoveryCodesForm(Form):
-    password = PasswordField(
-        "Your password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password()
     submit = SubmitField("Make new recovery codes")
 
 
@@ -180,25 +168,10 @@ class ForgotForm(Form):
 
 
 class ResetForm(Form):
-    password = PasswordField(
-        "New password",
-        validators=[
-            DataRequired(message="Choose a new password."),
-            Length(
-                min=MIN_PASSWORD,
-                max=MAX_PASSWORD,
-                message=f"Use {MIN_PASSWORD} to {MAX_PASSWORD} characters.",
-            ),
-        ],
-        description=f"At least {MIN_PASSWORD} characters. Every session of yours will end.",
+    password = _new_password(
+        "New password", "Choose a new password.", "Every session of yours will end."
     )
-    confirm = PasswordField(
-        "Repeat new password",
-        validators=[
-            DataRequired(message="Repeat the new password."),
-            EqualTo("password", message="The two passwords differ."),
-        ],
-    )
+    confirm = _repeated("Repeat new password", "Repeat the new password.")
     submit = SubmitField("Set the new password")
 
 
@@ -210,8 +183,5 @@ class NoticesForm(Form):
 
 
 class PasskeyRemoveForm(Form):
-    password = PasswordField(
-        "Your password",
-        validators=[DataRequired(message="Enter your password."), Length(max=MAX_PASSWORD)],
-    )
+    password = _password()
     submit = SubmitField("Remove")

@@ -12,7 +12,7 @@ from app.auth import bp
 from app.auth.forms import ForgotForm, ResetForm
 from app.extensions import db
 from app.mail import Mail, mailer
-from app.web import client_ip, key_policy, passwords
+from app.web import client_ip, key_policy, passwords, refused
 
 
 def _ip_limit() -> str:
@@ -74,8 +74,7 @@ def reset(token: str) -> ResponseReturnValue:
             db.session.rollback()
             return render_template("auth/reset_dead.html"), 400
         except accounts.AccountError as exc:
-            db.session.rollback()
-            form.password.errors = [*form.password.errors, str(exc)]
+            refused(form.password, exc)
         else:
             notices.send(
                 user,

@@ -3,16 +3,20 @@ requirement enforced on every portal page. Thin: app/twofactor.py decides."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import segno
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
+from wtforms import Field
 
 from app import accounts, notices, twofactor
 from app.auth import bp
 from app.auth.forms import RecoveryCodesForm, TotpConfirmForm, TotpDisableForm, TotpStartForm
 from app.extensions import db
-from app.web import client_ip, key_policy, passwords
+from app.web import client_ip, forms_page, key_policy, passwords, refused
 
 
 def _issuer() -> str:
@@ -38,9 +42,9 @@ def _page(codes: list[str] | None = None, **forms: object) -> ResponseReturnValu
         qr = segno.make(setup.uri, error="m").svg_data_uri(scale=5, dark="#111", light="#fff")
     from app import passkeys
 
-    failed = any(getattr(f, "errors", None) for f in forms.values())
-    return render_template(
+    return forms_page(
         "auth/two_factor.html",
+        forms,
         setup=setup,
         qr=qr,
         codes=codes,
@@ -48,8 +52,7 @@ def _page(codes: list[str] | None = None, **forms: object) -> ResponseReturnValu
         codes_left=twofactor.recovery_codes_left(db.session, current_user),
         keys=passkeys.listed(db.session, current_user),
         need=twofactor.requirement(db.session, current_user, current_app.config),
-        **forms,
-    ), (400 if failed else 200)
+    )
 
 
 @bp.route("/account/two-factor")
@@ -70,25 +73,37 @@ def totp_start() -> ResponseReturnValue:
     return redirect(url_for("auth.two_factor") + "#totp")
 
 
+def _authorised(
+    form: Any, change: Callable[..., Any], field: Field, **code: str
+) -> tuple[bool, Any]:
+    """Run a change of the user's second factor that their password (and `code`, when
+    given) authorises: (True, its result), or (False, None) with the reason under
+    `field`."""
+    try:
+        result = change(
+            db.session,
+            passwords(),
+            key_policy().pepper,
+            current_user,
+            password=form.password.data or "",
+            actor_ip=client_ip(),
+            **code,
+        )
+    except accounts.AccountError as exc:
+        refused(field, exc)
+        return False, None
+    return True, result
+
+
 @bp.route("/account/two-factor/totp/confirm", methods=["POST"])
 @login_required
 def totp_confirm() -> ResponseReturnValue:
     form = TotpConfirmForm()
     if form.validate_on_submit():
-        try:
-            codes = twofactor.confirm_totp(
-                db.session,
-                passwords(),
-                key_policy().pepper,
-                current_user,
-                password=form.password.data or "",
-                code=form.code.data or "",
-                actor_ip=client_ip(),
-            )
-        except accounts.AccountError as exc:
-            db.session.rollback()
-            form.code.errors = [*form.code.errors, str(exc)]
-        else:
+        done, codes = _authorised(
+            form, twofactor.confirm_totp, form.code, code=form.code.data or ""
+        )
+        if done:
             _notify("An authenticator app was turned on")
             flash("Two-factor sign-in is on. Keep your recovery codes somewhere safe.", "success")
             return _page(codes=codes)
@@ -100,20 +115,8 @@ def totp_confirm() -> ResponseReturnValue:
 def totp_disable() -> ResponseReturnValue:
     form = TotpDisableForm()
     if form.validate_on_submit():
-        try:
-            twofactor.disable_totp(
-                db.session,
-                passwords(),
-                key_policy().pepper,
-                current_user,
-                password=form.password.data or "",
-                code=form.code.data or "",
-                actor_ip=client_ip(),
-            )
-        except accounts.AccountError as exc:
-            db.session.rollback()
-            form.code.errors = [*form.code.errors, str(exc)]
-        else:
+        done, _ = _authorised(form, twofactor.disable_totp, form.code, code=form.code.data or "")
+        if done:
             _notify("The authenticator app was turned off")
             flash("The authenticator app is off.", "success")
             return redirect(url_for("auth.two_factor"))
@@ -125,19 +128,8 @@ def totp_disable() -> ResponseReturnValue:
 def recovery_codes() -> ResponseReturnValue:
     form = RecoveryCodesForm()
     if form.validate_on_submit():
-        try:
-            codes = twofactor.regenerate_recovery_codes(
-                db.session,
-                passwords(),
-                key_policy().pepper,
-                current_user,
-                password=form.password.data or "",
-                actor_ip=client_ip(),
-            )
-        except accounts.AccountError as exc:
-            db.session.rollback()
-            form.password.errors = [*form.password.errors, str(exc)]
-        else:
+        done, codes = _authorised(form, twofactor.regenerate_recovery_codes, form.password)
+        if done:
             _notify("New recovery codes were made; the old ones stopped working")
             return _page(codes=codes)
     return _page(codes_form=form)

@@ -22,7 +22,7 @@ from app.models import ApiKey
 from app.models._types import utcnow
 from app.portal import bp, usage_views
 from app.portal.forms import EditKeyForm, NewKeyForm, RevokeForm, RotateForm
-from app.web import client_ip, key_policy, page_of
+from app.web import client_ip, key_policy, page_of, refused
 
 _SEEN = "minted_forms"
 
@@ -121,8 +121,7 @@ def new_key() -> ResponseReturnValue:
                 test=bool(form.test.data),
             )
         except lifecycle.KeyRequestError as exc:
-            db.session.rollback()
-            form.custom_scopes.errors = [*form.custom_scopes.errors, str(exc)]
+            refused(form.custom_scopes, exc)
         else:
             return _show_once(form.form_token.data, new, "Your new API key")
     return render_template("portal/new.html", form=form), 400 if form.errors else 200
@@ -174,8 +173,7 @@ def edit(public_id: str) -> ResponseReturnValue:
                 actor_ip=client_ip(),
             )
         except lifecycle.KeyRequestError as exc:
-            db.session.rollback()
-            form.name.errors = [*form.name.errors, str(exc)]
+            refused(form.name, exc)
         else:
             flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
             return redirect(url_for("portal.key_detail", public_id=public_id))

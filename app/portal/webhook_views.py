@@ -16,7 +16,7 @@ from app.portal.webhook_forms import (
     RollSecretForm,
 )
 from app.ratelimit import budget_spent, spend_budget
-from app.web import client_ip
+from app.web import client_ip, refused
 from app.webhooks import endpoints, service
 
 
@@ -46,7 +46,6 @@ def webhooks() -> ResponseReturnValue:
                 description=form.description.data or "",
             )
         except endpoints.WebhookRequestError as exc:
-            db.session.rollback()
             _refused(form, exc)
         else:
             return _secret_page(new)
@@ -75,11 +74,10 @@ def _over_budget(endpoint: WebhookEndpoint, budget: str, what: str) -> bool:
 
 def _refused(form: EndpointForm, exc: endpoints.WebhookRequestError) -> None:
     """The domain's refusal beside the field it is about, as a sentence."""
-    text = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
     field = form.events if "event" in str(exc) else form.url
     if "description" in str(exc):
         field = form.description
-    field.errors = [*field.errors, text]
+    refused(field, f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
 
 
 def _secret_page(new: endpoints.NewEndpoint, rolled: bool = False) -> ResponseReturnValue:
@@ -137,7 +135,6 @@ def webhook_edit(public_id: str) -> ResponseReturnValue:
                 actor_ip=client_ip(),
             )
         except endpoints.WebhookRequestError as exc:
-            db.session.rollback()
             _refused(form, exc)
         else:
             flash("The endpoint is saved." if changed else "Nothing changed.", "success")
