@@ -18,6 +18,8 @@ def test_every_display_is_utc_and_24_hour() -> None:
     assert times.display(AT, "time") == "23:59"
     assert times.display(AT, "second") == "2026-12-31 23:59:58"
     assert times.display(AT, "micro") == "2026-12-31 23:59:58.123456"
+    assert times.display(AT.replace(microsecond=0), "micro") == "2026-12-31 23:59:58.000000"
+    assert times.display(AT, "sec") == "58"
     assert times.display(None) == ""
     naive = AT.replace(tzinfo=None)  # as SQLite hands a column back: read as UTC
     assert times.display(naive) == "2026-12-31 23:59"
