@@ -170,10 +170,12 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_template_filters(app: Flask) -> None:
-    """`{{ at|utc }}`, `{{ at|utc('date') }}`: every time a page shows (app/times.py)."""
-    from app import times
+    """`{{ at|utc }}`, `{{ at|utc('date') }}`: every time a page shows (app/times.py);
+    `when`, `status_badge`, `chips`, `test_badge`: a row's small pieces (app/markup.py)."""
+    from app import markup, times
 
     app.add_template_filter(times.display, "utc")
+    markup.register(app)
 
 
 def register_commands(app: Flask) -> None:

@@ -40,13 +40,14 @@ def keys() -> ResponseReturnValue:
     except listing.FilterError as exc:
         abort(400, description=str(exc))
     policy = key_policy()
-    counts = lifecycle.status_counts(db.session, current_user.id, policy)
+    now = utcnow()  # one moment for the whole page: the counts, the filter, each badge
+    counts = lifecycle.status_counts(db.session, current_user.id, policy, now)
     total = sum(counts.values())
     live_only = wanted == listing.KeyFilter(status="live")
     hidden = 0
     if live_only:
         hidden = counts.pop("expired", 0) + counts.pop("revoked", 0)
-    where = wanted.conditions(db.session, current_user.id, policy.expiring_days, utcnow())
+    where = wanted.conditions(db.session, current_user.id, policy.expiring_days, now)
     page = page_of(
         select(ApiKey).where(ApiKey.user_id == current_user.id, *where),
         columns={"created": ApiKey.created_at},
@@ -62,7 +63,7 @@ def keys() -> ResponseReturnValue:
         page=page,
         counts=counts,
         total=total,
-        status=lambda k: lifecycle.status(k, policy),
+        status=lambda k: lifecycle.status(k, policy, now),
         superseded=lifecycle.superseded_ids(db.session, (k.id for k in rows)),
         wanted=wanted,
         live_only=live_only,

@@ -1,0 +1,60 @@
+"""The small pieces of markup a list repeats on every row (a time, a status, scope
+chips, the test-key badge), as template globals written in Python.
+
+Why not Jinja macros: a macro call costs more than the markup it writes, and a list
+makes several per row (docs/performance.md, "The keys page"). Every template
+calls these by name, without an import; the markup is defined here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from flask import Flask
+from markupsafe import Markup, escape
+
+from app import times
+
+_NEVER = Markup('<span class="muted">never</span>')
+_NONE = '<span class="muted">none</span>'
+_TEST = Markup(
+    ' <span class="badge status-test" title="Test key: validates like any key, never billed"'
+    " data-test-key>test</span>"
+)
+
+# Built as plain strings and marked safe once: `Markup % args` wraps and escapes each
+# argument through helper objects, which cost more than the markup itself. Every text
+# put in is escaped here or is a time's digits.
+
+
+def when(at: datetime | None) -> Markup:
+    """Date, then the time in a muted second line inside tables (inline elsewhere)."""
+    if not at:
+        return _NEVER
+    day, clock = times.display(at, "date"), times.display(at, "time")
+    return Markup(  # noqa: S704 - digits of a datetime only
+        f'<span class="when"><time datetime="{at.isoformat()}">{day} '
+        f'<span class="time">{clock} UTC</span></time></span>'
+    )
+
+
+def status_badge(status: str) -> Markup:
+    text = escape(status)
+    return Markup(f'<span class="badge status-{text}">{text}</span>')  # noqa: S704 - escaped
+
+
+def test_badge(key: Any) -> Markup:
+    """A test key (ApiKey.test): validates like any key, never billed."""
+    return _TEST if key.test else Markup("")
+
+
+def chips(scopes: Iterable[str]) -> Markup:
+    inner = "".join([f'<span class="chip">{escape(s)}</span>' for s in scopes]) or _NONE
+    return Markup(f'<span class="chips">{inner}</span>')  # noqa: S704 - escaped
+
+
+def register(app: Flask) -> None:
+    for helper in (when, status_badge, test_badge, chips):
+        app.add_template_global(helper)
