@@ -2,7 +2,7 @@
 
 Flask-Limiter owns the configuration (RATELIMIT_STORAGE_URI, RATELIMIT_STRATEGY,
 RATELIMIT_KEY_PREFIX, RATELIMIT_ENABLED) and the storage connection, one Limiter per
-app (app/limiter.py, read once per call from app.extensions); the API's two
+app (app/limiter.py, in app.extensions); the API's two
 limits are counted through its `limits` strategy and storage, so every worker and
 host shares them:
 
@@ -222,12 +222,16 @@ def known_blocked(ip: str | None) -> int | None:
     return int(left) + 1
 
 
-def _key_args(record: KeyRecord) -> tuple[RateLimitItem, tuple[str, ...]]:
-    config = current_app.config
+def _key_args(record: KeyRecord) -> tuple[Limiter, RateLimitItem, tuple[str, ...]]:
+    """The app's Limiter, and the key's limit and counter name. One look at the app
+    context serves both the config and the Limiter (a lookup through the `current_app`
+    proxy costs several times an attribute read)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
     item = _item(key_limit(record, config))
     prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
     ids = (prefix, record.public_id, KEY_SCOPE) if prefix else (record.public_id, KEY_SCOPE)
-    return item, ids
+    return app.extensions[LIMITER], item, ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +277,8 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     by the minute's limit spends no quota, and one refused by the quota no slot of the
     minute. Raises the storage's error when it is unreachable (the caller answers 503).
     """
-    key_item, key_ids = _key_args(record)
+    limiter, key_item, key_ids = _key_args(record)
     now = time.time()
-    limiter: Limiter = current_app.extensions[LIMITER]
     if not limiter.enabled:
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown")
