@@ -14,10 +14,10 @@ again in seq order in one process, so a damage report is the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,7 @@ from app import dialects
 from app.audit import core
 from app.audit.anchor import read_anchor
 from app.audit.core import Damage, Report
-from app.audit.core.parallel import ordered_map, start_method, usable_cores
+from app.audit.core.parallel import ordered_map, usable_cores
 from app.audit.log import LogSettings
 
 BATCH = 5000
@@ -241,8 +241,9 @@ class _Leaves:
                 initializer=_worker_start,
                 initargs=(url,),
             )
-            for result in results:
-                yield take(result)
+            with contextlib.closing(results):  # on damage: wait for the workers here
+                for result in results:
+                    yield take(result)
         if size != total:
             raise _Dirty
 
@@ -267,21 +268,12 @@ def _ordered_leaves(conn: Connection, counter: list[int]) -> Iterator[bytes]:
 
 
 def auto_workers(total: int) -> int:
-    """Worker processes for a log of `total` events: one per core on big logs. Forked
-    workers start at once and, on a busy machine, get the cores' share that one
-    process would not, so they pay whatever the load; spawned ones only when cores
-    are idle, since their start-up (importing the app) is then all they add."""
+    """Worker processes for a log of `total` events: one per core on big logs, whatever
+    the load. Workers are forked from a server that imported the verifier once, so they
+    start at once, and on a busy machine two of them get more of the cores than one
+    process does."""
     cores = usable_cores()
-    if cores < 2 or total < PARALLEL_MIN:
-        return 0
-    if start_method() == "fork":
-        return cores
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    idle = int(cores - load + 0.5)
-    return idle if idle >= 2 else 0
+    return cores if cores >= 2 and total >= PARALLEL_MIN else 0
 
 
 def verify_log(

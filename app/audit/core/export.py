@@ -4,6 +4,7 @@ its lines, and the split of a big file across worker processes."""
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import io
 import json
@@ -165,9 +166,13 @@ def _verify_export_parallel(
         check = _ExportFold(fh.readline() or None, keys, rep, trusted)
         spans = _spans(fh, fh.tell(), os.fstat(fh.fileno()).st_size, span)
         number = 2  # the first line of the next range
-        for items, count in ordered_map(_scan_span, ((path, lo, hi) for lo, hi in spans), workers):
-            check.feed(items, number)
-            number += count
+        results = ordered_map(_scan_span, ((path, lo, hi) for lo, hi in spans), workers)
+        # Closed here on damage, not whenever the collector gets to it: waiting for the
+        # workers then happens in this call, where an error or a timeout is seen.
+        with contextlib.closing(results):
+            for items, count in results:
+                check.feed(items, number)
+                number += count
     check.finish(min_witnesses)
 
 
