@@ -41,6 +41,66 @@ def test_admin_sees_users_all_keys_the_audit_trail_and_verifies_it(visitor):
     assert key not in visitor.html()
 
 
+# The top bar's parts, one per row they sit in; and each owner email of the keys table:
+# its parts' lines, whether its link passes its cell, whether a part is cut short.
+ADMIN_LAYOUT = """() => {
+  const mid = (el) => {
+    const r = el.getBoundingClientRect();
+    return Math.round(r.top + r.height / 2);
+  };
+  const parts = [...document.querySelector('.nav').children]
+    .filter((el) => el.getBoundingClientRect().width > 0 && !el.matches('.spacer'));
+  const emails = [...document.querySelectorAll('#keys-table td[data-label=Owner]')].map((td) => {
+    const link = td.querySelector('a'), spans = [...link.querySelectorAll('span')];
+    const lines = (el) => { const r = document.createRange(); r.selectNodeContents(el);
+      return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; };
+    return {
+      parts: spans.map((el) => el.textContent),
+      lines: spans.map(lines),
+      passes: link.getBoundingClientRect().right > td.getBoundingClientRect().right + 1,
+      cut: spans.some((el) => el.scrollWidth > el.clientWidth),
+      title: link.title,
+    };
+  });
+  return {rows: new Set(parts.map(mid)).size, height: document.querySelector('.nav').offsetHeight,
+          emails, sideways: document.documentElement.scrollWidth - window.innerWidth};
+}"""
+
+
+def test_admin_top_bar_is_one_line_and_owner_emails_break_only_at_the_at(visitor):
+    """Issue 18: at 1280 px an admin's nine links wrapped the top bar to two lines, and
+    an owner's email in All keys broke mid-word; at 390 px both stay usable."""
+    page = visitor.page
+    visitor.email = (
+        f"billing-reconciliation-{visitor.email.split('@')[0]}@subsidiary.example-corporation.com"
+    )
+    visitor.register()
+    visitor.create_key("long owner")
+    page.context.clear_cookies()
+    visitor.login(ADMIN_EMAIL)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"/admin/keys?q={visitor.email}")
+        seen = page.evaluate(ADMIN_LAYOUT)
+        assert seen["sideways"] <= 0, seen
+        if width == 1280:
+            assert seen["rows"] == 1 and seen["height"] <= 64, f"top bar on two lines: {seen}"
+        local, domain = visitor.email.split("@")
+        assert seen["emails"] == [
+            {
+                "parts": [local, f"@{domain}"],
+                "lines": [1, 1],  # a part never breaks: the one break is before the @
+                "passes": False,
+                "cut": seen["emails"][0]["cut"],  # a part too wide for the column ends in …
+                "title": visitor.email,
+            }
+        ], seen
+        row = page.get_by_role("row", name=re.compile("long owner"))
+        expect(row.get_by_role("link", name=visitor.email, exact=True)).to_be_visible()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Audit trail")).to_be_visible()
+
+
 def _focus_is_visible(page) -> bool:
     """The focused element draws an outline or a ring (its own or its container's)."""
     return page.evaluate(
