@@ -171,6 +171,19 @@ def app_servers(workers: int) -> dict[str, list[str]]:
             "--workers",
             str(workers),
         ],
+        # The thread count to weigh against the default on a quiet machine (the
+        # slow-client test needs more than 8: docs/performance.md).
+        "Granian, 32 threads": [
+            sys.executable,
+            "-m",
+            "app.serve",
+            "--port",
+            "{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            "32",
+        ],
         "gunicorn sync": [*gunicorn, "app:create_app()"],
         "gunicorn gthread (8 threads)": [
             *gunicorn,
