@@ -34,6 +34,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,39 @@ def load_app() -> Any:
 
     app = create_app()
     start_in_worker(app)
+    _mark_ready()
     # multiprocessing runs its finalizers when the worker's target returns, that is after
     # Granian has served the last request; atexit does not run in a forked worker.
     multiprocessing.util.Finalize(None, _worker_exit, exitpriority=100)
     return app
+
+
+READY_DIR = "KEYLEDGER_READY_DIR"
+# Longest wait for a reloaded worker's replacement to load the app before the old one is
+# stopped anyway (a replacement that cannot start must not block the reload for ever).
+READY_SECONDS = 120.0
+
+
+def _mark_ready() -> None:
+    """In a worker whose app is loaded: a file named after its pid in the server's
+    directory, so that a reload stops the worker it replaces only now."""
+    folder = os.environ.get(READY_DIR)
+    if folder:
+        Path(folder, str(os.getpid())).touch()
+
+
+def _wait_ready(worker: Any) -> bool:
+    """Until `worker` has loaded the app (or died, or READY_SECONDS passed)."""
+    folder = os.environ.get(READY_DIR)
+    pid = getattr(getattr(worker, "inner", None), "pid", None)
+    if not folder or pid is None:
+        return False
+    deadline = time.monotonic() + READY_SECONDS
+    while not Path(folder, str(pid)).exists():
+        if not worker.is_alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _die_with_the_server() -> None:
@@ -167,17 +197,24 @@ def _release_connections(sock: socket.socket) -> None:
 
 
 class _Replaced:
-    """A worker being replaced (reload, or a crashed worker's respawn): before it is told
-    to stop, the socket holds new connections and the queue is emptied; once it has
+    """A worker being replaced (reload, or a crashed worker's respawn): it is stopped only
+    once the worker started in its place has loaded the app (Granian waits a fixed delay,
+    and under load both old workers were gone seconds before either new one served: no
+    worker took connections, and a stop meeting a worker still loading killed it with its
+    queues); then the socket holds new connections and the queue is emptied; once it has
     stopped, connections are taken again (by the worker already started in its place)."""
 
-    def __init__(self, worker: Any, sock: socket.socket) -> None:
-        self._worker, self._sock = worker, sock
+    def __init__(self, worker: Any, sock: socket.socket, successor: Callable[[], Any]) -> None:
+        self._worker, self._sock, self._successor = worker, sock, successor
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._worker, name)
 
     def terminate(self) -> None:
+        if not _wait_ready(self._successor()):
+            from granian.log import logger
+
+            logger.warning("stopping the old worker before its replacement has loaded the app")
         _hold_connections(self._sock)
         self._worker.terminate()
 
@@ -215,7 +252,7 @@ def _server_class() -> type:
             sock = self._tcp()
             if sock is not None:
                 for idx in workers:
-                    self.wrks[idx] = _Replaced(self.wrks[idx], sock)
+                    self.wrks[idx] = _Replaced(self.wrks[idx], sock, lambda idx=idx: self.wrks[idx])
             return super()._respawn_workers(workers, *args, **kwargs)
 
         def shutdown(self, exit_code: int = 0) -> None:
@@ -281,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     # First: prometheus-client reads the variable once, when it is first imported (the
     # settings' checks import it), and the workers inherit that choice.
     own = _metrics_dir()
+    own.append(tempfile.mkdtemp(prefix="keyledger-ready-"))
+    os.environ[READY_DIR] = own[-1]  # the workers inherit it
     try:
         conf = settings(argv)
         if conf.pop("check"):

@@ -156,3 +156,11 @@ def test_reload_under_load_drops_nothing(app: Flask, key: Key, tmp_path: Path) -
     assert set(outcomes) == {200}, (outcomes, output)
     assert _counted(app, key) == outcomes[200], output
     assert "could not be written" not in output
+    for n in (1, 2):  # each old worker stopped only once its replacement had loaded the app
+        after = _messages(output)[_messages(output).index(f"Respawning worker-{n}") :]
+        assert after.index(f"Started worker-{n}") < after.index(f"Stopping worker-{n}"), output
+
+
+def _messages(output: str) -> list[str]:
+    """The server's log messages in order (its JSON lines)."""
+    return [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
