@@ -91,6 +91,22 @@ class _Load:
             time.sleep(0.3)
 
 
+def _billed_and_rolled(app: Flask, key_id: int) -> tuple[int, int]:
+    """The key's 200s as usage records and as minute roll-ups: both must count each once."""
+    with app.app_context():
+        billed = db.session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.key_id == key_id, UsageRecord.status == 200)
+        )
+        rolled = db.session.scalar(
+            select(func.coalesce(func.sum(UsageRollup.status_2xx), 0)).where(
+                UsageRollup.key_id == key_id, UsageRollup.granularity == "minute"
+            )
+        )
+    return billed, rolled
+
+
 def test_three_stalls_under_load_bill_every_200_exactly(
     proxied_app: Flask, pg_proxy: Proxy, tmp_path: Path
 ) -> None:
@@ -119,17 +135,7 @@ def test_three_stalls_under_load_bill_every_200_exactly(
     answers = load.answers
     statuses = [a[0] for a in answers]
     ok = statuses.count(200)
-    with app.app_context():
-        billed = db.session.scalar(
-            select(func.count())
-            .select_from(UsageRecord)
-            .where(UsageRecord.key_id == key.id, UsageRecord.status == 200)
-        )
-        rolled = db.session.scalar(
-            select(func.coalesce(func.sum(UsageRollup.status_2xx), 0)).where(
-                UsageRollup.key_id == key.id, UsageRollup.granularity == "minute"
-            )
-        )
+    billed, rolled = _billed_and_rolled(app, key.id)
     during = [a for a in answers if a[2]]
     slowest = max(seconds for _, seconds, _ in during)
     slowest_ready = max(seconds for _, seconds in load.ready)
@@ -178,15 +184,5 @@ def test_a_flush_whose_commit_went_unanswered_is_written_once(
     pg_proxy.forward()
     validate(client, key.plaintext)  # one more, queued behind the retried batch
     wait_until(lambda: (rec.flush(), rec.pending() == 0)[1], within=10)
-    with app.app_context():
-        billed = db.session.scalar(
-            select(func.count())
-            .select_from(UsageRecord)
-            .where(UsageRecord.key_id == key.id, UsageRecord.status == 200)
-        )
-        rolled = db.session.scalar(
-            select(func.coalesce(func.sum(UsageRollup.status_2xx), 0)).where(
-                UsageRollup.key_id == key.id, UsageRollup.granularity == "minute"
-            )
-        )
+    billed, rolled = _billed_and_rolled(app, key.id)
     assert (billed, rolled) == (4, 4)
