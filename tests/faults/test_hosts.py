@@ -65,6 +65,15 @@ def _keys_and_their_events(app: Flask) -> tuple[set[str], set[str]]:
     return rows, created
 
 
+def _signed_to_the_end(app: Flask) -> bool:
+    with app.app_context():
+        unsealed, sealed = db.session.execute(
+            text("SELECT count(*) - count(seq), count(seq) FROM audit_event")
+        ).one()
+        signed = db.session.scalar(text("SELECT max(tree_size) FROM audit_checkpoint"))
+    return not unsealed and signed == sealed
+
+
 def test_sigkill_of_a_worker_mid_burst(app: Flask, tmp_path: Path) -> None:
     """Mid-burst, the audit table is locked for a moment (as a slow sealer or a vacuum
     might), so that the workers stop inside key-creating transactions, and one worker is
@@ -178,7 +187,8 @@ def test_two_app_hosts_share_limits_revocations_and_one_audit_log(
         for i in range(6):
             body = {"name": f"host-{i}", "scopes": ["keys:read"], "lifetime_days": 7}
             assert _call(hosts[i % 2], "/api/v1/keys", body, admin.plaintext)[0] == 201
-        time.sleep(2.5)  # a seal and a checkpoint on each host
+        # Sealed and signed: every event has its seq and the newest checkpoint covers it.
+        wait_until(lambda: _signed_to_the_end(app), within=60)
     finally:
         for server in hosts:
             server.__exit__(None, None, None)
