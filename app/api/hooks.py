@@ -32,9 +32,11 @@ def account(response: Response) -> Response:
     headers = response.headers
     charged = auth.charge
     if charged is not None:  # a key was identified: its budget, on every answer
-        headers["X-RateLimit-Limit"] = str(charged.limit)
-        headers["X-RateLimit-Remaining"] = str(charged.remaining)
-        headers["X-RateLimit-Reset"] = str(charged.reset)
+        # Added, not set: only this hook writes them on the API (Flask-Limiter's header
+        # hooks skip it), and `set` searches the whole list for each name.
+        headers.add("X-RateLimit-Limit", str(charged.limit))
+        headers.add("X-RateLimit-Remaining", str(charged.remaining))
+        headers.add("X-RateLimit-Reset", str(charged.reset))
     if auth.status == 429 and auth.retry_after is not None:
         headers["Retry-After"] = str(auth.retry_after)
     status = response.status_code
