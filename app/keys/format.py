@@ -57,13 +57,14 @@ class ParsedKey:
 
 
 def b62encode(value: int, width: int) -> str:
-    chars = []
+    # Operators, not divmod and a list: every validation encodes its checksum.
+    text = ""
     for _ in range(width):
-        value, rem = divmod(value, 62)
-        chars.append(ALPHABET[rem])
+        text = ALPHABET[value % 62] + text
+        value //= 62
     if value:
         raise ValueError("value does not fit the width")
-    return "".join(reversed(chars))
+    return text
 
 
 def b62decode(text: str) -> int:
