@@ -488,7 +488,10 @@ def _upsert_rollups(
         ms = _ms(e.response_ms)
         b = bin_of(ms)
         failed = 1 if e.status >= 400 else 0
-        hour, day = floor(e.at, "hour"), floor(e.at, "day")
+        # One floor per event, the coarser buckets from it: the flush pays per event.
+        minute = floor(e.at, "minute")
+        hour = minute.replace(minute=0)
+        day = hour.replace(hour=0)
         # Day rows too (histogram and top lists): a month's chart reads 30 rows per
         # bin or value instead of 720.
         day_bin = (e.key_id, "day", day, b)
@@ -500,8 +503,7 @@ def _upsert_rollups(
                     top = tops.setdefault(pk, [e.owner_id, 0, 0])
                     top[1] += 1
                     top[2] += failed
-        for granularity in ("minute", "hour", "day"):
-            bucket = floor(e.at, granularity)
+        for granularity, bucket in (("minute", minute), ("hour", hour), ("day", day)):
             pk = (e.key_id, granularity, bucket)
             row = rollups.get(pk)
             if row is None:
