@@ -70,6 +70,15 @@ def _item(text: str) -> RateLimitItem:
     return parse(text)
 
 
+@lru_cache(maxsize=16_384)
+def _counter(item: RateLimitItem, ids: tuple[str, ...]) -> str:
+    """limits' name for the counter of `item` and `ids` (`key_for`, before the storage's
+    prefix), made once per key or client IP: `key_for` converts and joins every part
+    on each call, twice per validation (docs/performance.md, "Answer headers without
+    searches")."""
+    return item.key_for(*ids)
+
+
 def tier_rate(tier: str, config: dict[str, Any]) -> int:
     """Requests a minute a key of this tier may make; an unknown tier gets the smallest."""
     rates: dict[str, int] = config["TIER_RATE_LIMITS"]
@@ -246,12 +255,15 @@ class _Quotas:
     month_end: int
 
 
+_NO_QUOTAS = _Quotas(0, "", 0, "", 0)
+
+
 def _quotas(record: KeyRecord, now: float) -> _Quotas:
     config = current_app.config
     key = monthly_quota(record.tier, config) or 0
     account = account_quota(record.tier, config) or 0
     if not (key or account):
-        return _Quotas(0, "", 0, "", 0)
+        return _NO_QUOTAS
     month, month_end = quota_period(now)
     prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
     head = ("LIMITER", prefix) if prefix else ("LIMITER",)
@@ -452,10 +464,10 @@ def _scripted(
         if quotas.key or quotas.account:
             return None  # the quotas' counters are in other slots: the generic path
         return _scripted_cluster(limiter, storage, now, ip_item, ip_ids, key_item, key_ids)
-    window_key = storage.prefixed_key(key_item.key_for(*key_ids))
+    window_key = storage.prefixed_key(_counter(key_item, key_ids))
     ip_ok, acquired, oldest, count, *rest = _evalsha(
         storage,
-        storage.prefixed_key(ip_item.key_for(*ip_ids)),
+        storage.prefixed_key(_counter(ip_item, ip_ids)),
         window_key,
         _stamp_key(storage),
         storage.prefixed_key(quotas.key_counter) if quotas.key else window_key,
@@ -512,7 +524,7 @@ def _scripted_cluster(
         script = scripts[id(client)] = (client, client.register_script(CHARGE_LUA))
     key_exp = key_item.get_expiry()
     _, acquired, oldest, count = script[1](
-        keys=[storage.prefixed_key(key_item.key_for(*key_ids))],
+        keys=[storage.prefixed_key(_counter(key_item, key_ids))],
         args=[now, 0, 0, key_item.amount, key_exp, 0, 0],
     )
     stamp = client.get(_stamp_key(storage)) or b""
