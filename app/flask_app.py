@@ -103,6 +103,19 @@ class Keyledger(Flask):
         super().__init__(*args, **kwargs)
         self.browser_only_hooks: set[Callable[..., Any]] = set()
         self._api_hooks: ApiHooks | None = None
+        self._sync_functions: set[Callable[..., Any]] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Flask's, remembering the plain functions it was given: Flask asks it of the
+        view and of every teardown function on every request, and each answer took
+        `inspect` about ten calls (docs/performance.md, "Fewer calls per validation")."""
+        known = self._sync_functions
+        if func in known:
+            return func
+        wrapped = super().ensure_sync(func)
+        if wrapped is func and len(known) < 4096:
+            known.add(func)
+        return wrapped
 
     def api_hooks(self) -> ApiHooks:
         """Built at the first API request: Flask refuses new hooks once one was served."""
