@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import Any
 
 import redis.exceptions
-from flask import Flask, current_app
+from flask import Config, Flask, current_app
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse
 from limits.storage import RedisClusterStorage, RedisStorage
@@ -231,16 +231,11 @@ def known_blocked(ip: str | None) -> int | None:
     return int(left) + 1
 
 
-def _key_args(record: KeyRecord) -> tuple[Limiter, RateLimitItem, tuple[str, ...]]:
-    """The app's Limiter, and the key's limit and counter name. One look at the app
-    context serves both the config and the Limiter (a lookup through the `current_app`
-    proxy costs several times an attribute read)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    config = app.config
+def _key_args(record: KeyRecord, config: Config) -> tuple[RateLimitItem, tuple[str, ...]]:
     item = _item(key_limit(record, config))
     prefix = config.get("RATELIMIT_KEY_PREFIX") or ""
     ids = (prefix, record.public_id, KEY_SCOPE) if prefix else (record.public_id, KEY_SCOPE)
-    return app.extensions[LIMITER], item, ids
+    return item, ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +253,7 @@ class _Quotas:
 _NO_QUOTAS = _Quotas(0, "", 0, "", 0)
 
 
-def _quotas(record: KeyRecord, now: float) -> _Quotas:
-    config = current_app.config
+def _quotas(record: KeyRecord, now: float, config: Config) -> _Quotas:
     key = monthly_quota(record.tier, config) or 0
     account = account_quota(record.tier, config) or 0
     if not (key or account):
@@ -289,12 +283,17 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     by the minute's limit spends no quota, and one refused by the quota no slot of the
     minute. Raises the storage's error when it is unreachable (the caller answers 503).
     """
-    limiter, key_item, key_ids = _key_args(record)
+    # The app looked up once: its config and its Limiter (each read through the
+    # `current_app` proxy costs a few calls).
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
+    key_item, key_ids = _key_args(record, config)
     now = time.time()
+    limiter: Limiter = app.extensions[LIMITER]
     if not limiter.enabled:
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
-    ip_item, ip_ids = _failure_args(ip or "unknown")
-    quotas = _quotas(record, now)
+    ip_item, ip_ids = _failure_args(ip or "unknown", config)
+    quotas = _quotas(record, now, config)
     results = _scripted(limiter, ip_item, ip_ids, key_item, key_ids, now, quotas)
     if results is None:
         results = _generic(limiter, ip_item, ip_ids, key_item, key_ids, quotas)
@@ -611,13 +610,14 @@ def announce_key_change(app: Flask) -> bool:
     return True
 
 
-def _failure_args(ip: str) -> tuple[RateLimitItem, tuple[str, ...]]:
-    item = _item(current_app.config.get("FAILED_VALIDATION_LIMIT") or DEFAULT_FAILURE_LIMIT)
-    return item, _budget_ids(ip, FAILURE_SCOPE)
+def _failure_args(ip: str, config: Config | None = None) -> tuple[RateLimitItem, tuple[str, ...]]:
+    config = config or current_app.config
+    item = _item(config.get("FAILED_VALIDATION_LIMIT") or DEFAULT_FAILURE_LIMIT)
+    return item, _budget_ids(ip, FAILURE_SCOPE, config=config)
 
 
-def _budget_ids(*parts: str) -> tuple[str, ...]:
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+def _budget_ids(*parts: str, config: Config | None = None) -> tuple[str, ...]:
+    prefix = (config or current_app.config).get("RATELIMIT_KEY_PREFIX") or ""
     return (prefix, *parts) if prefix else parts
 
 

@@ -44,8 +44,8 @@ def passwords() -> Passwords:
     return current_app.extensions["keyledger.passwords"]
 
 
-def key_policy() -> KeyPolicy:
-    return current_app.extensions["keyledger.key_policy"]
+def key_policy(app: Flask | None = None) -> KeyPolicy:
+    return (app or current_app).extensions["keyledger.key_policy"]
 
 
 def client_ip() -> str | None:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app, g, request
+from flask import Flask, Request, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.utils import get_content_length
 
@@ -71,8 +71,8 @@ class ApiAuth:
         return self.fail(outcome.status, code, message or outcome.message)
 
 
-def key_cache() -> KeyCache:
-    return current_app.extensions["keyledger.key_cache"]
+def key_cache(app: Flask | None = None) -> KeyCache:
+    return (app or current_app).extensions["keyledger.key_cache"]
 
 
 def current_auth() -> ApiAuth:
@@ -83,12 +83,16 @@ def current_auth() -> ApiAuth:
 
 
 def _resolve() -> ApiAuth:
-    validating = request.endpoint == VALIDATE_ENDPOINT
+    # The request and the app looked up once: each read through Flask's proxies costs
+    # a few calls (docs/performance.md, "Fewer calls per validation").
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    validating = req.endpoint == VALIDATE_ENDPOINT
     auth = ApiAuth(time.perf_counter(), ip=client_ip(), validating=validating)
-    request.max_content_length = MAX_BODY  # every API body, chunked ones too
-    if validating and not _read_body(auth):
+    req.max_content_length = MAX_BODY  # every API body, chunked ones too
+    if validating and not _read_body(auth, req):
         return auth
-    presented = _presented_keys(auth.body if validating else None)
+    presented = _presented_keys(auth.body if validating else None, req.environ)
     if not presented:
         if validating:
             return auth.refuse(
@@ -105,9 +109,10 @@ def _resolve() -> ApiAuth:
     retry = ratelimit.known_blocked(ip)
     if retry is not None:
         return _blocked(auth, retry)
-    cache = key_cache()
+    cache = key_cache(app)
+    policy = key_policy(app)
     seen = cache.stamp  # what this key's record is read under (see cache.observe)
-    result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
+    result = lifecycle.validate(db.session, policy, presented[0], cache=cache)
     if _refused_ip(auth, result):
         # Not charged: someone holding a leaked key outside the allowlist cannot spend
         # its owner's minute or month (audited as key.validation_failed). An address
@@ -131,7 +136,7 @@ def _resolve() -> ApiAuth:
             # Keys changed somewhere since this worker last looked (app/keys/cache.py):
             # look again in a fresh transaction, as a SQLite snapshot may predate it.
             db.session.rollback()
-            result = lifecycle.validate(db.session, key_policy(), presented[0], cache=cache)
+            result = lifecycle.validate(db.session, policy, presented[0], cache=cache)
             if result.key is None:  # deleted meanwhile
                 auth.public_id = result.public_id
                 return auth.refuse("invalid_key")
@@ -174,7 +179,7 @@ def _refused_ip(auth: ApiAuth, result: lifecycle.Validation) -> bool:
     return not policies.ip_allowed(record.ip_networks, client)
 
 
-def _read_body(auth: ApiAuth) -> bool:
+def _read_body(auth: ApiAuth, request: Request) -> bool:
     # From the environ: werkzeug's header view raises and catches a KeyError for each
     # absent header (Transfer-Encoding, usually), on every validation (docs/performance.md,
     # "Body and headers from the WSGI environ").
@@ -210,11 +215,12 @@ def _read_body(auth: ApiAuth) -> bool:
     return True
 
 
-def _presented_keys(body: dict[str, Any] | None) -> list[object]:
+def _presented_keys(body: dict[str, Any] | None, environ: dict[str, Any]) -> list[object]:
+    """The keys the request presents: in the body, as a bearer token, as X-API-Key.
+    From the environ, not request.headers: see _read_body."""
     found: list[object] = []
     if body and "key" in body:
         found.append(body["key"])
-    environ = request.environ  # not request.headers: see _read_body
     header = environ.get("HTTP_AUTHORIZATION")
     if header:
         scheme, _, credentials = header.partition(" ")

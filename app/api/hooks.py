@@ -15,6 +15,7 @@ from app import outcomes
 from app.api import bp
 from app.api.auth import VALIDATE_ENDPOINT, ApiAuth, key_cache
 from app.api.errors import api_error
+from app.api.state import EXTENSION as API_STATE
 from app.api.state import api_state
 from app.errors import UNAVAILABLE
 from app.extensions import db
@@ -40,7 +41,8 @@ def account(response: Response) -> Response:
     if auth.status == 429 and auth.retry_after is not None:
         headers["Retry-After"] = str(auth.retry_after)
     status = response.status_code
-    metrics = current_app.extensions.get("keyledger.metrics")
+    extensions = current_app.extensions  # once: each proxy read is a few calls
+    metrics = extensions.get("keyledger.metrics")
     if metrics is not None:
         metrics.api_answer(
             auth.validating,
@@ -49,7 +51,7 @@ def account(response: Response) -> Response:
             auth.started,
             charged is not None and not charged.allowed,
         )
-    recorder = current_app.extensions.get("keyledger.usage")
+    recorder = extensions.get("keyledger.usage")
     if recorder is None:
         return response
     now = utcnow()
@@ -72,7 +74,7 @@ def account(response: Response) -> Response:
         )
     if auth.validating and status == 200:
         actor = f"key:{auth.public_id}"
-        if api_state().first_this_minute(actor, ip, now.timestamp()):
+        if extensions[API_STATE].first_this_minute(actor, ip, now.timestamp()):
             recorder.audit(
                 "key.validated",
                 actor=actor,
