@@ -71,9 +71,8 @@ class Answer(Response):
     again for newlines, as `add` did when it was set) to fix a relative Location or
     Content-Location, drop Content-Length for bodiless statuses and compute a missing
     one. An answer with a Content-Length and none of those (every JSON answer, almost
-    every page) needs none of it, and `get_wsgi_response` copies the list anyway; the
-    copy was about a twelfth of a validation's calls (docs/performance.md, "Answer
-    headers without searches")."""
+    every page) needs none of it, and `get_wsgi_response` copies the list anyway
+    (docs/performance.md, "Fewer calls per validation")."""
 
     def get_wsgi_headers(self, environ: dict[str, Any]) -> Headers:
         headers = self.headers
@@ -107,8 +106,8 @@ class Keyledger(Flask):
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Flask's, remembering the plain functions it was given: Flask asks it of the
-        view and of every teardown function on every request, and each answer took
-        `inspect` about ten calls (docs/performance.md, "Fewer calls per validation")."""
+        view and of every teardown function on every request, and each answer went
+        through `inspect` (docs/performance.md, "Fewer calls per validation")."""
         known = self._sync_functions
         if func in known:
             return func

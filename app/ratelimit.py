@@ -74,8 +74,8 @@ def _item(text: str) -> RateLimitItem:
 def _counter(item: RateLimitItem, ids: tuple[str, ...]) -> str:
     """limits' name for the counter of `item` and `ids` (`key_for`, before the storage's
     prefix), made once per key or client IP: `key_for` converts and joins every part
-    on each call, twice per validation (docs/performance.md, "Answer headers without
-    searches")."""
+    on each call, twice per validation (docs/performance.md, "Fewer calls per
+    validation")."""
     return item.key_for(*ids)
 
 

@@ -314,8 +314,7 @@ def register(app: Flask) -> None:
         headers = response.headers
         # The names present, read in one pass: `setdefault` searches the list for its
         # name and, when it is missing (the usual case), raises and catches a KeyError
-        # and searches twice more; three of them were a tenth of a validation's calls
-        # (docs/performance.md, "Answer headers without searches").
+        # and searches twice more (docs/performance.md, "Fewer calls per validation").
         present = {name.lower(): value for name, value in headers}
         for name, lowered, value in _ALWAYS:
             if lowered not in present:

@@ -267,11 +267,11 @@ def main() -> None:
         minute = 0
         if callgrind:
             # Two things would otherwise land in the count by chance, by how long it
-            # runs: a full garbage collection of the start-up's heap (about 8 % of a
-            # count), and each key's once-a-minute key.validated event (one per key at
-            # each minute boundary crossed). So the heap is collected and frozen, and
-            # the count starts with a minute: every key's event of that minute is in
-            # it, once. A count that crosses into another minute is reported.
+            # runs: a full garbage collection of the start-up's heap, and each key's
+            # once-a-minute key.validated event (one per key at each minute boundary
+            # crossed). So the heap is collected and frozen, and the count starts with
+            # a minute: every key's event of that minute is in it, once. A count that
+            # crosses into another minute (a loaded machine) is reported.
             gc.collect()
             gc.freeze()
             time.sleep(60 - time.time() % 60)
