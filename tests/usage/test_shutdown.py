@@ -14,7 +14,6 @@ import http.client
 import json
 import signal
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +38,12 @@ def post_validate(port: int, key: str) -> int | str:
     body = json.dumps({"key": key, "request": {"method": "GET", "path": "/v1/shutdown"}})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
+        try:
+            conn.connect()
+        except (ConnectionRefusedError, TimeoutError):
+            # Not taken either way: nothing listening, or a stopping server dropped the
+            # SYNs until it closed the port (the client's retries back off past 30 s).
+            return "refused"
         conn.request("POST", "/api/v1/keys/validate", body, {"Content-Type": "application/json"})
         return conn.getresponse().status
     except ConnectionRefusedError:
@@ -68,6 +73,10 @@ class Load:
     def ok(self) -> int:
         with self._lock:
             return self.results.count(200)
+
+    def refused(self) -> int:
+        with self._lock:
+            return self.results.count("refused")
 
     def __enter__(self) -> Load:
         for t in self._threads:
@@ -118,7 +127,7 @@ def test_sigterm_under_load_answers_or_refuses_and_writes_every_request(
             assert count_rows(app, "usage_event") == 0  # nothing flushed by the timer
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(timeout=60) == 0, server.output()
-            time.sleep(0.5)  # the clients now meet a closed port
+            wait_until(lambda: load.refused() >= 1, within=60)  # the clients meet a closed port
             outcomes = load.stop()
     finally:
         server.__exit__(None, None, None)
