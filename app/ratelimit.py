@@ -55,7 +55,7 @@ from limits.storage import RedisClusterStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from app.keys.cache import KeyRecord
-from app.limiter import EXTENSION as LIMITER
+from app.limiter import limiter_of
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def charge(ip: str | None, record: KeyRecord) -> Charge:
     config = app.config
     key_item, key_ids = _key_args(record, config)
     now = time.time()
-    limiter: Limiter = app.extensions[LIMITER]
+    limiter = limiter_of(app)
     if not limiter.enabled:
         return Charge(None, True, key_item.amount, key_item.amount, int(now) + 60, now + 60)
     ip_item, ip_ids = _failure_args(ip or "unknown", config)
@@ -599,7 +599,7 @@ def announce_key_change(app: Flask) -> bool:
     (its key cache, app/keys/cache.py) drops its entries on its next charge. False when
     Redis did not take it (logged; the cache retries, from a thread of its own: hence
     the app as an argument). The change is committed already."""
-    storage = _scripted_storage(app.extensions[LIMITER])
+    storage = _scripted_storage(limiter_of(app))
     if storage is None:
         return True
     try:
@@ -622,7 +622,7 @@ def _budget_ids(*parts: str, config: Config | None = None) -> tuple[str, ...]:
 
 
 def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
-    limiter: Limiter = current_app.extensions[LIMITER]
+    limiter = limiter_of()
     if not limiter.enabled:
         return None
     strategy = limiter.limiter
@@ -633,7 +633,7 @@ def _spent(item: RateLimitItem, ids: tuple[str, ...]) -> int | None:
 
 
 def _spend(item: RateLimitItem, ids: tuple[str, ...]) -> bool:
-    limiter: Limiter = current_app.extensions[LIMITER]
+    limiter = limiter_of()
     return limiter.limiter.hit(item, *ids) if limiter.enabled else True
 
 
@@ -687,7 +687,7 @@ def spend_ip_budget(ip: str | None, limit: str, scope: str) -> int | None:
     `scope`, atomically in the limiter's storage; seconds to wait when it is spent, else
     None. For unauthenticated endpoints (report-leak). Raises the storage's error when
     it is unreachable (the API answers 503)."""
-    limiter: Limiter = current_app.extensions[LIMITER]
+    limiter = limiter_of()
     if not limiter.enabled:
         return None
     item = _item(limit)

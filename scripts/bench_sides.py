@@ -161,29 +161,12 @@ def slow_clients(server: Served, key: str) -> tuple[float, float]:
 def app_servers(workers: int) -> dict[str, list[str]]:
     """Our app under each server compared; "make serve" is what the README runs."""
     gunicorn = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "--workers", str(workers)]
+    serve = [sys.executable, "-m", "app.serve", "--port", "{port}", "--workers", str(workers)]
     return {
-        "make serve (Granian)": [
-            sys.executable,
-            "-m",
-            "app.serve",
-            "--port",
-            "{port}",
-            "--workers",
-            str(workers),
-        ],
+        "make serve (Granian)": serve,
         # The thread count to weigh against the default on a quiet machine (the
         # slow-client test needs more than 8: docs/performance.md).
-        "Granian, 32 threads": [
-            sys.executable,
-            "-m",
-            "app.serve",
-            "--port",
-            "{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            "32",
-        ],
+        "Granian, 32 threads": [*serve, "--threads", "32"],
         "gunicorn sync": [*gunicorn, "app:create_app()"],
         "gunicorn gthread (8 threads)": [
             *gunicorn,
