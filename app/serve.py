@@ -16,7 +16,8 @@ clients held gunicorn's workers; measured in docs/performance.md).
   server (PROMETHEUS_MULTIPROC_DIR, else a fresh one), emptied at start, removed at exit.
 - A graceful stop (SIGTERM, SIGINT to the server process): new connections are no
   longer taken off the network, the workers serve every connection already queued and
-  in flight, then each worker writes its queued usage and audit events as it exits.
+  in flight (app/drain.py: none is reset), then each worker writes its queued usage
+  and audit events as it exits.
 - A reload (SIGHUP): one worker at a time is replaced, the new one started before the
   old one stops; the listening socket is the server's own, so nothing queued is lost.
   SIGKILL and a killed worker run nothing: that is the crash bound of docs/usage.md.
@@ -30,7 +31,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -38,9 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Seconds a graceful stop waits for the workers to take every queued connection, and
-# then for each worker to finish what it serves and write its queues.
-DRAIN_SECONDS = 10.0
+from app import drain
+
+# Seconds a graceful stop waits for each worker to finish what it serves and write its
+# queues (the wait for queued connections is app/drain.py's).
 STOP_SECONDS = 30
 # Python threads per worker (Granian's default is 512): see docs/performance.md.
 THREADS = 512
@@ -150,52 +151,6 @@ def _log_config() -> dict[str, Any]:
     }
 
 
-def _listen_queue(sock: socket.socket) -> int:
-    """Connections waiting in a listening socket's accept queue (Linux: tcpi_unacked of a
-    listener is its accept backlog)."""
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    return int(struct.unpack_from("I", info, 24)[0])
-
-
-class _DropAll(ctypes.Structure):
-    _fields_ = (
-        ("code", ctypes.c_ushort),
-        ("jt", ctypes.c_ubyte),
-        ("jf", ctypes.c_ubyte),
-        ("k", ctypes.c_uint),
-    )
-
-
-_DROP = (_DropAll * 1)(_DropAll(0x06, 0, 0, 0))  # BPF "ret #0": accept no packet
-SO_ATTACH_FILTER = 26
-
-
-SO_DETACH_FILTER = 27
-# After the queue is empty: time for the workers to read the requests of connections
-# they have just accepted (a worker told to stop closes a connection it has not read).
-SETTLE_SECONDS = 0.3
-
-
-def _hold_connections(sock: socket.socket) -> bool:
-    """New connection attempts are dropped (the client's retry, a second later, finds the
-    port open again or closed: never reset) while the workers accept every connection
-    already queued; closing the socket instead would reset those. False if the queue did
-    not empty within DRAIN_SECONDS."""
-    prog = struct.pack("HL", 1, ctypes.addressof(_DROP))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while _listen_queue(sock):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    time.sleep(SETTLE_SECONDS)
-    return True
-
-
-def _release_connections(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
-
-
 class _Replaced:
     """A worker being replaced (reload, or a crashed worker's respawn): it is stopped only
     once the worker started in its place has loaded the app (Granian waits a fixed delay,
@@ -215,14 +170,14 @@ class _Replaced:
             from granian.log import logger
 
             logger.warning("stopping the old worker before its replacement has loaded the app")
-        _hold_connections(self._sock)
+        drain.hold(self._sock)
         self._worker.terminate()
 
     def join(self, timeout: float | None = None) -> None:
         try:
             self._worker.join(timeout)
         finally:
-            _release_connections(self._sock)
+            drain.release(self._sock)
 
 
 def _server_class() -> type:
@@ -259,7 +214,7 @@ def _server_class() -> type:
             sock = self._tcp()
             if sock is not None:
                 try:
-                    if not _hold_connections(sock):
+                    if not drain.hold(sock):
                         logger.warning("stopping with connections still queued")
                 except OSError as err:
                     logger.warning("could not drain the listen queue: %s", err)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -175,3 +177,37 @@ def test_reload_under_load_drops_nothing(app: Flask, key: Key, tmp_path: Path) -
 def _messages(output: str) -> list[str]:
     """The server's log messages in order (its JSON lines)."""
     return [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
+
+
+def test_a_connection_made_before_the_stop_is_served_though_its_request_comes_later(
+    app: Flask, key: Key, tmp_path: Path
+) -> None:
+    """A client that has connected but not yet sent its request when the stop begins (a
+    busy client, a slow network) is served, not reset: the stop waits for its first
+    bytes (app/drain.py). It once closed such a connection 0.3 s into the stop."""
+    server = _server(app, tmp_path).__enter__()
+    try:
+        early = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        early.connect()
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: not _connects(server.port), within=30)  # the stop has begun
+        time.sleep(0.7)  # the client's delay: longer than the stop once waited
+        body = json.dumps({"key": key.plaintext, "request": {"method": "GET", "path": "/v1/x"}})
+        early.request("POST", "/api/v1/keys/validate", body, {"Content-Type": "application/json"})
+        answer = early.getresponse()
+        assert answer.status == 200, server.output()
+        assert json.loads(answer.read())["valid"] is True
+        early.close()
+        assert server.proc.wait(timeout=60) == 0, server.output()
+    finally:
+        server.__exit__(None, None, None)
+    assert _counted(app, key) == 1, server.output()
+
+
+def _connects(port: int) -> bool:
+    """Whether a new connection is taken (a stopping server drops the attempt)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except (TimeoutError, ConnectionRefusedError):
+        return False
+    return True
