@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from support import fuzz
 from support.db import USE_PG, WORKER, base_config, drop_template, fresh_db, migrate_template
+from support.routing import share_compiled_url_builders
 from support.templates import share_compiled_templates
 from support.web import OTHER_PASSWORD, PASSWORD, Portal
 
@@ -54,6 +55,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     share_compiled_templates()
+    share_compiled_url_builders()
 
 
 @pytest.hookimpl(trylast=True)
@@ -83,7 +85,8 @@ _fuzz_requests: list[int] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call":
+    # The fuzz fixture records its count as it tears down: the teardown report carries it.
+    if report.when == "teardown":
         _fuzz_requests.extend(v for k, v in report.user_properties if k == "fuzz_requests")
 
 
