@@ -16,7 +16,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
-from support.fuzz import EXAMPLES, sent, state
+from support.fuzz import EXAMPLES, SHARDS, sent, state
 from support.web import Portal, csrf_token
 
 from app.extensions import db
@@ -121,8 +121,9 @@ def signed_in(fuzz_app: Flask) -> tuple[Portal, list[FormSpec]]:
     return portal, forms
 
 
+@pytest.mark.parametrize("shard", range(SHARDS))
 def test_every_form_refuses_bad_input_without_a_change(
-    fuzz_app: Flask, signed_in: tuple[Portal, list[FormSpec]]
+    fuzz_app: Flask, signed_in: tuple[Portal, list[FormSpec]], shard: int
 ) -> None:
     portal, forms = signed_in
     actions = {f.action for f in forms}
@@ -130,7 +131,7 @@ def test_every_form_refuses_bad_input_without_a_change(
     assert any("/revoke" in a for a in actions) and any("/rotate" in a for a in actions)
     assert any(a.startswith("/admin/") for a in actions), actions
     anonymous = fuzz_app.test_client()
-    for spec in forms:
+    for spec in forms[shard::SHARDS]:
         client = anonymous if spec.action in ("/register", "/login") else portal.client
         _fuzz_form(fuzz_app, client, spec)
 

@@ -13,6 +13,9 @@ from app.extensions import db
 
 # Examples per operation and per form; the defaults make ~11,000 requests in all.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "700"))
+# Each fuzz test runs as this many tests, each over every SHARDS-th operation or form,
+# so that pytest-xdist spreads them over its workers next to the rest of the suite.
+SHARDS = 4
 # CI's bar at the default EXAMPLES: generated requests over all fuzz tests, summed from
 # each test's `fuzz_requests` property by tests/conftest.py (also across xdist workers).
 FLOOR = 10_000
