@@ -105,6 +105,32 @@ def _wait_ready(worker: Any) -> bool:
     return True
 
 
+def _stop_while_loading(signum: int, frame: object) -> None:
+    """A worker's SIGTERM or SIGINT until Granian installs the worker's own handlers (as it
+    starts serving): the worker has served nothing, so it ends now. Inside the process's
+    bootstrap by SystemExit, so its finalizers run; before that (just forked, still in the
+    server's code) at once, or the exception would run the server's code in the worker."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        os._exit(0)
+    raise SystemExit(0)
+
+
+def _forked_worker() -> None:
+    """In a process just forked from the server: the stop signals end it at once.
+
+    It inherits the server process's handlers, which in a worker set the flags of the
+    server's copy and nothing else: a stop received while a worker loaded the app was
+    lost, the worker went on to serve, and STOP_SECONDS later the server killed it, with
+    whatever it had queued since (a stop under load, or during a test's short run).
+    """
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # the server's own stop first
+        signal.signal(signum, _stop_while_loading)
+
+
 def _die_with_the_server() -> None:
     """A worker gets SIGTERM (a graceful stop) when the server process dies, however it
     dies: Granian's workers do not watch their parent, and a killed server (SIGKILL, an
@@ -301,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if conf["warning"]:
             logger.warning("%s Started anyway: RATELIMIT_ALLOW_PER_WORKER is set.", conf["warning"])
+        os.register_at_fork(after_in_child=_forked_worker)  # it forks only its workers
         server.serve()
     finally:
         for path in own:

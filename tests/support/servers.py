@@ -144,11 +144,17 @@ class AppServer:
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> AppServer:
+    def launch(self) -> AppServer:
+        """Start the server process without waiting for it to answer."""
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
+        return self
+
+    def __enter__(self) -> AppServer:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

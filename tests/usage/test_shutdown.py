@@ -23,7 +23,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from support.rows import audit_events, count_rows
-from support.servers import AppServer, wait_until
+from support.servers import PATIENCE, AppServer, wait_until
 from support.usage import Key
 
 from app.extensions import db
@@ -147,6 +147,26 @@ def test_sigterm_under_load_answers_or_refuses_and_writes_every_request(
     assert len(audit_events(app, "key.validation_failed")) == 10
     assert 1 <= len(audit_events(app, "key.validated", target=f"key:{key.public_id}")) <= 8
     assert "could not be written" not in output
+
+
+def test_a_stop_while_the_workers_load_the_app_ends_them_at_once(
+    app: Flask, tmp_path: Path
+) -> None:
+    """A worker runs the server process's signal handlers until Granian installs its own, as
+    it starts serving: a stop that came while it loaded the app set the flags of the
+    server's copy in the worker, the worker went on to serve, and the server killed it
+    STOP_SECONDS later, with whatever it had queued by then (a CI teardown took 30.85 s)."""
+    server = _server(app, tmp_path).launch()
+    try:
+        wait_until(lambda: "Spawning worker-2" in server.output(), within=PATIENCE, step=0.01)
+        assert "Started worker" not in server.output()  # both still load the app
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=PATIENCE) == 0, server.output()
+    finally:
+        server.__exit__(None, None, None)
+    output = server.output()
+    assert "refused to gracefully stop" not in output, output
+    assert "Started worker" not in output, output  # ended before serving, not after
 
 
 def test_reload_under_load_drops_nothing(app: Flask, key: Key, tmp_path: Path) -> None:
