@@ -19,6 +19,7 @@ Not a test: figures depend on the machine.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -88,6 +89,28 @@ def build(tmp: Path, n: int) -> dict[str, float]:
     return {"append_s": appended, "seal_s": sealed}
 
 
+def _stop_fork_server() -> None:
+    """The verifier's workers are the fork server's children (app/audit/core/parallel.py),
+    reaped by it, so RUSAGE_CHILDREN counts them only once the fork server has ended and
+    been waited for: it runs until this process exits unless stopped here (its own
+    imports then count too, a cost of verifying with workers)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # the process-wide one the pools used
+    if server._forkserver_pid is not None:
+        server._stop()
+
+
+def _reap_orphans() -> None:
+    """Wait for every orphaned descendant reparented here (PR_SET_CHILD_SUBREAPER), so
+    its CPU and peak RSS, and those of the children it reaped, count in RUSAGE_CHILDREN."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def verify_child(tmp: str, workers: str) -> None:
     """Run in a fresh process: verify, print JSON with time, CPU and peak RSS."""
     from app.audit import service
@@ -104,6 +127,7 @@ def verify_child(tmp: str, workers: str) -> None:
         report = verify_log(db.engine, settings, anchor_path=settings.anchor.path, workers=wanted)
         cpu = time.process_time() - cpu
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        _stop_fork_server()
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         json.dumps(
@@ -164,9 +188,13 @@ def offline_child(tmp: str, workers: str, vkey: str) -> None:
     cmd += [str(folder / "export.jsonl"), "--vkey", vkey]
     if workers != "auto":
         cmd += ["--workers", workers]
+    # The verifier's fork server outlives it (nobody waits for it) and reaps its workers:
+    # orphaned, it comes here instead of to init, and is waited for below.
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    _reap_orphans()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert done.returncode == 0, done.stderr
     print(done.stdout.strip(), file=sys.stderr)
