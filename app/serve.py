@@ -106,7 +106,7 @@ def _wait_ready(worker: Any) -> bool:
 
 
 def _stop_while_loading(signum: int, frame: object) -> None:
-    """A worker's SIGTERM or SIGINT until Granian installs the worker's own handlers (as it
+    """A worker's SIGTERM until Granian installs the worker's own handlers (as it
     starts serving): the worker has served nothing, so it ends now. Inside the process's
     bootstrap by SystemExit, so its finalizers run; before that (just forked, still in the
     server's code) at once, or the exception would run the server's code in the worker."""
@@ -124,11 +124,16 @@ def _forked_worker() -> None:
     server's copy and nothing else: a stop received while a worker loaded the app was
     lost, the worker went on to serve, and STOP_SECONDS later the server killed it, with
     whatever it had queued since (a stop under load, or during a test's short run).
+
+    SIGINT is blocked in the worker and in every thread it starts: Ctrl-C reaches the
+    whole process group, and a worker that stopped on its own SIGINT closed connections
+    before the server had drained them (app/drain.py), then counted as an unexpected
+    exit (the server's status 1). The server turns its SIGINT into each worker's SIGTERM.
     """
     import signal
 
-    for signum in (signal.SIGTERM, signal.SIGINT):  # the server's own stop first
-        signal.signal(signum, _stop_while_loading)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, _stop_while_loading)
 
 
 def _die_with_the_server() -> None:

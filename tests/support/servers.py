@@ -147,8 +147,15 @@ class AppServer:
     def launch(self) -> AppServer:
         """Start the server process without waiting for it to answer."""
         with self.log.open("wb") as out:
+            # A process group of its own, as a server started from a terminal has: a test
+            # can send it Ctrl-C (SIGINT to the group) without reaching pytest.
             self.proc = subprocess.Popen(
-                self.cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 

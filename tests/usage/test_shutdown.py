@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import threading
@@ -199,17 +200,23 @@ def _messages(output: str) -> list[str]:
     return [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM to the server", "Ctrl-C"])
 def test_a_connection_made_before_the_stop_is_served_though_its_request_comes_later(
-    app: Flask, key: Key, tmp_path: Path
+    app: Flask, key: Key, tmp_path: Path, stop: str
 ) -> None:
     """A client that has connected but not yet sent its request when the stop begins (a
     busy client, a slow network) is served, not reset: the stop waits for its first
-    bytes (app/drain.py). It once closed such a connection 0.3 s into the stop."""
+    bytes (app/drain.py). It once closed such a connection 0.3 s into the stop; and on
+    Ctrl-C (SIGINT to the whole process group) the workers stopped on their own at once,
+    before the server's drain, and the server exited 1."""
     server = _server(app, tmp_path).__enter__()
     try:
         early = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         early.connect()
-        server.proc.send_signal(signal.SIGTERM)
+        if stop == "Ctrl-C":
+            os.killpg(server.proc.pid, signal.SIGINT)
+        else:
+            server.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: not _connects(server.port), within=30)  # the stop has begun
         time.sleep(0.7)  # the client's delay: longer than the stop once waited
         body = json.dumps({"key": key.plaintext, "request": {"method": "GET", "path": "/v1/x"}})
