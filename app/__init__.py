@@ -171,8 +171,8 @@ def register_request_hooks(app: Flask) -> None:
 
 def register_template_filters(app: Flask) -> None:
     """`{{ at|utc }}`, `{{ at|utc('date') }}`: every time a page shows (app/times.py);
-    `when`, `status_badge`, `chips`, `test_badge`, `email_parts`: a row's small pieces
-    (app/markup.py)."""
+    `when`, `status_badge`, `chips`, `test_badge`, `email_parts`: a row's small pieces,
+    `key_rows` the keys list's rows (app/markup.py)."""
     from app import markup, times
 
     app.add_template_filter(times.display, "utc")

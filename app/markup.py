@@ -1,5 +1,6 @@
 """The small pieces of markup a list repeats on every row (a time, a status, scope
-chips, the test-key badge), as template globals written in Python.
+chips, the test-key badge), and the keys list's whole rows, as template globals
+written in Python.
 
 Why not Jinja macros: a macro call costs more than the markup it writes, and a list
 makes several per row (docs/performance.md, "The keys page"). Every template
@@ -8,17 +9,21 @@ calls these by name, without an import; the markup is defined here only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask
+from flask import Flask, url_for
 from markupsafe import Markup, escape
 
 from app import times
 
 _NEVER = Markup('<span class="muted">never</span>')
 _NONE = '<span class="muted">none</span>'
+_SUPERSEDED = (
+    ' <span class="badge status-superseded"'
+    ' title="Rotated: a successor replaces this key">superseded</span>'
+)
 _TEST = Markup(
     ' <span class="badge status-test" title="Test key: validates like any key, never billed"'
     " data-test-key>test</span>"
@@ -55,6 +60,47 @@ def chips(scopes: Iterable[str]) -> Markup:
     return Markup(f'<span class="chips">{inner}</span>')  # noqa: S704 - escaped
 
 
+def key_rows(
+    keys: Iterable[Any],
+    status: Callable[[Any], str],
+    superseded: Container[int],
+    tier: str,
+    copy_icon: Markup,
+) -> Markup:
+    """The rows of the portal's keys list (templates/portal/keys.html), one string for
+    the page: a row in Jinja cost more than the rest of the page together.
+
+    Every key listed is the signed-in user's, so its tier (ApiKey.tier) is `tier`."""
+    tier_badge = f'<span class="badge tier-{escape(tier)}">{escape(tier)}</span>'
+    icon = escape(copy_icon)  # the icon macro's markup (templates/_macros/forms.html)
+    out = []
+    for key in keys:
+        s = status(key)
+        key_id = escape(f"{key.prefix}.{key.public_id}")
+        href = escape(url_for("portal.key_detail", public_id=key.public_id))
+        ip = key.last_used_ip
+        used_from = f' <span class="muted small nowrap">from {escape(ip)}</span>' if ip else ""
+        out.append(
+            f'\n    \n    <tr class="row-{escape(s)}">\n'
+            f'      <td class="name"><a href="{href}">{escape(key.name)}</a>'
+            f"{test_badge(key)}{_SUPERSEDED if key.id in superseded else ''}</td>\n"
+            f'      <td data-label="Key ID"><span class="key-id">{key_id}</span>'
+            f' <button type="button" class="button small copy-id" data-copy-text="{key_id}"'
+            f' data-copy-done="Key ID {key_id} is on your clipboard."'
+            f' aria-label="Copy key ID {key_id}" title="Copy key ID">{icon}'
+            '<span class="visually-hidden">Copy</span></button></td>\n'
+            f'      <td data-label="Scopes">{chips(key.scopes)}</td>\n'
+            f'      <td data-label="Tier">{tier_badge}</td>\n'
+            f'      <td data-label="Created">{when(key.created_at)}</td>\n'
+            f'      <td data-label="Expires">{when(key.expires_at)}</td>\n'
+            f'      <td data-label="Last used"><span>{when(key.last_used_at)}'
+            f"{used_from}</span></td>\n"
+            f'      <td data-label="Status">{status_badge(s)}</td>\n'
+            "    </tr>\n  "
+        )
+    return Markup("".join(out))  # noqa: S704 - every text put in is escaped above
+
+
 def email_parts(address: str) -> Markup:
     """An email address in a narrow column: two parts that do not break, the one break
     before the @; CSS ends a part too long for the column in an ellipsis (`.email`).
@@ -67,5 +113,5 @@ def email_parts(address: str) -> Markup:
 
 
 def register(app: Flask) -> None:
-    for helper in (when, status_badge, test_badge, chips, email_parts):
+    for helper in (when, status_badge, test_badge, chips, key_rows, email_parts):
         app.add_template_global(helper)
