@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask, url_for
 from markupsafe import Markup, escape
@@ -73,11 +74,14 @@ def key_rows(
     Every key listed is the signed-in user's, so its tier (ApiKey.tier) is `tier`."""
     tier_badge = f'<span class="badge tier-{escape(tier)}">{escape(tier)}</span>'
     icon = escape(copy_icon)  # the icon macro's markup (templates/_macros/forms.html)
+    # The key page's URL built once, the id put in per row: url_for per row
+    # showed in the page's profile. Public ids are letters and digits (app/keys/format.py).
+    head, _, tail = map(escape, url_for("portal.key_detail", public_id="\0").partition("%00"))
     out = []
     for key in keys:
         s = status(key)
         key_id = escape(f"{key.prefix}.{key.public_id}")
-        href = escape(url_for("portal.key_detail", public_id=key.public_id))
+        href = f"{head}{quote(key.public_id, safe='')}{tail}"
         ip = key.last_used_ip
         used_from = f' <span class="muted small nowrap">from {escape(ip)}</span>' if ip else ""
         out.append(
