@@ -105,9 +105,11 @@ def paginate(
     args: Mapping[str, str] | None = None,
     per_page: int = PER_PAGE,
     scalars: bool = True,
+    total: int | None = None,
 ) -> Page:
     """One page of `query`, ordered by `columns[sort]` then `tiebreak` (a unique column,
-    so rows never repeat or vanish between pages)."""
+    so rows never repeat or vanish between pages). `total`: how many rows the query has,
+    when the caller already counted them (no count query then)."""
     sort = sort or default_sort
     if sort not in columns:
         raise PagerError(f"sort must be one of {', '.join(columns)}.")
@@ -118,8 +120,10 @@ def paginate(
     column = columns[sort]
     order = [column.desc() if descending else column.asc()]
     order.append(tiebreak.desc() if descending else tiebreak.asc())
-    capped = query.order_by(None).limit(COUNT_CAP).subquery()
-    total = session.scalar(select(func.count()).select_from(capped)) or 0
+    if total is None:
+        capped = query.order_by(None).limit(COUNT_CAP).subquery()
+        total = session.scalar(select(func.count()).select_from(capped)) or 0
+    total = min(total, COUNT_CAP)
     rows_query = query.order_by(*order).limit(per_page).offset((number - 1) * per_page)
     result = session.execute(rows_query)
     items = result.scalars().all() if scalars else result.all()

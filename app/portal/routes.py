@@ -73,6 +73,8 @@ def keys() -> ResponseReturnValue:
         tiebreak=ApiKey.id,
         args=wanted.args(),
         scalars=False,
+        # Unfiltered (or live keys only), the counts above already say how many rows.
+        total=total - hidden if live_only or not wanted.active else None,
     )
     rows = page.items
     return render_template(
