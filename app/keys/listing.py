@@ -5,7 +5,7 @@ so the one pager (app/pager.py) counts and pages the filtered list."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,5 +121,10 @@ class KeyFilter:
 
 def scopes_in_use(session: Session, owner_id: int) -> list[str]:
     """Every scope the owner's keys hold, for the scope filter's choices."""
-    rows = session.scalars(select(ApiKey.scopes).where(ApiKey.user_id == owner_id))
-    return sorted({s for scopes in rows for s in (scopes or [])})
+    return scopes_of(session.scalars(select(ApiKey.scopes).where(ApiKey.user_id == owner_id)))
+
+
+def scopes_of(scope_lists: Iterable[list[str] | None]) -> list[str]:
+    """The scopes these keys hold, sorted once each: scopes_in_use() when the keys at
+    hand are already all the owner's (an unfiltered list on one page)."""
+    return sorted({s for scopes in scope_lists for s in (scopes or [])})

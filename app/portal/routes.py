@@ -77,6 +77,7 @@ def keys() -> ResponseReturnValue:
         total=total - hidden if live_only or not wanted.active else None,
     )
     rows = page.items
+    whole = not wanted.active and page.number == 1 and page.pages == 1  # every key is here
     return render_template(
         "portal/keys.html",
         keys=rows,
@@ -90,7 +91,9 @@ def keys() -> ResponseReturnValue:
         hidden_count=hidden,
         statuses=listing.STATUSES,
         used_choices=listing.USED,
-        scopes=listing.scopes_in_use(db.session, current_user.id),
+        scopes=listing.scopes_of(k.scopes for k in rows)
+        if whole
+        else listing.scopes_in_use(db.session, current_user.id),
     )
 
 
