@@ -25,6 +25,7 @@ _SUPERSEDED = (
     ' <span class="badge status-superseded"'
     ' title="Rotated: a successor replaces this key">superseded</span>'
 )
+_EMPTY = Markup("")
 _TEST = Markup(
     ' <span class="badge status-test" title="Test key: validates like any key, never billed"'
     " data-test-key>test</span>"
@@ -39,10 +40,10 @@ def when(at: datetime | None) -> Markup:
     """Date, then the time in a muted second line inside tables (inline elsewhere)."""
     if not at:
         return _NEVER
-    day, clock = times.display(at, "date"), times.display(at, "time")
+    minute = times.display(at, "minute")  # "2026-11-25 10:00": the date, then the time
     return Markup(  # noqa: S704 - digits of a datetime only
-        f'<span class="when"><time datetime="{at.isoformat()}">{day} '
-        f'<span class="time">{clock} UTC</span></time></span>'
+        f'<span class="when"><time datetime="{at.isoformat()}">{minute[:10]} '
+        f'<span class="time">{minute[11:]} UTC</span></time></span>'
     )
 
 
@@ -53,7 +54,7 @@ def status_badge(status: str) -> Markup:
 
 def test_badge(key: Any) -> Markup:
     """A test key (ApiKey.test): validates like any key, never billed."""
-    return _TEST if key.test else Markup("")
+    return _TEST if key.test else _EMPTY
 
 
 def chips(scopes: Iterable[str]) -> Markup:
