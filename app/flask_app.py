@@ -18,7 +18,7 @@ with the marked hooks left out of the lists.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from typing import Any
@@ -90,6 +90,25 @@ class Answer(Response):
             if plain and length:
                 return headers
         return super().get_wsgi_headers(environ)
+
+    def get_app_iter(self, environ: dict[str, Any]) -> Iterable[bytes]:
+        """A body held as one bytes string (every JSON answer, every rendered page) is
+        handed to the server as the list it is. werkzeug wraps it in a generator that
+        encodes each item and a `ClosingIterator` that calls `close`, which for such a
+        body closes nothing: no `_on_close` callback, a list has no `close`. Bodiless
+        answers (HEAD, 1xx, 204, 304) and everything else go werkzeug's way."""
+        body = self.response
+        if (
+            type(body) is list
+            and len(body) == 1
+            and type(body[0]) is bytes
+            and not self._on_close
+            and environ["REQUEST_METHOD"] != "HEAD"
+        ):
+            status = self.status_code
+            if status >= 200 and status not in (204, 304):
+                return body
+        return super().get_app_iter(environ)
 
 
 _FIXED_BY_WERKZEUG = frozenset(("location", "content-location"))
