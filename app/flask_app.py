@@ -23,14 +23,16 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Request, request
 from flask.globals import request_ctx
 from flask.signals import request_tearing_down
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from werkzeug.datastructures import Headers
+from werkzeug.routing import MapAdapter
 
 API_BLUEPRINT = "api"
+MAX_URL_ADAPTERS = 1024
 _HOOK_DICTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
 _sentinel = object()
 
@@ -122,6 +124,7 @@ class Keyledger(Flask):
         self.browser_only_hooks: set[Callable[..., Any]] = set()
         self._api_hooks: ApiHooks | None = None
         self._sync_functions: set[Callable[..., Any]] = set()
+        self._url_adapters: dict[tuple[Any, ...], MapAdapter | None] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Flask's, remembering the plain functions it was given: Flask asks it of the
@@ -134,6 +137,38 @@ class Keyledger(Flask):
         if wrapped is func and len(known) < 4096:
             known.add(func)
         return wrapped
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's, kept per host, method, path and query: werkzeug's `bind_to_environ`
+        reads the host twice, IDNA-encodes it and decodes three environ strings on every
+        request, for the same adapter each time the request line is the same (an adapter
+        is never changed once made). Keyed by every environ value it reads; with
+        TRUSTED_HOSTS or SERVER_NAME set, Flask's way every time (docs/performance.md,
+        "Fewer calls per validation")."""
+        config = self.config
+        if request is None or config["TRUSTED_HOSTS"] or config["SERVER_NAME"]:
+            return super().create_url_adapter(request)
+        env = request.environ
+        key = (
+            env.get("HTTP_HOST"),
+            env.get("SERVER_NAME"),
+            env.get("SERVER_PORT"),
+            env.get("wsgi.url_scheme"),
+            env.get("HTTP_CONNECTION"),
+            env.get("HTTP_UPGRADE"),
+            env.get("SCRIPT_NAME"),
+            env.get("PATH_INFO"),
+            env.get("QUERY_STRING"),
+            env.get("REQUEST_METHOD"),
+        )
+        adapters = self._url_adapters
+        adapter = adapters.get(key, _sentinel)
+        if adapter is _sentinel:
+            adapter = super().create_url_adapter(request)  # raises for a bad host: not kept
+            if len(adapters) >= MAX_URL_ADAPTERS:
+                adapters.clear()
+            adapters[key] = adapter
+        return adapter  # type: ignore[return-value]
 
     def api_hooks(self) -> ApiHooks:
         """Built at the first API request: Flask refuses new hooks once one was served."""
