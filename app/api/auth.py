@@ -45,6 +45,9 @@ _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 @dataclass(slots=True)
 class ApiAuth:
     started: float
+    # The app, looked up once by _resolve: the view and the after-request hook read
+    # it from here rather than through `current_app` (a few calls per read).
+    app: Flask
     status: int = 0  # 0 while nothing is wrong; else the HTTP status to answer with
     error: str | None = None
     message: str | None = None
@@ -88,7 +91,7 @@ def _resolve() -> ApiAuth:
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     validating = req.endpoint == VALIDATE_ENDPOINT
-    auth = ApiAuth(time.perf_counter(), ip=client_ip(), validating=validating)
+    auth = ApiAuth(time.perf_counter(), app, ip=client_ip(), validating=validating)
     req.max_content_length = MAX_BODY  # every API body, chunked ones too
     if validating and not _read_body(auth, req):
         return auth

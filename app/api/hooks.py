@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import current_app, g, request
+from flask import g, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 
@@ -41,7 +41,7 @@ def account(response: Response) -> Response:
     if auth.status == 429 and auth.retry_after is not None:
         headers["Retry-After"] = str(auth.retry_after)
     status = response.status_code
-    extensions = current_app.extensions  # once: each proxy read is a few calls
+    extensions = auth.app.extensions  # not through `current_app`: a few calls per read
     metrics = extensions.get("keyledger.metrics")
     if metrics is not None:
         metrics.api_answer(
@@ -87,7 +87,7 @@ def account(response: Response) -> Response:
         # A refusal per key (or per guessing IP) and minute: every 429 of a key is in
         # usage (status_429); the trail keeps who was throttled, from where, and when.
         actor = f"key:{auth.public_id}" if record is not None else "anonymous"
-        if api_state().first_this_minute(f"429 {actor}", ip, now.timestamp()):
+        if api_state(auth.app).first_this_minute(f"429 {actor}", ip, now.timestamp()):
             recorder.audit(
                 "key.rate_limited",
                 actor=actor,

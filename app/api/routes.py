@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from sqlalchemy import select
@@ -73,17 +73,18 @@ def validate() -> ResponseReturnValue:
             f'"remaining":{charged.quota_remaining},"quota":{{"limit":{charged.quota},'
             f'"remaining":{charged.quota_remaining},"reset":{charged.quota_reset}}}'
         )
+    app = auth.app
     body = (
-        f'{_valid_head(record)},"ratelimit":{{"limit":{charged.limit},'
+        f'{_valid_head(app, record)},"ratelimit":{{"limit":{charged.limit},'
         f'"remaining":{charged.remaining},"reset":{charged.reset}}},{quota}}}\n'
     )
-    return current_app.response_class(body, mimetype="application/json")
+    return app.response_class(body, mimetype="application/json")
 
 
-def _valid_head(record: KeyRecord) -> str:
+def _valid_head(app: Flask, record: KeyRecord) -> str:
     """The 200 body's fixed part, open for "ratelimit": what changes between two
     validations of a key is its rate-limit numbers (cached per app, app/api/state.py)."""
-    heads = api_state().heads
+    heads = api_state(app).heads
     hit = heads.get(id(record))
     if hit is not None and hit[0] is record:
         return hit[1]
