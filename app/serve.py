@@ -115,7 +115,7 @@ def _stop_while_loading(signum: int, frame: object) -> None:
 
 
 def _forked_worker() -> None:
-    """In a process just forked from the server: the stop signals end it at once.
+    """In a process just forked from the server: a stop (SIGTERM) ends it at once.
 
     It inherits the server process's handlers, which in a worker set the flags of the
     server's copy and nothing else: a stop received while a worker loaded the app was

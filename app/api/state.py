@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flask import Flask, current_app
+from flask import Flask
 
 from app.keys.cache import KeyRecord
 
@@ -43,5 +43,5 @@ class ApiState:
         return True
 
 
-def api_state(app: Flask | None = None) -> ApiState:
-    return (app or current_app).extensions[EXTENSION]
+def api_state(app: Flask) -> ApiState:
+    return app.extensions[EXTENSION]
