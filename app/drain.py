@@ -123,17 +123,19 @@ def _attribute(attrs: bytes, wanted: int) -> bytes:
     return bytes(_BYTES_RECEIVED + 8)
 
 
-def hold(sock: socket.socket) -> bool:
-    """Steps 1-3 of the module's docstring. False if the queue did not empty within
-    DRAIN_SECONDS (the caller logs it); the filter stays until release()."""
+def hold(*socks: socket.socket) -> bool:
+    """Steps 1-3 of the module's docstring, for every listening socket of the port (one
+    per worker: app/serve.py). False if a queue did not empty within DRAIN_SECONDS (the
+    caller logs it); the filters stay until release()."""
     prog = struct.pack("HL", len(_NO_NEW_CONNECTIONS), ctypes.addressof(_NO_NEW_CONNECTIONS))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    for sock in socks:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
     deadline = time.monotonic() + DRAIN_SECONDS
-    while listen_queue(sock):
+    while any(listen_queue(sock) for sock in socks):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
-    port = sock.getsockname()[1]
+    port = socks[0].getsockname()[1]
     deadline = time.monotonic() + FIRST_BYTES_SECONDS
     try:
         while unread_connections(port) and time.monotonic() < deadline:
@@ -143,6 +145,7 @@ def hold(sock: socket.socket) -> bool:
     return True
 
 
-def release(sock: socket.socket) -> None:
+def release(*socks: socket.socket) -> None:
     """New connections are taken again (a reload, once the replaced worker has stopped)."""
-    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+    for sock in socks:
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)

@@ -19,7 +19,8 @@ clients held gunicorn's workers; measured in docs/performance.md).
   in flight (app/drain.py: none is reset), then each worker writes its queued usage
   and audit events as it exits.
 - A reload (SIGHUP): one worker at a time is replaced, the new one started before the
-  old one stops; the listening socket is the server's own, so nothing queued is lost.
+  old one stops, on the old one's listening socket, which is the server's own (one per
+  worker), so nothing queued is lost.
   SIGKILL and a killed worker run nothing: that is the crash bound of docs/usage.md.
 """
 
@@ -214,35 +215,64 @@ def _server_class() -> type:
     from granian.server import Server
 
     class KeyledgerServer(Server):  # type: ignore[misc, valid-type]
-        """Granian's server with one listening socket owned by the server process and
-        shared by the workers (on Linux Granian would give each worker its own
-        SO_REUSEPORT socket, whose queue is reset when that worker stops or reloads)."""
+        """Granian's server with a listening socket per worker, owned by the server
+        process: worker N's socket outlives worker N, so the one started in its place
+        (a reload, a respawn) takes over its queue, where Granian's own sockets, each
+        made by its worker, reset the queue when that worker stopped. One SO_REUSEPORT
+        socket per worker, not one shared by all: the kernel then spreads connections
+        over the workers by their addresses, where a shared socket gave each new
+        connection to whichever worker's accept loop woke first, in practice the same
+        one (8 connections out of 8 in 3 of 4 tries), so one worker's GIL served all and
+        the other core idled (docs/performance.md, "Servers side by side")."""
 
         def _init_shared_socket(self) -> None:
             if self.bind_uds:
                 return super()._init_shared_socket()
-            self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
-            self._sfd = self._shd.get_fd()
+            spec = SocketSpec(self.bind_addr, self.bind_port, self.backlog)
+            self._listeners: list[tuple[Any, socket.socket]] = []
+            for _ in range(self.workers):
+                holder = spec.build()
+                sock = socket.socket(fileno=holder.get_fd())
+                sock.set_inheritable(True)
+                self._listeners.append((holder, sock))
             self._ssp = None
-            self._sso = socket.socket(fileno=self._sfd)
-            self._sso.set_inheritable(True)
+            self._use_listener(0)
 
-        def _tcp(self) -> socket.socket | None:
-            sock = getattr(self, "_sso", None)
-            return sock if sock is not None and sock.family != socket.AF_UNIX else None
+        def _use_listener(self, idx: int) -> None:
+            """Granian hands a new worker `_shd`/`_sso`: make them worker idx's."""
+            self._shd, self._sso = self._listeners[idx % len(self._listeners)]
+            self._sfd = self._shd.get_fd()
+
+        def _spawn_worker(self, idx: int, *args: Any, **kwargs: Any) -> Any:
+            if self._tcp():
+                self._use_listener(idx)
+            return super()._spawn_worker(idx, *args, **kwargs)
+
+        def _drop_shared_socket(self) -> None:
+            for _, sock in self._tcp_pairs():
+                sock.close()
+            self._listeners = []
+            super()._drop_shared_socket()
+
+        def _tcp_pairs(self) -> list[tuple[Any, socket.socket]]:
+            return list(getattr(self, "_listeners", ()))
+
+        def _tcp(self) -> list[socket.socket]:
+            return [sock for _, sock in self._tcp_pairs()]
 
         def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> Any:
-            sock = self._tcp()
-            if sock is not None:
+            socks = self._tcp()
+            if socks:
                 for idx in workers:
+                    sock = socks[idx % len(socks)]
                     self.wrks[idx] = _Replaced(self.wrks[idx], sock, lambda idx=idx: self.wrks[idx])
             return super()._respawn_workers(workers, *args, **kwargs)
 
         def shutdown(self, exit_code: int = 0) -> None:
-            sock = self._tcp()
-            if sock is not None:
+            socks = self._tcp()
+            if socks:
                 try:
-                    if not drain.hold(sock):
+                    if not drain.hold(*socks):
                         logger.warning("stopping with connections still queued")
                 except OSError as err:
                     logger.warning("could not drain the listen queue: %s", err)

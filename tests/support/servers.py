@@ -200,3 +200,38 @@ class AppServer:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.headers, err.read()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a server's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def established_per_process(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established TCP connections to local `port` each process holds (Linux:
+    the sockets of /proc/net/tcp{,6} matched to each process's open files)."""
+    inodes: dict[str, int] = {}
+    for name in ("tcp", "tcp6"):
+        for line in Path("/proc/net", name).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes[f"socket:[{inode}]"] = 0
+    counts = {}
+    for pid in pids:
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                held += os.readlink(fd) in inodes
+            except OSError:
+                continue
+        counts[pid] = held
+    return counts
