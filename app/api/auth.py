@@ -24,7 +24,7 @@ from app.api import schemas
 from app.extensions import db
 from app.keys import lifecycle, policies
 from app.keys.cache import KeyCache, KeyRecord
-from app.usage.batch import UNSTORABLE
+from app.usage.store import UNSTORABLE
 from app.web import client_ip, key_policy
 
 MAX_BODY = 16 * 1024

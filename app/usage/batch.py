@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
-import re
 import secrets
 import threading
 import time
@@ -40,38 +38,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, delete, insert, or_, text, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import and_, bindparam, delete, insert, or_, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from app import dialects
 from app.background import Worker
-from app.billing import snapshot
 from app.extensions import db
-from app.models import (
-    ApiKey,
-    UsageBatch,
-    UsageLatencyBin,
-    UsageRecord,
-    UsageRollup,
-    UsageTopRollup,
-)
-from app.times import floor
-from app.usage import UsageEvent
-from app.usage.histogram import bin_of
+from app.models import ApiKey, UsageBatch, UsageRecord
+from app.usage import UsageEvent, rollups, store
 
 log = logging.getLogger(__name__)
 
 MODES = ("thread", "manual", "sync")
-ENDPOINT_MAX = 200
-METHOD_MAX = 16
-# What no text column may hold: NUL and the other C0/C1 controls, and lone surrogates
-# (JSON "\ud800" escapes, not encodable as UTF-8). The API refuses them in what a
-# request reports (app/api/auth.py); the flush replaces any that still arrive, so no
-# event is ever refused for its text.
-UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # The database did not answer (refused, gone, or past its deadline: app.deadlines'
 # DatabaseTimeout is a TimeoutError that SQLAlchemy passes on unwrapped, and the pool's
 # wait its own TimeoutError): the batch is kept whole and retried, never written item
@@ -108,11 +88,6 @@ class _Batch:
         return len(self.events) + len(self.audits)
 
 
-def status_class(status: int) -> str:
-    """'2xx'..'5xx', or 'other' for anything a calling service made up."""
-    return f"{status // 100}xx" if 200 <= status <= 599 else "other"
-
-
 class BatchRecorder:
     """The app's Recorder (see app/usage/__init__.py); one per app per process."""
 
@@ -136,8 +111,8 @@ class BatchRecorder:
         self.queue_max = int(queue_max)
         self.dropped = 0
         self.flushed = 0
-        # The roll-up upserts, built once per dialect and table (see _upsert).
-        self._upserts: dict[tuple[str, str], Any] = {}
+        # The flush's statements, compiled once per dialect and table (app/usage/store.py).
+        self._statements: dict[tuple[str, str], Any] = {}
         self._reset_process_state()
         _LIVE.add(self)
 
@@ -312,17 +287,18 @@ class BatchRecorder:
                 for e in batch.events:
                     try:
                         with session.begin_nested():
-                            session.execute(insert(UsageRecord), [_row(e)])
+                            row = dict(zip(store.EVENT_COLUMNS, store.event_row(e), strict=True))
+                            session.execute(insert(UsageRecord), [row])
                         events.append(e)
                     except UNAVAILABLE:
                         raise
                     except Exception:
                         log.exception("dropping a usage event the database refused")
             elif events:
-                _insert_events(session.connection(), [_row(e) for e in events])
+                store.insert_events(session.connection(), events, self._statements)
             touched = {}
             if events:
-                _upsert_rollups(session, engine, events, self._upserts)
+                rollups.add(session, events, self._statements)
                 touched = self._touch_keys(session, events)
             self._append_audits(session, batch.audits, careful=careful)
         return touched
@@ -355,17 +331,13 @@ class BatchRecorder:
             seen = self._last_used.get(key_id)
             if seen and seen[1] == e.client_ip and e.at - seen[0] < LAST_USED_RESOLUTION:
                 continue
-            session.execute(
-                update(ApiKey)
-                .where(
-                    and_(
-                        ApiKey.id == key_id,
-                        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= e.at),
-                    )
-                )
-                .values(last_used_at=e.at, last_used_ip=e.client_ip)
-            )
             touched[key_id] = (e.at, e.client_ip)
+        if touched:
+            # One statement for the batch's keys, in that order (executemany: pipelined
+            # on PostgreSQL), not one built and run per key.
+            session.connection().execute(
+                _TOUCH, [{"key": k, "at": at, "ip": ip} for k, (at, ip) in touched.items()]
+            )
         return touched
 
     def _append_audits(self, session: Session, audits: list[_Audit], *, careful: bool) -> None:
@@ -417,200 +389,18 @@ class BatchRecorder:
             log.error("usage: %d items could not be written at shutdown", left)
 
 
-def _text(value: object, limit: int) -> str:
-    text = value if isinstance(value, str) else "" if value is None else str(value)
-    if UNSTORABLE.search(text):
-        text = UNSTORABLE.sub("\ufffd", text)
-    return text[:limit]
-
-
-def _ms(value: object) -> float:
-    """A latency the columns can hold: finite, 0 to about 11 days."""
-    try:
-        ms = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    return min(max(ms, 0.0), 1e9) if math.isfinite(ms) else 0.0
-
-
-def _row(e: UsageEvent) -> dict[str, Any]:
-    """The stored form of an event; reported fields are cut to the columns' sizes."""
-    return {
-        "key_id": e.key_id,
-        "owner_id": e.owner_id,
-        "endpoint": _text(e.endpoint, ENDPOINT_MAX),
-        "method": _text(str(e.method or "").upper(), METHOD_MAX),
-        "status": e.status,
-        "response_ms": _ms(e.response_ms),
-        "client_ip": _text(e.client_ip, 45) or None,
-        "at": e.at,
-    }
-
-
-def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """The batch's raw events, in the session's transaction.
-
-    PostgreSQL: COPY, which costs the database server and the worker a fraction of the
-    pipelined INSERT per row that executemany sends. Elsewhere: Core executemany; a
-    multi-row VALUES statement was slower to build (docs/performance.md, "The usage
-    flush").
-    """
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(UsageRecord.__table__), rows)
-        return
-    columns = ", ".join(rows[0])  # _row's keys are the column names
-    copy_sql = f"COPY {UsageRecord.__tablename__} ({columns}) FROM STDIN"
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(copy_sql) as copy:
-        for row in rows:
-            copy.write_row(tuple(row.values()))
-
-
-# The 4xx answers the dashboards count apart (they stay in status_4xx as well).
-_FOUR_XX_PARTS = {401: "status_401_403", 403: "status_401_403", 429: "status_429"}
-
-
-def _upsert_rollups(
-    session: Session,
-    engine: Engine,
-    events: list[UsageEvent],
-    upserts: dict[tuple[str, str], Any] | None = None,
-) -> None:
-    """Aggregate the batch in memory, then add it to the stored roll-ups atomically.
-    `upserts` keeps the built statements between flushes (the recorder's own dict)."""
-    if upserts is None:
-        upserts = {}
-    rollups: dict[tuple[int, str, datetime], dict[str, Any]] = {}
-    bins: dict[tuple[int, str, datetime, int], int] = {}
-    tops: dict[tuple[int, str, str, datetime, str], list[int]] = {}
-    for e in events:
-        cls = f"status_{status_class(e.status)}"
-        part = _FOUR_XX_PARTS.get(e.status)
-        ms = _ms(e.response_ms)
-        b = bin_of(ms)
-        failed = 1 if e.status >= 400 else 0
-        # One floor per event, the coarser buckets from it: the flush pays per event.
-        minute = floor(e.at, "minute")
-        hour = minute.replace(minute=0)
-        day = hour.replace(hour=0)
-        # Day rows too (histogram and top lists): a month's chart reads 30 rows per
-        # bin or value instead of 720.
-        day_bin = (e.key_id, "day", day, b)
-        bins[day_bin] = bins.get(day_bin, 0) + 1
-        for dim, value in (("endpoint", _text(e.endpoint, ENDPOINT_MAX)), ("ip", e.client_ip)):
-            if value:
-                for granularity, bucket in (("hour", hour), ("day", day)):
-                    pk = (e.key_id, dim, granularity, bucket, value[:ENDPOINT_MAX])
-                    top = tops.setdefault(pk, [e.owner_id, 0, 0])
-                    top[1] += 1
-                    top[2] += failed
-        for granularity, bucket in (("minute", minute), ("hour", hour), ("day", day)):
-            pk = (e.key_id, granularity, bucket)
-            row = rollups.get(pk)
-            if row is None:
-                row = rollups[pk] = {
-                    "key_id": e.key_id,
-                    "granularity": granularity,
-                    "bucket": bucket,
-                    "owner_id": e.owner_id,
-                    "count": 0,
-                    "status_2xx": 0,
-                    "status_3xx": 0,
-                    "status_4xx": 0,
-                    "status_5xx": 0,
-                    "status_other": 0,
-                    "status_401_403": 0,
-                    "status_429": 0,
-                    "latency_sum_ms": 0.0,
-                    "tier": e.tier,
-                }
-            row["count"] += 1
-            row[cls] += 1
-            if part:
-                row[part] += 1
-            row["latency_sum_ms"] += ms
-            if granularity != "day":  # the day bin is counted above, once
-                bins[(*pk, b)] = bins.get((*pk, b), 0) + 1
-
-    # Rows for a day before today: that day's billing snapshot is reopened, in this
-    # transaction and before the roll-up rows are locked (app/billing/snapshot.py). The
-    # usual batch, today's only, adds no query.
-    today = floor(datetime.now(UTC), "day")
-    past = [
-        bucket for (_, granularity, bucket) in rollups if granularity == "day" and bucket < today
-    ]
-    if past:
-        snapshot.reopen(session, past)
-
-    # Sorted, so that concurrent flushes lock rows in one order and cannot deadlock.
-    rows = [rollups[k] for k in sorted(rollups)]
-    bin_rows = [
-        {"key_id": k[0], "granularity": k[1], "bucket": k[2], "bin": k[3], "count": n}
-        for k, n in sorted(bins.items())
-    ]
-    top_rows = [
-        dict(
-            zip(("key_id", "dim", "granularity", "bucket", "value"), k, strict=True),
-            owner_id=o,
-            count=n,
-            errors=f,
+# A key's last use, moved on only (an earlier batch retried late must not move it back).
+_KEYS = ApiKey.__table__
+_TOUCH = (
+    update(_KEYS)
+    .where(
+        and_(
+            _KEYS.c.id == bindparam("key"),
+            or_(_KEYS.c.last_used_at.is_(None), _KEYS.c.last_used_at <= bindparam("at")),
         )
-        for k, (o, n, f) in sorted(tops.items())
-    ]
-    conn = session.connection()
-    dialect = engine.dialect.name
-    for table, batch in (
-        (UsageRollup.__table__, rows),
-        (UsageLatencyBin.__table__, bin_rows),
-        (UsageTopRollup.__table__, top_rows),
-    ):
-        if not batch:
-            continue
-        stmt = _upsert(dialect, table, upserts)
-        if dialect == "postgresql":  # one statement: the batch's columns as arrays
-            conn.execute(stmt, {c: [r[c] for r in batch] for c in batch[0]})
-        else:
-            conn.execute(stmt, batch)
-
-
-def _upsert(dialect: str, table: Any, built_before: dict[tuple[str, str], Any]) -> Any:
-    """The upsert that adds a batch's counts (and latency sums) to a roll-up table's
-    stored rows, built once per dialect and table: building `excluded` and its column
-    collection on every flush showed in profiles of a busy worker (docs/performance.md,
-    "The usage flush").
-
-    PostgreSQL: INSERT ... SELECT FROM unnest(arrays) ON CONFLICT, one statement per
-    table; executemany sent one upsert per row (pipelined), about three per event when a
-    batch touches many keys, and the server's per-statement work was most of the flush.
-    SQLite: INSERT ... ON CONFLICT, run with executemany (in process, no round trips).
-    """
-    built = built_before.get((dialect, table.name))
-    if built is not None:
-        return built
-    keys = [c.name for c in table.primary_key.columns]
-    # owner_id and tier stay as the period's first write set them; the rest are sums.
-    kept = ("owner_id", "tier")
-    added = [c.name for c in table.columns if c.name not in keys and c.name not in kept]
-    if dialects.name_of(dialect) == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        pg = postgresql.dialect()
-        cols = ", ".join(c.name for c in table.columns)
-        arrays = ", ".join(
-            f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in table.columns
-        )
-        updates = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in added)
-        # Names come from our own table metadata; every value is a bound array.
-        built = text(
-            f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-        )
-    else:
-        stmt = dialects.insert(dialect, table)
-        built = stmt.on_conflict_do_update(
-            index_elements=keys, set_={c: stmt.table.c[c] + stmt.excluded[c] for c in added}
-        )
-    built_before[(dialect, table.name)] = built
-    return built
+    )
+    .values(last_used_at=bindparam("at"), last_used_ip=bindparam("ip"))
+)
 
 
 def shutdown_all() -> None:

@@ -25,8 +25,7 @@ from app import billing
 from app.billing import snapshot
 from app.extensions import db
 from app.models import BillingDay, BillingDayClosed
-from app.usage import recorder
-from app.usage.batch import _upsert_rollups
+from app.usage import recorder, rollups
 from tests.billing.test_billing import NOV, STATUSES, _raw
 
 DEC = datetime(2026, 12, 1, tzinfo=UTC)
@@ -362,7 +361,7 @@ def test_a_snapshot_waits_for_late_rows_being_written_into_its_day(
     ]
     done: list[snapshot.Closed] = []
     with Session(engine) as writer, writer.begin():
-        _upsert_rollups(writer, engine, late)  # reopens the day, adds its rows; open
+        rollups.add(writer, late)  # reopens the day, adds its rows; open
         worker = threading.Thread(
             target=lambda: done.append(
                 snapshot.close(engine, day, day + snapshot.DAY, now=datetime.now(UTC))
