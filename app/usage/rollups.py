@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Table, text
+from sqlalchemy import Float, Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -249,16 +249,17 @@ def _prepare_upsert(conn: Connection, table: Table) -> Prepared:
     names = columns(table)
     added = [n for n in _values(table) if n not in KEPT]
     if dialects.name_of(conn) == "postgresql":
+        # psycopg's placeholders, %(name)b: each array in binary, which psycopg builds
+        # at a fraction of the text form's cost (no quoting and escaping per element).
         arrays = ", ".join(
-            f"CAST(:{n} AS {table.c[n].type.compile(dialect=conn.dialect)}[])" for n in names
+            f"CAST(%({n})b AS {table.c[n].type.compile(dialect=conn.dialect)}[])" for n in names
         )
         updates = ", ".join(f"{n} = {table.name}.{n} + excluded.{n}" for n in added)
         # Names come from our own table metadata; every value is a bound array.
-        stmt = text(
+        sql = (
             f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         )
-        sql = stmt.compile(dialect=conn.dialect).string
         return Prepared(sql, names, time_param(conn.dialect, table.c.bucket))
     stmt = dialects.insert(conn, table)
     stmt = stmt.on_conflict_do_update(
