@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.models import UserSession
+from app.models import User, UserSession
 from app.models._types import utcnow
 
 # "Last seen" is written at most this often per session: a page view costs a read,
@@ -43,13 +43,19 @@ class Lifetimes:
 
 @dataclass(frozen=True, slots=True)
 class Live:
-    """A session that is still valid, as the request sees it."""
+    """A session that is still valid, as the request sees it.
+
+    `user` is the record's user as the same query read it (None if the row is gone),
+    held here so the ORM session's identity map keeps it for the request: Flask-Login's
+    user loader then gets it without a query of its own. Whether that user may be
+    signed in (disabled, closed) is still the loader's decision."""
 
     id: int
     user_id: int
     data: str
     created_at: datetime
     last_seen_at: datetime
+    user: User | None = None
 
 
 def new_token() -> str:
@@ -100,6 +106,23 @@ def start(
     return token, record.id
 
 
+# Every signed-in page request runs this lookup first, so it is built once, reads the
+# five columns it needs rather than a whole record, and brings the user along (one query
+# where the user loader would make a second).
+_LOOKUP = (
+    select(
+        UserSession.id,
+        UserSession.user_id,
+        UserSession.data,
+        UserSession.created_at,
+        UserSession.last_seen_at,
+        User,
+    )
+    .outerjoin(User, User.id == UserSession.user_id)
+    .where(UserSession.token_hash == bindparam("token_hash", type_=UserSession.token_hash.type))
+)
+
+
 def load(
     session: Session, token: str, lifetimes: Lifetimes, now: datetime | None = None
 ) -> Live | None:
@@ -107,14 +130,15 @@ def load(
 
     An expired record is deleted on sight (commits only then)."""
     now = now or utcnow()
-    record = session.scalar(select(UserSession).where(UserSession.token_hash == token_hash(token)))
-    if record is None:
+    row = session.execute(_LOOKUP, {"token_hash": token_hash(token)}).first()
+    if row is None:
         return None
-    if now - record.last_seen_at > lifetimes.idle or now - record.created_at > lifetimes.absolute:
-        session.delete(record)
+    record_id, user_id, data, created_at, last_seen_at, user = row
+    if now - last_seen_at > lifetimes.idle or now - created_at > lifetimes.absolute:
+        session.execute(delete(UserSession).where(UserSession.id == record_id))
         session.commit()
         return None
-    return Live(record.id, record.user_id, record.data, record.created_at, record.last_seen_at)
+    return Live(record_id, user_id, data, created_at, last_seen_at, user)
 
 
 def needs_touch(live: Live, now: datetime | None = None) -> bool:
