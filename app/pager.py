@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 PER_PAGE = 50
@@ -91,6 +92,27 @@ def _int(raw: str | None, name: str, default: int) -> int:
     return int(raw)
 
 
+# A page's statement (the query ordered, its LIMIT and OFFSET bound per call) for each
+# query object and order asked for. A caller that builds its query once (the keys list)
+# then has it built and its cache key computed once, not on every page view; a query
+# built per request is forgotten with it. Keyed by the sort's name: a query object is
+# paged by the one caller that built it, always with the same columns.
+_ORDERED: WeakKeyDictionary[Select[Any], dict[tuple[str, bool], Select[Any]]] = WeakKeyDictionary()
+_LIMIT, _OFFSET = bindparam("pager_limit"), bindparam("pager_offset")
+
+
+def _ordered(query: Select[Any], sort: str, descending: bool, column: Any, tiebreak: Any) -> Any:
+    by_order = _ORDERED.get(query)
+    if by_order is None:
+        by_order = _ORDERED.setdefault(query, {})
+    ordered = by_order.get((sort, descending))
+    if ordered is None:
+        order = [column.desc() if descending else column.asc()]
+        order.append(tiebreak.desc() if descending else tiebreak.asc())
+        ordered = by_order[sort, descending] = query.order_by(*order).limit(_LIMIT).offset(_OFFSET)
+    return ordered
+
+
 def paginate(
     session: Session,
     query: Select[Any],
@@ -106,10 +128,12 @@ def paginate(
     per_page: int = PER_PAGE,
     scalars: bool = True,
     total: int | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Page:
     """One page of `query`, ordered by `columns[sort]` then `tiebreak` (a unique column,
     so rows never repeat or vanish between pages). `total`: how many rows the query has,
-    when the caller already counted them (no count query then)."""
+    when the caller already counted them (no count query then). `params`: the values of
+    the query's own bound parameters (a query built once)."""
     sort = sort or default_sort
     if sort not in columns:
         raise PagerError(f"sort must be one of {', '.join(columns)}.")
@@ -117,14 +141,12 @@ def paginate(
         raise PagerError("dir must be asc or desc.")
     descending = default_desc if not direction else direction == "desc"
     number = _int(page, "page", 1)
-    column = columns[sort]
-    order = [column.desc() if descending else column.asc()]
-    order.append(tiebreak.desc() if descending else tiebreak.asc())
     if total is None:
         capped = query.order_by(None).limit(COUNT_CAP).subquery()
-        total = session.scalar(select(func.count()).select_from(capped)) or 0
+        total = session.scalar(select(func.count()).select_from(capped), params) or 0
     total = min(total, COUNT_CAP)
-    rows_query = query.order_by(*order).limit(per_page).offset((number - 1) * per_page)
-    result = session.execute(rows_query)
+    rows_query = _ordered(query, sort, descending, columns[sort], tiebreak)
+    bound = {**(params or {}), "pager_limit": per_page, "pager_offset": (number - 1) * per_page}
+    result = session.execute(rows_query, bound)
     items = result.scalars().all() if scalars else result.all()
     return Page(items, number, per_page, total, sort, descending, dict(args or {}))

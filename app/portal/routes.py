@@ -12,7 +12,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.audit import service as audit_service
 from app.extensions import db
@@ -47,6 +47,9 @@ _LISTED = (
     ApiKey.last_used_at,
     ApiKey.last_used_ip,
 )
+# The list's statement, built once (with the pager's order, app/pager.py); a filter adds
+# its conditions to it per request.
+_KEYS = select(*_LISTED).where(ApiKey.user_id == bindparam("owner", type_=ApiKey.user_id.type))
 
 
 @bp.route("/keys")
@@ -66,7 +69,7 @@ def keys() -> ResponseReturnValue:
         hidden = counts.pop("expired", 0) + counts.pop("revoked", 0)
     where = wanted.conditions(db.session, current_user.id, policy.expiring_days, now)
     page = page_of(
-        select(*_LISTED).where(ApiKey.user_id == current_user.id, *where),
+        _KEYS.where(*where) if where else _KEYS,
         columns={"created": ApiKey.created_at},
         default_sort="created",
         default_desc=True,
@@ -75,6 +78,7 @@ def keys() -> ResponseReturnValue:
         scalars=False,
         # Unfiltered (or live keys only), the counts above already say how many rows.
         total=total - hidden if live_only or not wanted.active else None,
+        params={"owner": current_user.id},
     )
     rows = page.items
     whole = not wanted.active and page.number == 1 and page.pages == 1  # every key is here
