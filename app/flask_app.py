@@ -24,7 +24,7 @@ from itertools import chain
 from typing import Any
 
 from flask import Flask, Request, request
-from flask.globals import request_ctx
+from flask.globals import _cv_request, request_ctx
 from flask.signals import request_tearing_down
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
@@ -33,6 +33,8 @@ from werkzeug.routing import MapAdapter
 
 API_BLUEPRINT = "api"
 MAX_URL_ADAPTERS = 1024
+MAX_BUILT_URLS = 4096
+_PLAIN_VALUES = frozenset((str, int))
 _HOOK_DICTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
 _sentinel = object()
 
@@ -125,6 +127,7 @@ class Keyledger(Flask):
         self._api_hooks: ApiHooks | None = None
         self._sync_functions: set[Callable[..., Any]] = set()
         self._url_adapters: dict[tuple[Any, ...], MapAdapter | None] = {}
+        self._built_urls: dict[tuple[Any, ...], str] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Flask's, remembering the plain functions it was given: Flask asks it of the
@@ -169,6 +172,61 @@ class Keyledger(Flask):
                 adapters.clear()
             adapters[key] = adapter
         return adapter  # type: ignore[return-value]
+
+    def url_for(
+        self,
+        endpoint: str,
+        *,
+        _anchor: str | None = None,
+        _method: str | None = None,
+        _scheme: str | None = None,
+        _external: bool | None = None,
+        **values: Any,
+    ) -> str:
+        """Flask's, each relative URL built once per endpoint, arguments and adapter
+        binding: a page asks for the same links on every view (the layout's navigation,
+        stylesheet and scripts: fifteen on the keys page), and werkzeug's `build`
+        matches the rule and quotes its arguments each time. Only plain string and
+        integer arguments, no anchor, method, scheme or external URL, no blueprint-
+        relative endpoint and no url_defaults functions; anything else, and a URL that
+        cannot be built, goes Flask's way (docs/performance.md, "The keys page")."""
+        ctx = _cv_request.get(None)
+        if (
+            ctx is None
+            or _anchor is not None
+            or _method is not None
+            or _scheme is not None
+            or _external
+            or endpoint[:1] == "."
+            or any(self.url_default_functions.values())
+            or any(type(v) not in _PLAIN_VALUES for v in values.values())
+        ):
+            return super().url_for(
+                endpoint,
+                _anchor=_anchor,
+                _method=_method,
+                _scheme=_scheme,
+                _external=_external,
+                **values,
+            )
+        adapter = ctx.url_adapter
+        if adapter is None:
+            return super().url_for(endpoint, **values)
+        key = (
+            endpoint,
+            adapter.script_name,
+            adapter.server_name,
+            adapter.subdomain,
+            adapter.url_scheme,
+            *values.items(),
+        )
+        built = self._built_urls.get(key)
+        if built is None:
+            built = super().url_for(endpoint, **values)
+            if len(self._built_urls) >= MAX_BUILT_URLS:
+                self._built_urls.clear()
+            self._built_urls[key] = built
+        return built
 
     def api_hooks(self) -> ApiHooks:
         """Built at the first API request: Flask refuses new hooks once one was served."""
