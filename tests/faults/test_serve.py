@@ -133,6 +133,27 @@ def test_sixty_slow_clients_hold_no_worker(tmp_path: Path) -> None:
     assert "Granian shutdown completed" in log.read_text()
 
 
+def test_slow_form_bodies_hold_no_page(tmp_path: Path) -> None:
+    """Half of 40 connections trickle a sign-in form's body (`Content-Length: 100`, a byte
+    every 0.2 s), half their headers; meanwhile the sign-in page and a validation answer
+    within 1 s. Portal pages take turns in a worker (app/admission.py): a page's body is
+    read before it takes its turn, and a page that waits too long runs anyway."""
+    instance, port, log = tmp_path / "instance", free_port(), tmp_path / "serve.log"
+    proc = _serve(instance, port, log)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", proc, log)
+        key = _make_key(instance)
+        with trickle.Trickle("127.0.0.1", port, n=40, every=0.2, form="/login") as slow:
+            time.sleep(1.0)  # every slow request has reached the server
+            page = trickle.timed_request("127.0.0.1", port, trickle.page("t", "/login"), 30)
+            valid = trickle.timed_request("127.0.0.1", port, trickle.validate("t", key), 30)
+            assert slow.closed == 0
+        assert page[0] == 200 and page[1] < 1.0, (page, log.read_text())
+        assert valid[0] == 200 and valid[1] < 1.0, (valid, log.read_text())
+    finally:
+        _stop(proc, signal.SIGTERM)
+
+
 def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
     """Sixteen keep-alive connections opened at once (a load balancer's pool, a
     benchmark's clients) reach both workers. With one listening socket shared by the

@@ -18,8 +18,12 @@ class Trickle:
     """`n` connections to host:port trickling one byte every `every` seconds, until
     stop(). A connection the server closes is counted in `closed` and not reopened."""
 
-    def __init__(self, host: str, port: int, n: int = 60, every: float = 0.5) -> None:
-        self.host, self.port, self.n, self.every = host, port, n, every
+    def __init__(
+        self, host: str, port: int, n: int = 60, every: float = 0.5, form: str | None = None
+    ) -> None:
+        """Half the connections trickle a validation's body, or a form's body to the
+        portal path `form`; the other half trickle their headers."""
+        self.host, self.port, self.n, self.every, self.form = host, port, n, every, form
         self.socks: list[socket.socket] = []
         self.rests: list[bytes] = []
         self.closed = 0
@@ -29,7 +33,15 @@ class Trickle:
     def __enter__(self) -> Trickle:
         for i in range(self.n):
             s = socket.create_connection((self.host, self.port), timeout=5)
-            if i % 2:
+            if i % 2 and self.form:
+                head = (
+                    f"POST {self.form} HTTP/1.1\r\n"
+                    f"Host: {self.host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    "Content-Length: 100\r\n\r\n"
+                ).encode()
+                s.sendall(head + b"e")  # then the other 99 bytes, one by one
+                rest = b"mail=" + b"x" * 94
+            elif i % 2:
                 head = (
                     "POST /api/v1/keys/validate HTTP/1.1\r\n"
                     f"Host: {self.host}\r\nContent-Type: application/json\r\n"
@@ -90,7 +102,11 @@ def timed_request(host: str, port: int, raw: bytes, timeout: float = 35.0) -> tu
 
 
 def healthz(host: str) -> bytes:
-    return f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    return page(host, "/healthz")
+
+
+def page(host: str, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
 
 
 def validate(host: str, key: str) -> bytes:
