@@ -129,7 +129,7 @@ def test_sixty_slow_clients_hold_no_worker(tmp_path: Path) -> None:
         assert health[0] == 200 and health[1] < 1.0, (health, log.read_text())
         assert valid[0] == 200 and valid[1] < 1.0, (valid, log.read_text())
     finally:
-        _stop(proc, signal.SIGTERM)
+        _stop(proc)  # Ctrl-C: the stop a process group may be sent (docs/decisions.md)
     assert "Granian shutdown completed" in log.read_text()
 
 
@@ -151,7 +151,7 @@ def test_slow_form_bodies_hold_no_page(tmp_path: Path) -> None:
         assert page[0] == 200 and page[1] < 1.0, (page, log.read_text())
         assert valid[0] == 200 and valid[1] < 1.0, (valid, log.read_text())
     finally:
-        _stop(proc, signal.SIGTERM)
+        _stop(proc)  # Ctrl-C: the stop a process group may be sent (docs/decisions.md)
 
 
 def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
@@ -195,4 +195,4 @@ def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> N
     finally:
         for conn in conns:
             conn.close()
-        _stop(proc, signal.SIGTERM)
+        _stop(proc)  # Ctrl-C: the stop a process group may be sent (docs/decisions.md)
