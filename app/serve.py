@@ -229,9 +229,9 @@ def _server_class() -> type:
         made by its worker, reset the queue when that worker stopped. One SO_REUSEPORT
         socket per worker, not one shared by all: the kernel then spreads connections
         over the workers by their addresses, where a shared socket gave each new
-        connection to whichever worker's accept loop woke first, in practice the same
-        one (8 connections out of 8 in 3 of 4 tries), so one worker's GIL served all and
-        the other core idled (docs/performance.md, "Servers side by side")."""
+        connection to whichever worker's accept loop woke first, in practice nearly
+        always the same one, so one worker's GIL served all and the other core idled
+        (docs/performance.md, "Servers side by side")."""
 
         def _init_shared_socket(self) -> None:
             if self.bind_uds:
