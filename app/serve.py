@@ -257,16 +257,14 @@ def _server_class() -> type:
             return super()._spawn_worker(idx, *args, **kwargs)
 
         def _drop_shared_socket(self) -> None:
-            for _, sock in self._tcp_pairs():
+            for sock in self._tcp():
                 sock.close()
             self._listeners = []
             super()._drop_shared_socket()
 
-        def _tcp_pairs(self) -> list[tuple[Any, socket.socket]]:
-            return list(getattr(self, "_listeners", ()))
-
         def _tcp(self) -> list[socket.socket]:
-            return [sock for _, sock in self._tcp_pairs()]
+            """The workers' TCP listening sockets (none when serving on a Unix socket)."""
+            return [sock for _, sock in getattr(self, "_listeners", ())]
 
         def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> Any:
             socks = self._tcp()

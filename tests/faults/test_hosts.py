@@ -24,7 +24,7 @@ from support.db import USE_PG
 from support.faults import ANSWER_WITHIN, through
 from support.keys import ALL_SCOPES, Keys
 from support.rows import audit_events
-from support.servers import ROOT, AppServer, wait_until
+from support.servers import ROOT, AppServer, children, wait_until
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
@@ -36,11 +36,6 @@ pytestmark = [
 REDIS = os.environ.get("RATELIMIT_STORAGE_URI", "").startswith("redis://")
 VALIDATE = "/api/v1/keys/validate"
 UNLIMITED = "basic=100000,premium=100000,enterprise=100000"
-
-
-def _workers(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def _call(server: AppServer, path: str, body: dict[str, Any], key: str | None = None) -> Any:
@@ -100,7 +95,7 @@ def test_sigkill_of_a_worker_mid_burst(app: Flask, tmp_path: Path) -> None:
         with app.app_context(), db.engine.connect() as conn:
             conn.execute(text("LOCK TABLE audit_event IN EXCLUSIVE MODE"))
             time.sleep(0.4)  # both workers now wait inside a creation's transaction
-            victim = _workers(server.proc.pid)[0]
+            victim = children(server.proc.pid)[0]
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
             time.sleep(0.1)
@@ -126,7 +121,7 @@ def test_sigkill_of_a_worker_mid_burst(app: Flask, tmp_path: Path) -> None:
             outcomes = list(pool.map(one, range(240)))
         killer.join()
         assert len(killed) == 1
-        assert killed[0] not in _workers(server.proc.pid)  # the server replaced it
+        assert killed[0] not in children(server.proc.pid)  # the server replaced it
     finally:
         server.__exit__(None, None, None)
 
